@@ -1,0 +1,188 @@
+// gemm.wgsl: C = A * B (+ bias[col]) (+ C when accumulating), tiled.
+//
+// One workgroup of 16x16 invocations computes a 64x64 tile of C; each invocation keeps a
+// 4x4 register block in four vec4 accumulators. K is walked in steps of 16 through
+// workgroup memory. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
+// own slice of C (split-K for shapes with few output tiles and a long K); the slices are
+// then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
+// deterministic.
+//
+// A, B and C are *views*. The override constants A_MODE, B_MODE, C_MODE say how a logical
+// element maps to memory, so the same core serves matmul in the three layouts training
+// needs and convolution as implicit GEMM without a materialised im2col:
+//
+//   A (M x K)  0: a[m*K + k]                      row-major
+//              1: a[k*M + m]                      stored transposed (K x M)
+//              2: conv weight (c_out, c_in, kh, kw) read as (c_in) x (c_out*kh*kw)
+//              3: NCHW tensor (batch, c_out, h_out, w_out) read as (c_out) x (batch*h_out*w_out)
+//   B (K x N)  0: b[k*N + n]                      row-major
+//              1: b[n*K + k]                      stored transposed (N x K)
+//              2: im2col of x (batch, c_in, h_in, w_in): k = (ci, r, s), n = (img, oy, ox)
+//              3: dY (batch, c_out, h_out, w_out) gathered for the data gradient:
+//                 k = (co, r, s), n = (img, iy, ix)
+//              4: im2col of x transposed for the weight gradient: k = (img, oy, ox), n = (ci, r, s)
+//   C (M x N)  0: c[z*M*N + m*N + n]              row-major, one slice per split
+//              1: NCHW scatter: n = (img, hw), c[(img*M + m)*(N/batch) + hw]
+
+struct Params {
+    m: u32, n: u32, k: u32,
+    flags: u32,     // bit 0: add bias[n]; bit 1: accumulate (C += A*B)
+    batch: u32, c_in: u32, h_in: u32, w_in: u32,
+    c_out: u32, h_out: u32, w_out: u32, kh: u32,
+    kw: u32, stride: u32, pad: u32,
+    k_split: u32,   // K elements per z slice (= k when not split)
+}
+
+override A_MODE: u32 = 0u;
+override B_MODE: u32 = 0u;
+override C_MODE: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;        // see A_MODE
+@group(0) @binding(2) var<storage, read> b: array<f32>;        // see B_MODE
+@group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N,) or a dummy when flags bit 0 is clear
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;  // see C_MODE
+
+const TILE: u32 = 64u;
+const BK: u32 = 16u;
+
+var<workgroup> As: array<vec4<f32>, 256>;   // [kk][m/4]: A[m0 + 4i .. 4i+3, k0 + kk]
+var<workgroup> Bs: array<vec4<f32>, 256>;   // [kk][n/4]: B[k0 + kk, n0 + 4j .. 4j+3]
+
+fn load_a(m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) { return 0.0; }
+    if (A_MODE == 0u) { return a[m * p.k + k]; }
+    if (A_MODE == 1u) { return a[k * p.m + m]; }
+    if (A_MODE == 2u) {
+        let khw = p.kh * p.kw;
+        let co = k / khw;
+        let rs = k % khw;
+        return a[(co * p.c_in + m) * khw + rs];
+    }
+    // A_MODE 3
+    let hw = p.h_out * p.w_out;
+    let img = k / hw;
+    return a[(img * p.c_out + m) * hw + k % hw];
+}
+
+fn load_b(k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.n) { return 0.0; }
+    if (B_MODE == 0u) { return b[k * p.n + n]; }
+    if (B_MODE == 1u) { return b[n * p.k + k]; }
+    if (B_MODE == 2u) {
+        let khw = p.kh * p.kw;
+        let ci = k / khw;
+        let r = (k % khw) / p.kw;
+        let s = k % p.kw;
+        let hw = p.h_out * p.w_out;
+        let img = n / hw;
+        let oy = (n % hw) / p.w_out;
+        let ox = n % p.w_out;
+        let iy = i32(oy * p.stride + r) - i32(p.pad);
+        let ix = i32(ox * p.stride + s) - i32(p.pad);
+        if (iy < 0 || ix < 0 || iy >= i32(p.h_in) || ix >= i32(p.w_in)) { return 0.0; }
+        return b[((img * p.c_in + ci) * p.h_in + u32(iy)) * p.w_in + u32(ix)];
+    }
+    if (B_MODE == 3u) {
+        let khw = p.kh * p.kw;
+        let co = k / khw;
+        let r = (k % khw) / p.kw;
+        let s = k % p.kw;
+        let hw = p.h_in * p.w_in;
+        let img = n / hw;
+        let iy = (n % hw) / p.w_in;
+        let ix = n % p.w_in;
+        // output row oy reads input row oy*stride - pad + r, so input row iy receives from
+        // oy = (iy + pad - r) / stride when that division is exact.
+        let ty = i32(iy + p.pad) - i32(r);
+        let tx = i32(ix + p.pad) - i32(s);
+        if (ty < 0 || tx < 0) { return 0.0; }
+        let st = p.stride;
+        if (u32(ty) % st != 0u || u32(tx) % st != 0u) { return 0.0; }
+        let oy = u32(ty) / st;
+        let ox = u32(tx) / st;
+        if (oy >= p.h_out || ox >= p.w_out) { return 0.0; }
+        return b[((img * p.c_out + co) * p.h_out + oy) * p.w_out + ox];
+    }
+    // B_MODE 4
+    let hw = p.h_out * p.w_out;
+    let img = k / hw;
+    let oy = (k % hw) / p.w_out;
+    let ox = k % p.w_out;
+    let khw = p.kh * p.kw;
+    let ci = n / khw;
+    let r = (n % khw) / p.kw;
+    let s = n % p.kw;
+    let iy = i32(oy * p.stride + r) - i32(p.pad);
+    let ix = i32(ox * p.stride + s) - i32(p.pad);
+    if (iy < 0 || ix < 0 || iy >= i32(p.h_in) || ix >= i32(p.w_in)) { return 0.0; }
+    return b[((img * p.c_in + ci) * p.h_in + u32(iy)) * p.w_in + u32(ix)];
+}
+
+fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        if (n < p.n) {
+            var x = v[j];
+            if ((p.flags & 1u) != 0u) { x += bias[n]; }
+            var idx: u32;
+            if (C_MODE == 0u) {
+                idx = z * p.m * p.n + m * p.n + n;
+            } else {
+                let hw = p.n / p.batch;
+                idx = ((n / hw) * p.m + m) * hw + n % hw;
+            }
+            if ((p.flags & 2u) != 0u) { x += c[idx]; }
+            c[idx] = x;
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let z = wg.z;
+    let k_begin = z * p.k_split;
+    let k_end = min(p.k, k_begin + p.k_split);
+    let t = lid.y * 16u + lid.x;
+    // This invocation loads A[m0 + 4*lq .. +3, k0 + lk] and B[k0 + lk, n0 + 4*lq .. +3].
+    let lk = t / 16u;
+    let lq = t % 16u;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        let k = k0 + lk;
+        if (k < k_end) {
+            let mm = m0 + 4u * lq;
+            As[t] = vec4<f32>(load_a(mm, k), load_a(mm + 1u, k), load_a(mm + 2u, k), load_a(mm + 3u, k));
+            let nn = n0 + 4u * lq;
+            Bs[t] = vec4<f32>(load_b(k, nn), load_b(k, nn + 1u), load_b(k, nn + 2u), load_b(k, nn + 3u));
+        } else {
+            As[t] = vec4<f32>(0.0);
+            Bs[t] = vec4<f32>(0.0);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let av = As[kk * 16u + lid.y];
+            let bv = Bs[kk * 16u + lid.x];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+
+    let m = m0 + 4u * lid.y;
+    let n = n0 + 4u * lid.x;
+    store_c(z, m, n, acc0);
+    store_c(z, m + 1u, n, acc1);
+    store_c(z, m + 2u, n, acc2);
+    store_c(z, m + 3u, n, acc3);
+}

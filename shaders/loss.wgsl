@@ -1,0 +1,74 @@
+// loss.wgsl: softmax cross-entropy over a batch of logits, its gradient, and the running
+// loss / accuracy totals, all in one workgroup so the sums have a fixed order.
+//
+// Only the first `step.valid` rows count (the last eval batch may be partial; its padding
+// rows get zero gradient). The totals stay on the GPU and are read every few steps.
+
+struct Params {
+    batch: u32, classes: u32,
+    flags: u32,      // bit 0: write the gradient (training)
+    _pad: u32,
+}
+
+// Written once per step by the host (see src/train/step.rs).
+struct Step {
+    step: u32, epoch: u32, valid: u32, lr: f32,
+    seed_lo: u32, seed_hi: u32, _a: u32, _b: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;       // (B, classes)
+@group(0) @binding(2) var<storage, read> labels: array<u32>;       // (B,)
+@group(0) @binding(3) var<storage, read> step: Step;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>; // (B, classes): (softmax - onehot) / valid
+@group(0) @binding(5) var<storage, read_write> totals: array<f32>;  // (4,): loss sum, correct, rows, batches
+
+var<workgroup> red_loss: array<f32, 256>;
+var<workgroup> red_hit: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn cross_entropy(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let valid = min(step.valid, p.batch);
+    var loss = 0.0;
+    var hits = 0.0;
+    for (var r = t; r < p.batch; r += 256u) {
+        let row = r * p.classes;
+        var mx = logits[row];
+        var arg = 0u;
+        for (var j = 1u; j < p.classes; j++) {
+            let v = logits[row + j];
+            if (v > mx) { mx = v; arg = j; }
+        }
+        var z = 0.0;
+        for (var j = 0u; j < p.classes; j++) { z += exp(logits[row + j] - mx); }
+        let label = labels[r];
+        let counted = r < valid;
+        if (counted) {
+            loss += log(z) + mx - logits[row + min(label, p.classes - 1u)];
+            hits += select(0.0, 1.0, arg == label);
+        }
+        if ((p.flags & 1u) != 0u) {
+            let scale = select(0.0, 1.0 / f32(max(valid, 1u)), counted);
+            for (var j = 0u; j < p.classes; j++) {
+                let sm = exp(logits[row + j] - mx) / z;
+                dlogits[row + j] = (sm - select(0.0, 1.0, j == label)) * scale;
+            }
+        }
+    }
+    red_loss[t] = loss;
+    red_hit[t] = hits;
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if (t < s) {
+            red_loss[t] += red_loss[t + s];
+            red_hit[t] += red_hit[t + s];
+        }
+    }
+    if (t == 0u) {
+        totals[0] += red_loss[0];
+        totals[1] += red_hit[0];
+        totals[2] += f32(valid);
+        totals[3] += 1.0;
+    }
+}

@@ -1,0 +1,260 @@
+//! MNIST and Fashion-MNIST in the IDX format, plain or gzipped.
+//!
+//! What this is: a reader for the four files `train-images-idx3-ubyte`,
+//! `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (each
+//! either as named or with `.gz`; the plain file wins when both exist, since it needs no
+//! decompression). An IDX file is a big-endian header (magic, then one u32 per
+//! dimension) followed by the data; the magic's third byte is the element type (0x08,
+//! unsigned byte) and its fourth the number of dimensions, so 0x00000803 is a
+//! (count, rows, cols) uint8 image file and 0x00000801 a (count,) uint8 label file. The
+//! images are 1-channel, so IDX's (count, rows, cols) already is our CHW layout.
+//!
+//! What this is not: a general IDX reader (other element types and ranks, EMNIST's
+//! transposed images, or the KMNIST/QMNIST variants are refused by the magic check or
+//! not handled); every label must be 0..9.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::{DataError, Dataset, Splits};
+
+const IMAGES_MAGIC: u32 = 0x0000_0803;
+const LABELS_MAGIC: u32 = 0x0000_0801;
+const CLASSES: usize = 10;
+
+/// Which data set the files hold; they differ only in name and class names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flavor {
+    Mnist,
+    FashionMnist,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Mnist => "mnist",
+            Flavor::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    fn class_names(self) -> Vec<String> {
+        match self {
+            Flavor::Mnist => (0..CLASSES).map(|i| i.to_string()).collect(),
+            Flavor::FashionMnist => [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+pub(crate) fn load_mnist(dir: &Path, flavor: Flavor) -> Result<Splits, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::new(
+            dir,
+            "not a directory (expected the four IDX files of MNIST here)",
+        ));
+    }
+    let train = read_split(dir, "train", flavor, "train")?;
+    let test = read_split(dir, "t10k", flavor, "test")?;
+    Ok(Splits { train, test })
+}
+
+fn read_split(dir: &Path, prefix: &str, flavor: Flavor, split: &str) -> Result<Dataset, DataError> {
+    let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+
+    let mut reader = open(&images_path)?;
+    let [magic, count, rows, cols] = read_header::<4>(&mut reader, &images_path)?;
+    check_magic(&images_path, magic, IMAGES_MAGIC, "image")?;
+    if count == 0 {
+        return Err(DataError::new(&images_path, "header says 0 images"));
+    }
+    if rows == 0 || cols == 0 {
+        return Err(DataError::new(
+            &images_path,
+            format!("header says images of {rows}x{cols}"),
+        ));
+    }
+    let (n, h, w) = (count as usize, rows as usize, cols as usize);
+    let Some(pixel_bytes) = n.checked_mul(h).and_then(|x| x.checked_mul(w)) else {
+        return Err(DataError::new(
+            &images_path,
+            format!("header says {n} images of {h}x{w}, too large to hold in memory"),
+        ));
+    };
+    let images = read_body(&mut reader, &images_path, pixel_bytes, || {
+        format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)")
+    })?;
+
+    let mut reader = open(&labels_path)?;
+    let [magic, label_count] = read_header::<2>(&mut reader, &labels_path)?;
+    check_magic(&labels_path, magic, LABELS_MAGIC, "label")?;
+    if label_count != count {
+        return Err(DataError::new(
+            &labels_path,
+            format!(
+                "count mismatch: {label_count} labels here but {count} images in {}",
+                images_path.display()
+            ),
+        ));
+    }
+    let label_bytes = read_body(&mut reader, &labels_path, n, || format!("{n} labels"))?;
+    if let Some((i, &l)) = label_bytes
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= CLASSES)
+    {
+        return Err(DataError::new(
+            &labels_path,
+            format!("label {l} out of range 0..{CLASSES} at index {i}"),
+        ));
+    }
+
+    Ok(Dataset {
+        name: format!("{}/{split}", flavor.name()),
+        images,
+        labels: label_bytes.into_iter().map(u32::from).collect(),
+        n,
+        channels: 1,
+        height: h,
+        width: w,
+        classes: CLASSES,
+        class_names: flavor.class_names(),
+    })
+}
+
+/// `dir/base` if it exists, else `dir/base.gz`.
+fn find(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
+    let plain = dir.join(base);
+    if plain.is_file() {
+        return Ok(plain);
+    }
+    let gz = dir.join(format!("{base}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(DataError::new(
+        plain,
+        format!("file not found (nor {base}.gz)"),
+    ))
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
+    // MultiGzDecoder rather than GzDecoder: a gzip file may hold several members
+    // (`cat a.gz b.gz`), and GzDecoder would stop after the first without a word.
+    Ok(if is_gz(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
+fn read_error(path: &Path, err: std::io::Error) -> DataError {
+    if is_gz(path) {
+        DataError::new(path, format!("cannot decompress: {err}"))
+    } else {
+        DataError::io(path, err)
+    }
+}
+
+fn read_header<const WORDS: usize>(
+    reader: &mut dyn Read,
+    path: &Path,
+) -> Result<[u32; WORDS], DataError> {
+    let mut raw = [0u8; 16];
+    let raw = &mut raw[..WORDS * 4];
+    let mut got = 0;
+    // read_exact would not say how much it got; the count makes the message useful.
+    while got < raw.len() {
+        match reader.read(&mut raw[got..]) {
+            Ok(0) => {
+                return Err(DataError::new(
+                    path,
+                    format!(
+                        "truncated header: {got} bytes, an IDX header of this kind is {}",
+                        raw.len()
+                    ),
+                ))
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(path, e)),
+        }
+    }
+    let mut words = [0u32; WORDS];
+    for (w, bytes) in words.iter_mut().zip(raw.chunks_exact(4)) {
+        *w = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+    Ok(words)
+}
+
+fn check_magic(path: &Path, found: u32, expected: u32, kind: &str) -> Result<(), DataError> {
+    if found == expected {
+        return Ok(());
+    }
+    let hint = if found >> 16 == 0x1f8b {
+        " (the file looks gzip-compressed: give it a .gz name)"
+    } else if found == IMAGES_MAGIC {
+        " (that is the magic of an IDX image file)"
+    } else if found == LABELS_MAGIC {
+        " (that is the magic of an IDX label file)"
+    } else {
+        ""
+    };
+    Err(DataError::new(
+        path,
+        format!("bad magic 0x{found:08x}, expected 0x{expected:08x} for an IDX {kind} file{hint}"),
+    ))
+}
+
+/// Reads exactly `len` bytes after the header and checks that nothing follows, so a
+/// header that disagrees with the file's length is caught either way.
+fn read_body(
+    reader: &mut dyn Read,
+    path: &Path,
+    len: usize,
+    declared: impl Fn() -> String,
+) -> Result<Vec<u8>, DataError> {
+    // Capacity capped: the header is untrusted, and a corrupt count must not allocate
+    // gigabytes before the short read is noticed.
+    let mut body = Vec::with_capacity(len.min(1 << 27));
+    reader
+        .take(len as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| read_error(path, e))?;
+    if body.len() < len {
+        return Err(DataError::new(
+            path,
+            format!(
+                "truncated: the header says {} but only {} bytes follow it",
+                declared(),
+                body.len()
+            ),
+        ));
+    }
+    if body.len() > len {
+        return Err(DataError::new(
+            path,
+            format!("trailing bytes after the {} the header says", declared()),
+        ));
+    }
+    Ok(body)
+}

@@ -1,0 +1,134 @@
+//! Tensors: a named, shaped view of 4-byte elements (f32 or u32) in a storage buffer.
+//! A tensor may be a sub-range of a larger buffer (all parameters live in one flat buffer
+//! so the optimizer updates them in one dispatch); the offset is then a multiple of the
+//! device's storage-offset alignment.
+
+use super::{Gpu, GpuError};
+use wgpu::util::DeviceExt;
+
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub buf: wgpu::Buffer,
+    /// Byte offset of element 0 inside `buf`.
+    pub offset: u64,
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Tensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+
+    /// A zero-filled tensor, checked against the device limits first.
+    pub fn zeros(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
+        let bytes = (shape.iter().product::<usize>().max(1) * 4) as u64;
+        gpu.check_size(name, bytes)?;
+        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
+    }
+
+    /// A tensor initialised from host data (f32 or u32).
+    pub fn from_slice<T: bytemuck::Pod>(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<Tensor, GpuError> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape of `{name}`");
+        let bytes = (data.len().max(1) * 4) as u64;
+        gpu.check_size(name, bytes)?;
+        let contents: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        let buf = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents,
+            usage: USAGE,
+        });
+        Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
+    }
+
+    /// A view of `len` elements of a larger buffer starting at byte `offset`.
+    pub fn view(name: &str, shape: &[usize], buf: &wgpu::Buffer, offset: u64) -> Tensor {
+        Tensor { name: name.to_string(), shape: shape.to_vec(), buf: buf.clone(), offset }
+    }
+
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.bytes().max(4)),
+        })
+    }
+
+    /// Overwrites the tensor from host data (outside the step loop: init, checkpoints).
+    pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, data: &[T]) {
+        assert_eq!(data.len(), self.len(), "write to `{}`", self.name);
+        gpu.queue.write_buffer(&self.buf, self.offset, bytemuck::cast_slice(data));
+    }
+}
+
+/// Copies tensors to the host. All copies share one encoder, one staging buffer and one
+/// map, so reading many tensors costs one round trip.
+async fn read_raw(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<u8>>, GpuError> {
+    let total: u64 = tensors.iter().map(|t| t.bytes()).sum::<u64>().max(4);
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: total,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = gpu.encoder("readback");
+    let mut at = 0;
+    for t in tensors {
+        if t.bytes() > 0 {
+            enc.copy_buffer_to_buffer(&t.buf, t.offset, &staging, at, t.bytes());
+        }
+        at += t.bytes();
+    }
+    gpu.queue.submit([enc.finish()]);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait();
+    rx.await
+        .map_err(|_| GpuError::Readback("map callback dropped".into()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+    let mut out = Vec::with_capacity(tensors.len());
+    let mut at = 0usize;
+    for t in tensors {
+        let n = t.bytes() as usize;
+        out.push(view[at..at + n].to_vec());
+        at += n;
+    }
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
+/// Reads f32 tensors back to the host, one `Vec` per tensor.
+pub async fn read_f32(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>, GpuError> {
+    Ok(read_raw(gpu, tensors).await?.into_iter().map(|b| bytemuck::pod_collect_to_vec(&b)).collect())
+}
+
+/// Reads u32 tensors back to the host, one `Vec` per tensor.
+pub async fn read_u32(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<u32>>, GpuError> {
+    Ok(read_raw(gpu, tensors).await?.into_iter().map(|b| bytemuck::pod_collect_to_vec(&b)).collect())
+}

@@ -1,0 +1,360 @@
+//! Tiled GEMM on the GPU, and the two things built on it: matmul in the three layouts
+//! training needs, and 2-D convolution as implicit GEMM (forward, data gradient, weight
+//! gradient) with no materialised im2col. Kernel: `shaders/gemm.wgsl`.
+//!
+//! Shapes (row-major unless said otherwise):
+//! - `Layout::AB`:  C (M,N) = A (M,K) · B (K,N)
+//! - `Layout::AtB`: C (M,N) = Aᵀ · B with A stored (K,M)
+//! - `Layout::ABt`: C (M,N) = A · Bᵀ with B stored (N,K)
+//! - conv forward:  y (B,Co,Ho,Wo) = W (Co, Ci·kh·kw) · im2col(x)   [M=Co, N=B·Ho·Wo, K=Ci·kh·kw]
+//! - conv data grad: dx (B,Ci,H,W) = Wᵀ · gather(dy)               [M=Ci, N=B·H·W,  K=Co·kh·kw]
+//! - conv weight grad: dW (Co,Ci,kh,kw) = dy · im2col(x)ᵀ           [M=Co, N=Ci·kh·kw, K=B·Ho·Wo]
+//!
+//! Functions here build `Dispatch`es at plan time and allocate what they need then (the
+//! split-K scratch buffer); they never submit.
+
+use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, Tensor};
+
+/// Matches `Params` in gemm.wgsl field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+    pub batch: u32,
+    pub c_in: u32,
+    pub h_in: u32,
+    pub w_in: u32,
+    pub c_out: u32,
+    pub h_out: u32,
+    pub w_out: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub k_split: u32,
+}
+
+/// Matches `Params` in elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct EwParams {
+    pub len: u32,
+    pub rows: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub const FLAG_BIAS: u32 = 1;
+pub const FLAG_ACCUMULATE: u32 = 2;
+const TILE: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    AB,
+    AtB,
+    ABt,
+}
+
+/// Geometry of a 2-D convolution over NCHW tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn h_out(&self) -> usize {
+        (self.h_in + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    pub fn w_out(&self) -> usize {
+        (self.w_in + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    pub fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_in, self.h_in, self.w_in]
+    }
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_out, self.h_out(), self.w_out()]
+    }
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.kh, self.kw]
+    }
+    /// Multiply-adds of the forward pass.
+    pub fn macs(&self) -> usize {
+        self.batch * self.c_out * self.h_out() * self.w_out() * self.c_in * self.kh * self.kw
+    }
+    fn params(&self) -> Params {
+        Params {
+            batch: self.batch as u32,
+            c_in: self.c_in as u32,
+            h_in: self.h_in as u32,
+            w_in: self.w_in as u32,
+            c_out: self.c_out as u32,
+            h_out: self.h_out() as u32,
+            w_out: self.w_out() as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            ..Default::default()
+        }
+    }
+}
+
+/// How many K slices to run in parallel. A GEMM with few output tiles and a long K (the
+/// weight gradient of a convolution: K = batch·Ho·Wo) would otherwise leave most of a
+/// large GPU idle. CPU adapters have few cores: no split there.
+fn split_count(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
+    if gpu.adapter.is_cpu() {
+        return 1;
+    }
+    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let want = 256usize.div_ceil(tiles);
+    want.min(k / 256).clamp(1, 64)
+}
+
+/// The general entry: C (M,N) = A·B through the given operand views. `flags` may hold
+/// FLAG_BIAS (not with split-K) and FLAG_ACCUMULATE.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    gpu: &Gpu,
+    label: &str,
+    modes: (u32, u32, u32),
+    mut p: Params,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    allow_split: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let splits = if allow_split && bias.is_none() { split_count(gpu, m, n, k) } else { 1 };
+    let consts = [("A_MODE", modes.0 as f64), ("B_MODE", modes.1 as f64), ("C_MODE", modes.2 as f64)];
+    let dummy;
+    let bias_t = match bias {
+        Some(t) => {
+            p.flags |= FLAG_BIAS;
+            t
+        }
+        None => {
+            dummy = Tensor::zeros(gpu, "no-bias", &[1])?;
+            &dummy
+        }
+    };
+    let groups = |z: usize| [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, z as u32];
+    if splits == 1 {
+        p.k_split = k as u32;
+        let d = Dispatch::new(gpu, label, ("gemm", "main"), &consts, &p, &[a, b, bias_t, c], groups(1));
+        return Ok(vec![d]);
+    }
+    // Each slice's K range is a multiple of the 16-deep K step.
+    let k_split = k.div_ceil(splits).div_ceil(16) * 16;
+    let splits = k.div_ceil(k_split);
+    let scratch = Tensor::zeros(gpu, &format!("{label}.split-k"), &[splits, m, n])?;
+    let accumulate = p.flags & FLAG_ACCUMULATE;
+    p.flags &= !FLAG_ACCUMULATE;
+    p.k_split = k_split as u32;
+    let consts0 = [("A_MODE", modes.0 as f64), ("B_MODE", modes.1 as f64), ("C_MODE", 0.0)];
+    let partial = Dispatch::new(gpu, label, ("gemm", "main"), &consts0, &p, &[a, b, bias_t, &scratch], groups(splits));
+    assert_eq!(modes.2, 0, "split-K writes row-major slices");
+    let ew = EwParams { len: (m * n) as u32, rows: splits as u32, flags: accumulate, _pad: 0 };
+    let reduce = Dispatch::new(
+        gpu,
+        &format!("{label}.sum-slices"),
+        ("elementwise", "sum_slices"),
+        &[],
+        &ew,
+        &[&scratch, c],
+        grid_1d(m * n, 256),
+    );
+    Ok(vec![partial, reduce])
+}
+
+/// C (M,N) (+)= op(A)·op(B) (+ bias (N,)). The shapes of `a` and `b` must match `layout`
+/// as documented at the top of this file.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    gpu: &Gpu,
+    label: &str,
+    layout: Layout,
+    (m, k, n): (usize, usize, usize),
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    assert_eq!(a.len(), m * k, "matmul `{label}`: A is not {m}x{k}");
+    assert_eq!(b.len(), k * n, "matmul `{label}`: B is not {k}x{n}");
+    assert_eq!(c.len(), m * n, "matmul `{label}`: C is not {m}x{n}");
+    let (am, bm) = match layout {
+        Layout::AB => (0, 0),
+        Layout::AtB => (1, 0),
+        Layout::ABt => (0, 1),
+    };
+    let p = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        flags: if accumulate { FLAG_ACCUMULATE } else { 0 },
+        batch: 1,
+        ..Default::default()
+    };
+    gemm(gpu, label, (am, bm, 0), p, a, b, bias, c, true)
+}
+
+/// y (B,Co,Ho,Wo) = conv(x (B,Ci,H,W), w (Co,Ci,kh,kw)).
+pub fn conv_forward(gpu: &Gpu, label: &str, s: &ConvShape, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>, GpuError> {
+    assert_eq!(y.len(), s.output_shape().iter().product::<usize>(), "conv `{label}` output");
+    let mut p = s.params();
+    p.m = s.c_out as u32;
+    p.n = (s.batch * s.h_out() * s.w_out()) as u32;
+    p.k = (s.c_in * s.kh * s.kw) as u32;
+    gemm(gpu, label, (0, 2, 1), p, w, x, None, y, false)
+}
+
+/// dx (B,Ci,H,W) (+)= data gradient of the convolution given dy (B,Co,Ho,Wo) and w.
+pub fn conv_backward_data(
+    gpu: &Gpu,
+    label: &str,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let mut p = s.params();
+    p.m = s.c_in as u32;
+    p.n = (s.batch * s.h_in * s.w_in) as u32;
+    p.k = (s.c_out * s.kh * s.kw) as u32;
+    p.flags = if accumulate { FLAG_ACCUMULATE } else { 0 };
+    gemm(gpu, label, (2, 3, 1), p, w, dy, None, dx, false)
+}
+
+/// dw (Co,Ci,kh,kw) (+)= weight gradient given dy (B,Co,Ho,Wo) and x (B,Ci,H,W).
+pub fn conv_backward_weight(
+    gpu: &Gpu,
+    label: &str,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let mut p = s.params();
+    p.m = s.c_out as u32;
+    p.n = (s.c_in * s.kh * s.kw) as u32;
+    p.k = (s.batch * s.h_out() * s.w_out()) as u32;
+    p.flags = if accumulate { FLAG_ACCUMULATE } else { 0 };
+    gemm(gpu, label, (3, 4, 0), p, dy, x, None, dw, true)
+}
+
+/// db (N,) (+)= column sums of dy (rows, N): the gradient of a bias added to every row.
+pub fn bias_grad(gpu: &Gpu, label: &str, rows: usize, dy: &Tensor, db: &Tensor, accumulate: bool) -> Dispatch {
+    let n = db.len();
+    assert_eq!(dy.len(), rows * n, "bias_grad `{label}`");
+    let p = EwParams { len: n as u32, rows: rows as u32, flags: if accumulate { FLAG_ACCUMULATE } else { 0 }, _pad: 0 };
+    Dispatch::new(gpu, label, ("elementwise", "column_sum"), &[], &p, &[dy, db], grid_1d(n, 256))
+}
+
+/// Plain f64 references, written for clarity, for the tests.
+pub mod cpu {
+    use super::{ConvShape, Layout};
+
+    /// C (M,N) = op(A)·op(B) (+ bias) in the given layout.
+    pub fn matmul(layout: Layout, (m, k, n): (usize, usize, usize), a: &[f64], b: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |b| b[j]);
+                for l in 0..k {
+                    let av = match layout {
+                        Layout::AtB => a[l * m + i],
+                        _ => a[i * k + l],
+                    };
+                    let bv = match layout {
+                        Layout::ABt => b[j * k + l],
+                        _ => b[l * n + j],
+                    };
+                    s += av * bv;
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    }
+
+    fn at(s: &ConvShape, x: &[f64], img: usize, c: usize, y: isize, xx: isize) -> f64 {
+        if y < 0 || xx < 0 || y >= s.h_in as isize || xx >= s.w_in as isize {
+            return 0.0;
+        }
+        x[((img * s.c_in + c) * s.h_in + y as usize) * s.w_in + xx as usize]
+    }
+
+    /// y (B,Co,Ho,Wo) = conv(x, w), zero padding.
+    pub fn conv_forward(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+        let (ho, wo) = (s.h_out(), s.w_out());
+        let mut y = vec![0.0; s.batch * s.c_out * ho * wo];
+        for img in 0..s.batch {
+            for co in 0..s.c_out {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = 0.0;
+                        for ci in 0..s.c_in {
+                            for r in 0..s.kh {
+                                for q in 0..s.kw {
+                                    let iy = (oy * s.stride + r) as isize - s.pad as isize;
+                                    let ix = (ox * s.stride + q) as isize - s.pad as isize;
+                                    acc += w[((co * s.c_in + ci) * s.kh + r) * s.kw + q] * at(s, x, img, ci, iy, ix);
+                                }
+                            }
+                        }
+                        y[((img * s.c_out + co) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// (dx, dw) for upstream gradient dy: the adjoint of `conv_forward`, by scattering.
+    pub fn conv_backward(s: &ConvShape, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (ho, wo) = (s.h_out(), s.w_out());
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; w.len()];
+        for img in 0..s.batch {
+            for co in 0..s.c_out {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let g = dy[((img * s.c_out + co) * ho + oy) * wo + ox];
+                        for ci in 0..s.c_in {
+                            for r in 0..s.kh {
+                                for q in 0..s.kw {
+                                    let iy = (oy * s.stride + r) as isize - s.pad as isize;
+                                    let ix = (ox * s.stride + q) as isize - s.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
+                                        continue;
+                                    }
+                                    let xi = ((img * s.c_in + ci) * s.h_in + iy as usize) * s.w_in + ix as usize;
+                                    let wi = ((co * s.c_in + ci) * s.kh + r) * s.kw + q;
+                                    dx[xi] += g * w[wi];
+                                    dw[wi] += g * x[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dx, dw)
+    }
+}

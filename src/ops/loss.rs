@@ -1,0 +1,58 @@
+//! Softmax cross-entropy with accuracy count (`shaders/loss.wgsl`).
+//!
+//! logits (B, K), labels (B,) → dlogits (B, K) = (softmax − onehot)/valid for the first
+//! `valid` rows (0 for the rest), and totals (4,) += [Σ loss, Σ correct, valid, 1].
+//! Loss is the mean over valid rows; "correct" counts rows whose first argmax is the label.
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub classes: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub const WRITE_GRAD: u32 = 1;
+
+/// `step` is the (1,) StepState tensor; `dlogits` is written only when `train`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy(
+    gpu: &Gpu,
+    label: &str,
+    (batch, classes): (usize, usize),
+    train: bool,
+    logits: &Tensor,
+    labels: &Tensor,
+    step: &Tensor,
+    dlogits: &Tensor,
+    totals: &Tensor,
+) -> Dispatch {
+    let p = Params { batch: batch as u32, classes: classes as u32, flags: if train { WRITE_GRAD } else { 0 }, _pad: 0 };
+    Dispatch::new(gpu, label, ("loss", "cross_entropy"), &[], &p, &[logits, labels, step, dlogits, totals], [1, 1, 1])
+}
+
+pub mod cpu {
+    /// (mean loss over valid rows, correct count, dlogits).
+    pub fn cross_entropy(classes: usize, valid: usize, logits: &[f64], labels: &[u32]) -> (f64, usize, Vec<f64>) {
+        let batch = labels.len();
+        let mut loss = 0.0;
+        let mut correct = 0;
+        let mut d = vec![0.0; logits.len()];
+        for r in 0..batch.min(valid) {
+            let row = &logits[r * classes..(r + 1) * classes];
+            let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let arg = row.iter().position(|&v| v == mx).unwrap();
+            let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+            let l = labels[r] as usize;
+            loss += z.ln() + mx - row[l];
+            correct += (arg == l) as usize;
+            for j in 0..classes {
+                d[r * classes + j] = ((row[j] - mx).exp() / z - (j == l) as u8 as f64) / valid as f64;
+            }
+        }
+        (loss / valid as f64, correct, d)
+    }
+}

@@ -1,0 +1,117 @@
+//! GPU matmul and implicit-GEMM convolution against the f64 references, on hand-checkable
+//! cases and on seeded shapes that are not multiples of the 64x64x16 tile.
+
+mod common;
+use common::*;
+use cuttle::gpu::{read_f32, record_all, test_gpu, Gpu, Tensor};
+use cuttle::ops::gemm::{self, cpu, ConvShape, Layout};
+
+fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
+    Tensor::from_slice(gpu, name, &[v.len()], &f32s(v)).unwrap()
+}
+
+fn run(gpu: &Gpu, ds: &[cuttle::gpu::Dispatch]) {
+    let mut enc = gpu.encoder("test");
+    record_all(&mut enc, ds);
+    gpu.submit_and_wait(enc);
+}
+
+fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
+    pollster::block_on(read_f32(gpu, &[x])).unwrap().remove(0)
+}
+
+#[test]
+fn matmul_hand_checked() {
+    let Some(gpu) = test_gpu() else { return };
+    // [1 2 3; 4 5 6] · [1 0; 0 1; 1 1] + [10, 20] = [14 25; 20 31]
+    let a = t(&gpu, "a", &[1., 2., 3., 4., 5., 6.]);
+    let b = t(&gpu, "b", &[1., 0., 0., 1., 1., 1.]);
+    let bias = t(&gpu, "bias", &[10., 20.]);
+    let c = Tensor::zeros(&gpu, "c", &[4]).unwrap();
+    run(&gpu, &gemm::matmul(&gpu, "mm", Layout::AB, (2, 3, 2), &a, &b, Some(&bias), &c, false).unwrap());
+    assert_eq!(read(&gpu, &c), vec![14., 25., 20., 31.]);
+}
+
+#[test]
+fn matmul_layouts_random() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(7);
+    for &(m, k, n) in &[(1, 1, 1), (5, 3, 7), (67, 33, 70), (130, 17, 9), (3, 300, 5), (65, 129, 66)] {
+        for layout in [Layout::AB, Layout::AtB, Layout::ABt] {
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let bias = rng.vec(n);
+            let use_bias = layout == Layout::ABt;
+            let want = cpu::matmul(layout, (m, k, n), &a, &b, use_bias.then_some(&bias[..]));
+            let (ta, tb, tbias) = (t(&gpu, "a", &a), t(&gpu, "b", &b), t(&gpu, "bias", &bias));
+            let c = Tensor::zeros(&gpu, "c", &[m * n]).unwrap();
+            run(&gpu, &gemm::matmul(&gpu, "mm", layout, (m, k, n), &ta, &tb, use_bias.then_some(&tbias), &c, false).unwrap());
+            // K-long f32 dot products: error grows like sqrt(K)·eps.
+            assert_close(&format!("{layout:?} {m}x{k}x{n}"), &read(&gpu, &c), &want, 1e-5 * (k as f64).sqrt(), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn matmul_accumulates() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(3);
+    let (m, k, n) = (9, 20, 11);
+    let (a, b, c0) = (rng.vec(m * k), rng.vec(k * n), rng.vec(m * n));
+    let mut want = cpu::matmul(Layout::AB, (m, k, n), &a, &b, None);
+    want.iter_mut().zip(&c0).for_each(|(w, c)| *w += c);
+    let c = t(&gpu, "c", &c0);
+    run(&gpu, &gemm::matmul(&gpu, "mm", Layout::AB, (m, k, n), &t(&gpu, "a", &a), &t(&gpu, "b", &b), None, &c, true).unwrap());
+    assert_close("accumulate", &read(&gpu, &c), &want, 1e-5, 1e-4);
+}
+
+fn check_conv(gpu: &Gpu, s: ConvShape, seed: u64) {
+    let mut rng = Rng(seed);
+    let x = rng.vec(s.input_shape().iter().product());
+    let w = rng.vec(s.weight_shape().iter().product());
+    let y_len: usize = s.output_shape().iter().product();
+    let dy = rng.vec(y_len);
+    let y_want = cpu::conv_forward(&s, &x, &w);
+    let (dx_want, dw_want) = cpu::conv_backward(&s, &x, &w, &dy);
+    let (tx, tw, tdy) = (t(gpu, "x", &x), t(gpu, "w", &w), t(gpu, "dy", &dy));
+    let ty = Tensor::zeros(gpu, "y", &[y_len]).unwrap();
+    let tdx = Tensor::zeros(gpu, "dx", &[x.len()]).unwrap();
+    let tdw = Tensor::zeros(gpu, "dw", &[w.len()]).unwrap();
+    let mut ds = gemm::conv_forward(gpu, "fwd", &s, &tx, &tw, &ty).unwrap();
+    ds.extend(gemm::conv_backward_data(gpu, "bwd-data", &s, &tdy, &tw, &tdx, false).unwrap());
+    ds.extend(gemm::conv_backward_weight(gpu, "bwd-weight", &s, &tdy, &tx, &tdw, false).unwrap());
+    run(gpu, &ds);
+    let k_fwd = (s.c_in * s.kh * s.kw) as f64;
+    let k_w = (s.batch * s.h_out() * s.w_out()) as f64;
+    assert_close(&format!("conv fwd {s:?}"), &read(gpu, &ty), &y_want, 1e-5 * k_fwd.sqrt(), 1e-4);
+    assert_close(&format!("conv dx {s:?}"), &read(gpu, &tdx), &dx_want, 1e-5 * k_fwd.sqrt() * 2.0, 1e-4);
+    assert_close(&format!("conv dw {s:?}"), &read(gpu, &tdw), &dw_want, 1e-5 * k_w.sqrt(), 1e-4);
+}
+
+#[test]
+fn conv_hand_checked() {
+    let Some(gpu) = test_gpu() else { return };
+    // 1x1 image 3x3, 3x3 kernel of ones, pad 1: each output is the sum of its neighbourhood.
+    let s = ConvShape { batch: 1, c_in: 1, h_in: 3, w_in: 3, c_out: 1, kh: 3, kw: 3, stride: 1, pad: 1 };
+    let x = t(&gpu, "x", &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
+    let w = t(&gpu, "w", &[1.0; 9]);
+    let y = Tensor::zeros(&gpu, "y", &[9]).unwrap();
+    run(&gpu, &gemm::conv_forward(&gpu, "c", &s, &x, &w, &y).unwrap());
+    assert_eq!(read(&gpu, &y), vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]);
+}
+
+#[test]
+fn conv_random_shapes() {
+    let Some(gpu) = test_gpu() else { return };
+    let shapes = [
+        ConvShape { batch: 2, c_in: 3, h_in: 7, w_in: 6, c_out: 5, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvShape { batch: 3, c_in: 4, h_in: 9, w_in: 9, c_out: 6, kh: 3, kw: 3, stride: 2, pad: 1 },
+        ConvShape { batch: 2, c_in: 5, h_in: 8, w_in: 7, c_out: 3, kh: 1, kw: 1, stride: 2, pad: 0 },
+        ConvShape { batch: 1, c_in: 2, h_in: 5, w_in: 5, c_out: 70, kh: 1, kw: 1, stride: 1, pad: 0 },
+        ConvShape { batch: 2, c_in: 3, h_in: 6, w_in: 5, c_out: 4, kh: 2, kw: 3, stride: 1, pad: 0 },
+        ConvShape { batch: 1, c_in: 17, h_in: 4, w_in: 4, c_out: 9, kh: 3, kw: 3, stride: 1, pad: 1 },
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        check_conv(&gpu, s, 100 + i as u64);
+    }
+}

@@ -1,0 +1,186 @@
+//! GPU against the f64 references for BatchNorm, pooling, ReLU, the loss, SGD and the
+//! batch builder; hand-checkable cases first, then seeded shapes that are not multiples of
+//! the 256-invocation workgroups.
+
+mod common;
+use common::*;
+use cuttle::gpu::{read_f32, read_u32, record_all, test_gpu, Dispatch, Gpu, Tensor};
+use cuttle::ops::{augment, batchnorm as bn, elementwise, loss, pool, sgd, StepState};
+
+fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
+    Tensor::from_slice(gpu, name, &[v.len()], &f32s(v)).unwrap()
+}
+fn z(gpu: &Gpu, name: &str, n: usize) -> Tensor {
+    Tensor::zeros(gpu, name, &[n]).unwrap()
+}
+fn run(gpu: &Gpu, ds: &[Dispatch]) {
+    let mut enc = gpu.encoder("test");
+    record_all(&mut enc, ds);
+    gpu.submit_and_wait(enc);
+}
+fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
+    pollster::block_on(read_f32(gpu, &[x])).unwrap().remove(0)
+}
+fn step_tensor(gpu: &Gpu, st: StepState) -> Tensor {
+    Tensor::from_slice(gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap()
+}
+
+#[test]
+fn batchnorm_forward_backward_and_running_stats() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(11);
+    for s in [bn::BnShape { batch: 2, channels: 3, hw: 1 }, bn::BnShape { batch: 3, channels: 5, hw: 97 }, bn::BnShape { batch: 5, channels: 2, hw: 300 }] {
+        let n = s.batch * s.channels * s.hw;
+        let x: Vec<f64> = rng.vec(n).iter().map(|v| v * 2.0 + 0.5).collect();
+        let (gamma, beta, res, dy) = (rng.vec(s.channels), rng.vec(s.channels), rng.vec(n), rng.vec(n));
+        let (y, mean, inv) = bn::cpu::forward(s, &x, &gamma, &beta);
+        let (dx, dg, db) = bn::cpu::backward(s, &x, &gamma, &dy);
+        let (tx, tg, tb, tres, tdy) = (t(&gpu, "x", &x), t(&gpu, "g", &gamma), t(&gpu, "b", &beta), t(&gpu, "res", &res), t(&gpu, "dy", &dy));
+        let stats = z(&gpu, "stats", 2 * s.channels);
+        let mut running0 = vec![0.0; s.channels];
+        running0.extend(vec![1.0; s.channels]);
+        let running = t(&gpu, "running", &running0);
+        let (ty, ty2, tdx, tdg, tdb) = (z(&gpu, "y", n), z(&gpu, "y2", n), z(&gpu, "dx", n), z(&gpu, "dg", s.channels), z(&gpu, "db", s.channels));
+        let mut ds = vec![
+            bn::stats(&gpu, "stats", s, &tx, &stats, &running),
+            bn::apply(&gpu, "apply", s, 0, &tx, &stats, &tg, &tb, None, &ty),
+            bn::apply(&gpu, "apply-res-relu", s, bn::RELU | bn::RESIDUAL, &tx, &stats, &tg, &tb, Some(&tres), &ty2),
+        ];
+        ds.extend(bn::backward(&gpu, "bwd", s, &tx, &stats, &tg, &tdy, &tdg, &tdb, &tdx, false));
+        run(&gpu, &ds);
+        assert_close("bn y", &read(&gpu, &ty), &y, 1e-5, 1e-4);
+        let y2: Vec<f64> = y.iter().zip(&res).map(|(a, r)| (a + r).max(0.0)).collect();
+        assert_close("bn y (residual, relu)", &read(&gpu, &ty2), &y2, 1e-5, 1e-4);
+        let mut st = mean.clone();
+        st.extend(&inv);
+        assert_close("bn stats", &read(&gpu, &stats), &st, 1e-5, 1e-4);
+        // Reductions over up to 1,500 elements: allow a few more ulps.
+        assert_close("bn dx", &read(&gpu, &tdx), &dx, 1e-4, 1e-3);
+        assert_close("bn dgamma", &read(&gpu, &tdg), &dg, 1e-4, 1e-4);
+        assert_close("bn dbeta", &read(&gpu, &tdb), &db, 1e-4, 1e-4);
+        let cnt = (s.batch * s.hw) as f64;
+        let mut want_running: Vec<f64> = mean.iter().map(|m| 0.1 * m).collect();
+        want_running.extend(inv.iter().map(|i| {
+            let var = 1.0 / (i * i) - bn::EPS as f64;
+            0.9 + 0.1 * var * cnt / (cnt - 1.0).max(1.0)
+        }));
+        assert_close("bn running", &read(&gpu, &running), &want_running, 1e-5, 1e-4);
+        // Eval: stats from the running estimates.
+        let ev = z(&gpu, "eval-stats", 2 * s.channels);
+        run(&gpu, &[bn::eval_stats(&gpu, "eval", s, &running, &ev)]);
+        let r = read(&gpu, &running);
+        let mut want_ev: Vec<f64> = r[..s.channels].iter().map(|&m| m as f64).collect();
+        want_ev.extend(r[s.channels..].iter().map(|&v| 1.0 / (v as f64 + bn::EPS as f64).sqrt()));
+        assert_close("bn eval stats", &read(&gpu, &ev), &want_ev, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn pools_and_relu() {
+    let Some(gpu) = test_gpu() else { return };
+    // Hand-checked: one 2x2 window [1 3; 2 0] -> max 3 at index 1, mean 1.5.
+    let x = t(&gpu, "x", &[1., 3., 2., 0.]);
+    let (y, a) = (z(&gpu, "y", 1), z(&gpu, "a", 1));
+    run(&gpu, &[pool::max_forward(&gpu, "max", (1, 2, 2), &x, &y), pool::avg_forward(&gpu, "avg", (1, 2, 2), &x, &a)]);
+    assert_eq!((read(&gpu, &y), read(&gpu, &a)), (vec![3.0], vec![1.5]));
+
+    let mut rng = Rng(12);
+    for shape in [(3, 6, 8), (7, 5, 9), (300, 4, 4)] {
+        let (pl, h, w) = shape;
+        let xs = rng.vec(pl * h * w);
+        let dy = rng.vec(pl * (h / 2) * (w / 2));
+        let dya = rng.vec(pl);
+        let (tx, tdy, tdya) = (t(&gpu, "x", &xs), t(&gpu, "dy", &dy), t(&gpu, "dya", &dya));
+        let (ty, tdx, ta, tdxa) = (z(&gpu, "y", dy.len()), z(&gpu, "dx", xs.len()), z(&gpu, "a", pl), z(&gpu, "dxa", xs.len()));
+        let (tr, tdr) = (z(&gpu, "relu", xs.len()), z(&gpu, "drelu", xs.len()));
+        run(
+            &gpu,
+            &[
+                pool::max_forward(&gpu, "max", shape, &tx, &ty),
+                pool::max_backward(&gpu, "max-b", shape, &tx, &tdy, &tdx, false),
+                pool::avg_forward(&gpu, "avg", shape, &tx, &ta),
+                pool::avg_backward(&gpu, "avg-b", shape, &tdya, &tdxa, false),
+                elementwise::relu(&gpu, "relu", &tx, &tr),
+                // d relu with dy = x itself, read through the saved output.
+                elementwise::relu_backward(&gpu, "relu-b", &tr, &tx, &tdr, false),
+            ],
+        );
+        assert_close("maxpool", &read(&gpu, &ty), &pool::cpu::max_forward(shape, &xs), 0.0, 1e-6); // exact up to f32 rounding of the inputs
+        assert_close("maxpool dx", &read(&gpu, &tdx), &pool::cpu::max_backward(shape, &xs, &dy), 0.0, 1e-6); // exact up to f32 rounding of the inputs
+        assert_close("avgpool", &read(&gpu, &ta), &pool::cpu::avg_forward(shape, &xs), 1e-6, 1e-5);
+        assert_close("avgpool dx", &read(&gpu, &tdxa), &pool::cpu::avg_backward(shape, &dya), 1e-6, 1e-5);
+        let relu: Vec<f64> = xs.iter().map(|v| v.max(0.0)).collect();
+        assert_close("relu", &read(&gpu, &tr), &relu, 0.0, 1e-6); // exact up to f32 rounding of the inputs
+        assert_close("relu dx", &read(&gpu, &tdr), &relu, 0.0, 1e-6); // exact up to f32 rounding of the inputs
+    }
+}
+
+#[test]
+fn cross_entropy_loss_grad_and_totals() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(13);
+    for (b, k, valid) in [(1, 2, 1), (300, 10, 300), (37, 7, 20)] {
+        let logits: Vec<f64> = rng.vec(b * k).iter().map(|v| v * 4.0).collect();
+        let labels: Vec<u32> = (0..b).map(|_| rng.below(k) as u32).collect();
+        let (l, correct, d) = loss::cpu::cross_entropy(k, valid, &logits, &labels);
+        let (tl, tlab) = (t(&gpu, "logits", &logits), Tensor::from_slice(&gpu, "labels", &[b], &labels).unwrap());
+        let step = step_tensor(&gpu, StepState { valid: valid as u32, ..Default::default() });
+        let (td, tot) = (z(&gpu, "d", b * k), z(&gpu, "totals", 4));
+        let ce = loss::cross_entropy(&gpu, "ce", (b, k), true, &tl, &tlab, &step, &td, &tot);
+        run(&gpu, &[ce]);
+        assert_close("ce grad", &read(&gpu, &td), &d, 1e-6, 1e-4);
+        let totals = read(&gpu, &tot);
+        assert_close("ce totals", &totals, &[l * valid as f64, correct as f64, valid as f64, 1.0], 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn sgd_matches_reference() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(14);
+    for cfg in [sgd::SgdConfig::default(), sgd::SgdConfig { momentum: 0.8, weight_decay: 1e-2, nesterov: true }] {
+        let n = 1000;
+        let (mut w, g, mut v) = (rng.vec(n), rng.vec(n), rng.vec(n));
+        let (tw, tg, tv) = (t(&gpu, "w", &w), t(&gpu, "g", &g), t(&gpu, "v", &v));
+        let step = step_tensor(&gpu, StepState { lr: 0.05, ..Default::default() });
+        run(&gpu, &[sgd::update(&gpu, cfg, 613, &tw, &tg, &tv, &step)]);
+        sgd::cpu::update(cfg, 0.05, 613, &mut w, &g, &mut v);
+        assert_close("sgd w", &read(&gpu, &tw), &w, 1e-6, 1e-5);
+        assert_close("sgd v", &read(&gpu, &tv), &v, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn augment_batch_matches_reference() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(15);
+    let (n, c, h, w) = (23, 3, 7, 5);
+    let d = cuttle::data::Dataset {
+        name: "synthetic".into(),
+        images: (0..n * c * h * w).map(|_| rng.below(256) as u8).collect(),
+        labels: (0..n).map(|i| (i % 4) as u32).collect(),
+        n,
+        channels: c,
+        height: h,
+        width: w,
+        classes: 4,
+        class_names: (0..4).map(|i| i.to_string()).collect(),
+    };
+    let dev = augment::DeviceData::upload(&gpu, "syn", &d).unwrap();
+    let perm = cuttle::data::epoch_permutation(n, 9, 1);
+    let tperm = Tensor::from_slice(&gpu, "perm", &[n], &perm).unwrap();
+    for aug in [
+        augment::Augment { pad: 0, flip: false, mean_std: vec![(0.5, 0.25), (0.4, 0.2), (0.3, 0.1)] },
+        augment::Augment { pad: 2, flip: true, mean_std: vec![(0.5, 0.25), (0.4, 0.2), (0.3, 0.1)] },
+    ] {
+        for st in [StepState { step: 0, epoch: 1, seed_lo: 7, ..Default::default() }, StepState { step: 2, epoch: 3, seed_lo: 7, seed_hi: 1, ..Default::default() }] {
+            let b = 10;
+            let (tx, tl) = (z(&gpu, "x", b * c * h * w), Tensor::zeros(&gpu, "labels", &[b]).unwrap());
+            let step = step_tensor(&gpu, st);
+            run(&gpu, &[augment::batch(&gpu, "aug", &dev, &aug, b, &tperm, &step, &tx, &tl)]);
+            let (x, labels) = augment::cpu::batch(&d, &aug, b, &perm, &st);
+            assert_close("augment x", &read(&gpu, &tx), &x, 1e-6, 1e-6);
+            assert_eq!(pollster::block_on(read_u32(&gpu, &[&tl])).unwrap()[0], labels);
+        }
+    }
+}

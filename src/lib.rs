@@ -8,5 +8,11 @@
 //! forward/backward pairs over a static memory plan.
 
 pub mod data;
+pub mod error;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
+pub mod rng;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -21,6 +21,8 @@ mod cifar;
 mod folder;
 mod idx;
 
+use crate::rng::{mix64, SplitMix64};
+
 /// One split of an image classification data set, held in memory as uint8.
 #[derive(Clone)]
 pub struct Dataset {
@@ -351,37 +353,6 @@ pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
         perm.swap(i, j);
     }
     perm
-}
-
-/// SplitMix64's output function: a bijective avalanche mix of 64 bits.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.state)
-    }
-
-    /// Uniform in [0, bound), without modulo bias: Lemire's multiply-shift with
-    /// rejection (Lemire 2019, "Fast random integer generation in an interval").
-    fn below(&mut self, bound: u64) -> u64 {
-        debug_assert!(bound > 0);
-        let threshold = bound.wrapping_neg() % bound;
-        loop {
-            let m = self.next_u64() as u128 * bound as u128;
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

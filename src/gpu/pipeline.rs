@@ -85,6 +85,7 @@ impl PipelineCache {
 }
 
 /// One compute dispatch, ready to record: pipeline, bind group, grid.
+#[derive(Clone)]
 pub struct Dispatch {
     pub label: String,
     pipeline: wgpu::ComputePipeline,

@@ -1,0 +1,91 @@
+//! The model zoo, built as graphs with the PyTorch reference models' parameter names.
+//!
+//! - `resnet18`: the CIFAR ResNet-18 of the Cuttlefish reference (kuangliu layout: 3x3
+//!   stem, no max-pool, stages 64/128/256/512 of two BasicBlocks, 1x1 projection
+//!   shortcuts, `linear` head): 11,173,962 parameters for 10 classes.
+//! - `vgg19`: VGG-19 with BatchNorm, CIFAR variant (convs without bias, one linear head):
+//!   20,035,018 parameters for 10 classes.
+//! - `resnet8`: the same design with stages 16/32/64 of one block each, for fast runs.
+//! - `cnn`: a small conv net (two conv-BN-ReLU-maxpool stages, linear head over the
+//!   flattened features) for MNIST-sized images.
+
+use super::graph::{ActId, Graph};
+
+/// The names `model_by_name` accepts.
+pub const MODELS: &[&str] = &["resnet18", "resnet8", "vgg19", "cnn"];
+
+/// Builds a model for inputs of `input` = (C, H, W) and `classes` outputs.
+pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
+    match name {
+        "resnet18" => Ok(resnet(name, input, classes, &[64, 128, 256, 512], 2, 64)),
+        "resnet8" => Ok(resnet(name, input, classes, &[16, 32, 64], 1, 16)),
+        "vgg19" => Ok(vgg19(input, classes)),
+        "cnn" => Ok(cnn(input, classes)),
+        _ => Err(format!("unknown model {name:?}; known models: {}", MODELS.join(", "))),
+    }
+}
+
+/// BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+fn basic_block(g: &mut Graph, name: &str, x: ActId, planes: usize, stride: usize) -> ActId {
+    let c_in = g.shape(x)[0];
+    let h = g.conv(&format!("{name}.conv1"), x, planes, 3, stride, 1);
+    let h = g.batchnorm(&format!("{name}.bn1"), h, true, None);
+    let h = g.conv(&format!("{name}.conv2"), h, planes, 3, 1, 1);
+    let shortcut = if stride != 1 || c_in != planes {
+        let s = g.conv(&format!("{name}.shortcut.0"), x, planes, 1, stride, 0);
+        g.batchnorm(&format!("{name}.shortcut.1"), s, false, None)
+    } else {
+        x
+    };
+    g.batchnorm(&format!("{name}.bn2"), h, true, Some(shortcut))
+}
+
+fn resnet(name: &str, input: [usize; 3], classes: usize, stages: &[usize], blocks: usize, stem: usize) -> Graph {
+    let mut g = Graph::new(name, input, classes);
+    let x = g.conv("conv1", Graph::INPUT, stem, 3, 1, 1);
+    let mut x = g.batchnorm("bn1", x, true, None);
+    for (i, &planes) in stages.iter().enumerate() {
+        for j in 0..blocks {
+            let stride = if i > 0 && j == 0 { 2 } else { 1 };
+            x = basic_block(&mut g, &format!("layer{}.{j}", i + 1), x, planes, stride);
+        }
+    }
+    let x = g.global_avg_pool("avgpool", x);
+    g.linear("linear", x, classes);
+    g
+}
+
+fn vgg19(input: [usize; 3], classes: usize) -> Graph {
+    const CFG: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+    let mut g = Graph::new("vgg19", input, classes);
+    let mut x = Graph::INPUT;
+    // PyTorch's nn.Sequential numbering: conv i, bn i+1, relu i+2, pools take one index.
+    let mut idx = 0;
+    for &c in CFG {
+        if c == 0 {
+            if g.shape(x)[1] >= 2 {
+                x = g.max_pool2(&format!("features.{idx}"), x);
+            }
+            idx += 1;
+        } else {
+            x = g.conv(&format!("features.{idx}"), x, c, 3, 1, 1);
+            x = g.batchnorm(&format!("features.{}", idx + 1), x, true, None);
+            idx += 3;
+        }
+    }
+    let x = g.global_avg_pool("pool", x);
+    g.linear("classifier", x, classes);
+    g
+}
+
+fn cnn(input: [usize; 3], classes: usize) -> Graph {
+    let mut g = Graph::new("cnn", input, classes);
+    let x = g.conv("conv1", Graph::INPUT, 16, 3, 1, 1);
+    let x = g.batchnorm("bn1", x, true, None);
+    let x = g.max_pool2("pool1", x);
+    let x = g.conv("conv2", x, 32, 3, 1, 1);
+    let x = g.batchnorm("bn2", x, true, None);
+    let x = g.max_pool2("pool2", x);
+    g.linear("fc", x, classes);
+    g
+}

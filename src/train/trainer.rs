@@ -1,0 +1,301 @@
+//! The training loop. A step is one command encoder and one submit: build the batch on the
+//! GPU, forward, loss, backward, SGD. The host writes 32 bytes of step state before each
+//! submit and nothing else; loss and accuracy totals accumulate on the GPU and are copied
+//! out every `report_every` steps (and at the end of an epoch) into one persistent staging
+//! buffer. Nothing is allocated inside the step loop.
+
+use super::Schedule;
+use crate::data::{epoch_permutation, Splits};
+use crate::gpu::{record_all, Dispatch, Gpu, GpuError, Tensor};
+use crate::nn::{models::model_by_name, Net};
+use crate::ops::augment::{self, Augment, DeviceData};
+use crate::ops::sgd::{self, SgdConfig};
+use crate::ops::{loss, StepState};
+use crate::{Error, Result};
+use std::time::Instant;
+
+/// How training batches are augmented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AugmentKind {
+    /// Crop with padding 4 and horizontal flip for 3-channel images (CIFAR recipe), none
+    /// for grayscale digits and clothes.
+    Auto,
+    None,
+    CropFlip,
+}
+
+impl std::str::FromStr for AugmentKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(AugmentKind::Auto),
+            "none" => Ok(AugmentKind::None),
+            "crop-flip" => Ok(AugmentKind::CropFlip),
+            _ => Err(format!("unknown augmentation {s:?}; expected auto, none or crop-flip")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub model: String,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub schedule: Schedule,
+    pub sgd: SgdConfig,
+    pub seed: u64,
+    pub augment: AugmentKind,
+    /// Read the loss totals back every this many steps (progress display, NaN check).
+    pub report_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "resnet18".into(),
+            epochs: 10,
+            batch: 128,
+            lr: 0.1,
+            schedule: Schedule::OneCycle,
+            sgd: SgdConfig::default(),
+            seed: 0,
+            augment: AugmentKind::Auto,
+            report_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot train, naming the setting.
+    pub fn validate(&self, train_images: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return bad("--batch must be at least 1".into());
+        }
+        if self.batch > train_images {
+            return bad(format!("--batch {} is larger than the training set ({train_images} images)", self.batch));
+        }
+        if !self.lr.is_finite() || self.lr <= 0.0 {
+            return bad(format!("--lr must be a positive finite number, not {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.sgd.momentum) || !self.sgd.weight_decay.is_finite() || self.sgd.weight_decay < 0.0 {
+            return bad("momentum must be in [0, 1) and weight decay a non-negative number".into());
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's figures, as printed and written to metrics.jsonl.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub test_loss: f32,
+    pub test_acc: f32,
+    pub lr: f32,
+    pub images_per_s: f32,
+    pub seconds: f32,
+}
+
+/// Loss/accuracy totals read from the GPU: [Σ loss, Σ correct, rows, batches].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals(pub [f32; 4]);
+
+impl Totals {
+    pub fn mean_loss(&self) -> f32 {
+        self.0[0] / self.0[2].max(1.0)
+    }
+    pub fn accuracy(&self) -> f32 {
+        self.0[1] / self.0[2].max(1.0)
+    }
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub net: Net,
+    train_data: DeviceData,
+    test_data: DeviceData,
+    perm: Tensor,
+    step_state: Tensor,
+    totals: Tensor,
+    staging: wgpu::Buffer,
+    train_step: Vec<Dispatch>,
+    eval_step: Vec<Dispatch>,
+    pub steps_per_epoch: usize,
+    pub augment: Augment,
+}
+
+impl Trainer {
+    /// Plans the model and uploads both splits. Weights are initialised from `cfg.seed`.
+    pub fn new(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> Result<Trainer> {
+        cfg.validate(data.train.n)?;
+        let d = &data.train;
+        if d.channels > 4 {
+            return Err(Error::Config(format!("{} has {} channels; at most 4 are supported", d.name, d.channels)));
+        }
+        let graph = model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes).map_err(Error::Config)?;
+        let net = Net::new(gpu, graph, cfg.batch)?;
+        net.params.initialise(gpu, cfg.seed);
+        let crop_flip = match cfg.augment {
+            AugmentKind::Auto => d.channels == 3,
+            AugmentKind::CropFlip => true,
+            AugmentKind::None => false,
+        };
+        let mean_std = d.channel_mean_std();
+        let augment = Augment { pad: if crop_flip { 4 } else { 0 }, flip: crop_flip, mean_std: mean_std.clone() };
+        let plain = Augment { pad: 0, flip: false, mean_std };
+        let train_data = DeviceData::upload(gpu, "train", &data.train)?;
+        let test_data = DeviceData::upload(gpu, "test", &data.test)?;
+        let perm = Tensor::zeros(gpu, "permutation", &[d.n])?;
+        let ident: Vec<u32> = (0..data.test.n as u32).collect();
+        let test_order = Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?;
+        let step_state = Tensor::zeros(gpu, "step-state", &[8])?;
+        let totals = Tensor::zeros(gpu, "totals", &[4])?;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("totals-readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let (b, k) = (cfg.batch, d.classes);
+        let (x, labels) = (&net.acts[0], &net.labels);
+
+        let mut train_step = vec![augment::batch(gpu, "batch", &train_data, &augment, b, &perm, &step_state, x, labels)];
+        train_step.extend(net.forward_train.iter().cloned());
+        train_step.push(loss::cross_entropy(gpu, "loss", (b, k), true, net.logits(), labels, &step_state, net.dlogits(), &totals));
+        train_step.extend(net.backward.iter().cloned());
+        train_step.push(sgd::update(gpu, cfg.sgd, net.params.n_decay, &net.params.weights, &net.params.grads, &net.params.momentum, &step_state));
+
+        let mut eval_step = vec![augment::batch(gpu, "eval-batch", &test_data, &plain, b, &test_order, &step_state, x, labels)];
+        eval_step.extend(net.forward_eval.iter().cloned());
+        eval_step.push(loss::cross_entropy(gpu, "eval-loss", (b, k), false, net.logits(), labels, &step_state, net.dlogits(), &totals));
+
+        Ok(Trainer {
+            steps_per_epoch: d.n / cfg.batch,
+            cfg,
+            net,
+            train_data,
+            test_data,
+            perm,
+            step_state,
+            totals,
+            staging,
+            train_step,
+            eval_step,
+            augment,
+        })
+    }
+
+    /// Kernel dispatches per training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.train_step.len()
+    }
+
+    fn state(&self, step: usize, epoch: usize, valid: usize, lr: f32) -> StepState {
+        StepState {
+            step: step as u32,
+            epoch: epoch as u32,
+            valid: valid as u32,
+            lr,
+            seed_lo: self.cfg.seed as u32,
+            seed_hi: (self.cfg.seed >> 32) as u32,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Records and submits one step; with `read`, also copies the totals out.
+    fn submit(&self, gpu: &Gpu, dispatches: &[Dispatch], st: StepState, read: bool) {
+        gpu.queue.write_buffer(&self.step_state.buf, 0, bytemuck::bytes_of(&st));
+        let mut enc = gpu.encoder("step");
+        record_all(&mut enc, dispatches);
+        if read {
+            enc.copy_buffer_to_buffer(&self.totals.buf, 0, &self.staging, 0, 16);
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+
+    async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait();
+        rx.await
+            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mut t = [0.0f32; 4];
+        {
+            let view = self.staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            t.copy_from_slice(bytemuck::cast_slice(&view));
+        }
+        self.staging.unmap();
+        Ok(Totals(t))
+    }
+
+    fn reset_totals(&self, gpu: &Gpu) {
+        gpu.queue.write_buffer(&self.totals.buf, 0, &[0u8; 16]);
+    }
+
+    /// The rate used at step `step` of epoch `epoch`.
+    pub fn lr_at(&self, epoch: usize, step: usize) -> f32 {
+        self.cfg.schedule.lr(self.cfg.lr, epoch, step, self.cfg.epochs, self.steps_per_epoch)
+    }
+
+    /// Trains one epoch (0-based). `progress(step, steps, totals)` is called at every
+    /// readback. Stops with `Error::Diverged` as soon as a readback shows a non-finite loss.
+    pub async fn train_epoch(&mut self, gpu: &Gpu, epoch: usize, progress: &mut dyn FnMut(usize, usize, Totals)) -> Result<Totals> {
+        let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
+        self.perm.write(gpu, &perm);
+        self.reset_totals(gpu);
+        let steps = self.steps_per_epoch;
+        let mut totals = Totals::default();
+        for s in 0..steps {
+            let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == steps;
+            let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
+            self.submit(gpu, &self.train_step, st, read);
+            if read {
+                totals = self.read_totals(gpu).await?;
+                if !totals.0[0].is_finite() {
+                    return Err(Error::Diverged { epoch, step: s, loss: totals.0[0] });
+                }
+                progress(s + 1, steps, totals);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Loss and accuracy on the whole test split (BatchNorm in eval mode).
+    pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<Totals> {
+        self.reset_totals(gpu);
+        let (n, b) = (self.test_data.n, self.cfg.batch);
+        let steps = n.div_ceil(b);
+        for s in 0..steps {
+            let st = self.state(s, 0, b.min(n - s * b), 0.0);
+            self.submit(gpu, &self.eval_step, st, s + 1 == steps);
+        }
+        self.read_totals(gpu).await
+    }
+
+    /// One epoch of training and a test evaluation, timed.
+    pub async fn run_epoch(&mut self, gpu: &Gpu, epoch: usize, progress: &mut dyn FnMut(usize, usize, Totals)) -> Result<EpochReport> {
+        let t0 = Instant::now();
+        let train = self.train_epoch(gpu, epoch, progress).await?;
+        let train_secs = t0.elapsed().as_secs_f32();
+        let test = self.evaluate(gpu).await?;
+        Ok(EpochReport {
+            epoch: epoch + 1,
+            train_loss: train.mean_loss(),
+            train_acc: train.accuracy(),
+            test_loss: test.mean_loss(),
+            test_acc: test.accuracy(),
+            lr: self.lr_at(epoch, self.steps_per_epoch.saturating_sub(1)),
+            images_per_s: (self.steps_per_epoch * self.cfg.batch) as f32 / train_secs,
+            seconds: t0.elapsed().as_secs_f32(),
+        })
+    }
+}

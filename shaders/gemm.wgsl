@@ -1,8 +1,10 @@
 // gemm.wgsl: C = A * B (+ bias[col]) (+ C when accumulating), tiled.
 //
-// One workgroup of 16x16 invocations computes a 64x64 tile of C; each invocation keeps a
-// 4x4 register block in four vec4 accumulators. K is walked in steps of 16 through
-// workgroup memory. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
+// One workgroup of WG_N x WG_M invocations computes a (4*WG_M) x (4*WG_N) tile of C; each
+// invocation keeps a 4x4 register block in four vec4 accumulators. K is walked in steps of
+// BK through workgroup memory. The tile shape is chosen per GEMM by the host (square
+// 64x64 by default, 16x256 when M is a narrow channel count) so small layers do not
+// compute mostly padding. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
 // own slice of C (split-K for shapes with few output tiles and a long K); the slices are
 // then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
 // deterministic.
@@ -43,11 +45,14 @@ override C_MODE: u32 = 0u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N,) or a dummy when flags bit 0 is clear
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;  // see C_MODE
 
-const TILE: u32 = 64u;
-const BK: u32 = 16u;
+override WG_M: u32 = 16u;      // invocations along M (each computes 4 rows)
+override WG_N: u32 = 16u;      // invocations along N (each computes 4 columns); WG_M*WG_N = 256
+override BK: u32 = 16u;        // K step through workgroup memory
+override AS_LEN: u32 = BK * WG_M;
+override BS_LEN: u32 = BK * WG_N;
 
-var<workgroup> As: array<vec4<f32>, 256>;   // [kk][m/4]: A[m0 + 4i .. 4i+3, k0 + kk]
-var<workgroup> Bs: array<vec4<f32>, 256>;   // [kk][n/4]: B[k0 + kk, n0 + 4j .. 4j+3]
+var<workgroup> As: array<vec4<f32>, AS_LEN>;   // [kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
+var<workgroup> Bs: array<vec4<f32>, BS_LEN>;   // [kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
 
 fn load_a(m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
@@ -139,17 +144,15 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WG_N, WG_M, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wg.y * TILE;
-    let n0 = wg.x * TILE;
+    let m0 = wg.y * 4u * WG_M;
+    let n0 = wg.x * 4u * WG_N;
     let z = wg.z;
     let k_begin = z * p.k_split;
     let k_end = min(p.k, k_begin + p.k_split);
-    let t = lid.y * 16u + lid.x;
-    // This invocation loads A[m0 + 4*lq .. +3, k0 + lk] and B[k0 + lk, n0 + 4*lq .. +3].
-    let lk = t / 16u;
-    let lq = t % 16u;
+    let t = lid.y * WG_N + lid.x;
+    let threads = WG_M * WG_N;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -157,20 +160,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        let k = k0 + lk;
-        if (k < k_end) {
-            let mm = m0 + 4u * lq;
-            As[t] = vec4<f32>(load_a(mm, k), load_a(mm + 1u, k), load_a(mm + 2u, k), load_a(mm + 3u, k));
-            let nn = n0 + 4u * lq;
-            Bs[t] = vec4<f32>(load_b(k, nn), load_b(k, nn + 1u), load_b(k, nn + 2u), load_b(k, nn + 3u));
-        } else {
-            As[t] = vec4<f32>(0.0);
-            Bs[t] = vec4<f32>(0.0);
+        for (var i = t; i < AS_LEN; i += threads) {
+            let k = k0 + i / WG_M;
+            let mm = m0 + 4u * (i % WG_M);
+            if (k < k_end) {
+                As[i] = vec4<f32>(load_a(mm, k), load_a(mm + 1u, k), load_a(mm + 2u, k), load_a(mm + 3u, k));
+            } else {
+                As[i] = vec4<f32>(0.0);
+            }
+        }
+        for (var i = t; i < BS_LEN; i += threads) {
+            let k = k0 + i / WG_N;
+            let nn = n0 + 4u * (i % WG_N);
+            if (k < k_end) {
+                Bs[i] = vec4<f32>(load_b(k, nn), load_b(k, nn + 1u), load_b(k, nn + 2u), load_b(k, nn + 3u));
+            } else {
+                Bs[i] = vec4<f32>(0.0);
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let av = As[kk * 16u + lid.y];
-            let bv = Bs[kk * 16u + lid.x];
+            let av = As[kk * WG_M + lid.y];
+            let bv = Bs[kk * WG_N + lid.x];
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;

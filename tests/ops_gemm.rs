@@ -36,7 +36,9 @@ fn matmul_hand_checked() {
 fn matmul_layouts_random() {
     let Some(gpu) = test_gpu() else { return };
     let mut rng = Rng(7);
-    for &(m, k, n) in &[(1, 1, 1), (5, 3, 7), (67, 33, 70), (130, 17, 9), (3, 300, 5), (65, 129, 66)] {
+    // Covers every tile shape (square, wide 16x256, medium 32x128, tall 256x16) and split-K
+    // (few tiles, K >= 2048), each with ragged edges.
+    for &(m, k, n) in &[(1, 1, 1), (5, 3, 7), (67, 33, 70), (130, 17, 9), (3, 300, 5), (65, 129, 66), (13, 37, 300), (30, 20, 200), (300, 19, 10), (20, 2100, 30)] {
         for layout in [Layout::AB, Layout::AtB, Layout::ABt] {
             let a = rng.vec(m * k);
             let b = rng.vec(k * n);
@@ -110,6 +112,12 @@ fn conv_random_shapes() {
         ConvShape { batch: 1, c_in: 2, h_in: 5, w_in: 5, c_out: 70, kh: 1, kw: 1, stride: 1, pad: 0 },
         ConvShape { batch: 2, c_in: 3, h_in: 6, w_in: 5, c_out: 4, kh: 2, kw: 3, stride: 1, pad: 0 },
         ConvShape { batch: 1, c_in: 17, h_in: 4, w_in: 4, c_out: 9, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // 16 and 32 output channels over many pixels: the wide and medium tiles; the weight
+        // gradient's K = 2*15*15 = 450 per output.
+        ConvShape { batch: 2, c_in: 3, h_in: 15, w_in: 15, c_out: 16, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvShape { batch: 2, c_in: 16, h_in: 13, w_in: 11, c_out: 29, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // A long weight-gradient K (4*24*24 = 2304) with few output tiles: split-K.
+        ConvShape { batch: 4, c_in: 2, h_in: 24, w_in: 24, c_out: 5, kh: 3, kw: 3, stride: 1, pad: 1 },
     ];
     for (i, s) in shapes.into_iter().enumerate() {
         check_conv(&gpu, s, 100 + i as u64);

@@ -3,6 +3,7 @@
 //! ends: the shaders are portable to Vulkan, Metal and DX12 without those GPUs here.
 
 use cuttle::gpu::SHADERS;
+use cuttle::ops::gemm::Tile;
 use naga::back::{hlsl, msl, spv, PipelineConstants};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -12,7 +13,16 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
         for a in 0..4 {
             for b in 0..5 {
                 for c in 0..2 {
-                    v.push(vec![("A_MODE", a as f64), ("B_MODE", b as f64), ("C_MODE", c as f64)]);
+                    for t in [Tile::SQUARE, Tile::WIDE, Tile::MEDIUM, Tile::TALL] {
+                        v.push(vec![
+                            ("A_MODE", a as f64),
+                            ("B_MODE", b as f64),
+                            ("C_MODE", c as f64),
+                            ("WG_M", t.wg_m as f64),
+                            ("WG_N", t.wg_n as f64),
+                            ("BK", t.bk as f64),
+                        ]);
+                    }
                 }
             }
         }

@@ -112,6 +112,9 @@ pub struct Gpu {
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub pipelines: PipelineCache,
+    /// Bytes of tensors created on this device so far (the memory plan's size; buffers
+    /// are never freed during training, so this is also its peak).
+    pub allocated: std::sync::atomic::AtomicU64,
 }
 
 fn instance() -> wgpu::Instance {
@@ -215,11 +218,12 @@ impl Gpu {
             .map_err(|e| GpuError::Device { adapter: summary.name.clone(), why: e.to_string() })?;
         log::info!("adapter: {summary}");
         let pipelines = PipelineCache::default();
-        Ok(Gpu { device, queue, adapter: summary, limits, pipelines })
+        Ok(Gpu { device, queue, adapter: summary, limits, pipelines, allocated: Default::default() })
     }
 
     /// Checks a buffer size against the device limits before wgpu sees it, so that an
-    /// oversized tensor is an error naming it rather than a validation panic.
+    /// oversized tensor is an error naming it rather than a validation panic; counts it in
+    /// `allocated` when it fits.
     pub fn check_size(&self, tensor: &str, bytes: u64) -> Result<(), GpuError> {
         let too = |limit, what| GpuError::TooLarge {
             tensor: tensor.to_string(),
@@ -234,6 +238,7 @@ impl Gpu {
         if bytes > self.limits.max_storage_buffer_binding_size {
             return Err(too(self.limits.max_storage_buffer_binding_size, "storage binding"));
         }
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

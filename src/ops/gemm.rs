@@ -49,7 +49,42 @@ pub struct EwParams {
 
 pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
-const TILE: usize = 64;
+
+/// A workgroup tile: `wg_m` x `wg_n` invocations (256 in all) of 4x4 outputs each, and the
+/// K step. Sizes of workgroup memory: 16·bk·(wg_m + wg_n) bytes, within WebGPU's 16 KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub wg_m: u32,
+    pub wg_n: u32,
+    pub bk: u32,
+}
+
+impl Tile {
+    pub const SQUARE: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16 };
+    pub const WIDE: Tile = Tile { wg_m: 4, wg_n: 64, bk: 8 };
+    pub const MEDIUM: Tile = Tile { wg_m: 8, wg_n: 32, bk: 16 };
+    pub const TALL: Tile = Tile { wg_m: 64, wg_n: 4, bk: 8 };
+
+    /// The tile that wastes least on an M x N output: a narrow M (a conv with 16 or 32
+    /// output channels) gets a wide tile, a narrow N a tall one.
+    pub fn for_shape(m: usize, n: usize) -> Tile {
+        if m <= 16 && n >= 256 {
+            Tile::WIDE
+        } else if m <= 32 && n >= 128 {
+            Tile::MEDIUM
+        } else if n <= 16 && m >= 256 {
+            Tile::TALL
+        } else {
+            Tile::SQUARE
+        }
+    }
+    pub fn rows(&self) -> usize {
+        4 * self.wg_m as usize
+    }
+    pub fn cols(&self) -> usize {
+        4 * self.wg_n as usize
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -115,9 +150,13 @@ impl ConvShape {
 /// large GPU idle. CPU adapters have few cores: no split there.
 fn split_count(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
     if gpu.adapter.is_cpu() {
-        return 1;
+        // A few workgroups keep every core busy; more only add the reduction pass.
+        let tile = Tile::for_shape(m, n);
+        let tiles = m.div_ceil(tile.rows()) * n.div_ceil(tile.cols());
+        return if tiles >= 8 { 1 } else { (8 / tiles).min(k / 1024).max(1) };
     }
-    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let tile = Tile::for_shape(m, n);
+    let tiles = m.div_ceil(tile.rows()) * n.div_ceil(tile.cols());
     let want = 256usize.div_ceil(tiles);
     want.min(k / 256).clamp(1, 64)
 }
@@ -138,7 +177,17 @@ fn gemm(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let splits = if allow_split && bias.is_none() { split_count(gpu, m, n, k) } else { 1 };
-    let consts = [("A_MODE", modes.0 as f64), ("B_MODE", modes.1 as f64), ("C_MODE", modes.2 as f64)];
+    let tile = Tile::for_shape(m, n);
+    let consts = |c_mode: u32| {
+        [
+            ("A_MODE", modes.0 as f64),
+            ("B_MODE", modes.1 as f64),
+            ("C_MODE", c_mode as f64),
+            ("WG_M", tile.wg_m as f64),
+            ("WG_N", tile.wg_n as f64),
+            ("BK", tile.bk as f64),
+        ]
+    };
     let dummy;
     let bias_t = match bias {
         Some(t) => {
@@ -150,22 +199,22 @@ fn gemm(
             &dummy
         }
     };
-    let groups = |z: usize| [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, z as u32];
+    let groups = |z: usize| [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, z as u32];
     if splits == 1 {
         p.k_split = k as u32;
-        let d = Dispatch::new(gpu, label, ("gemm", "main"), &consts, &p, &[a, b, bias_t, c], groups(1));
+        let d = Dispatch::new(gpu, label, ("gemm", "main"), &consts(modes.2), &p, &[a, b, bias_t, c], groups(1));
         return Ok(vec![d]);
     }
-    // Each slice's K range is a multiple of the 16-deep K step.
-    let k_split = k.div_ceil(splits).div_ceil(16) * 16;
+    // Each slice's K range is a multiple of the K step.
+    let bk = tile.bk as usize;
+    let k_split = k.div_ceil(splits).div_ceil(bk) * bk;
     let splits = k.div_ceil(k_split);
     let scratch = Tensor::zeros(gpu, &format!("{label}.split-k"), &[splits, m, n])?;
     let accumulate = p.flags & FLAG_ACCUMULATE;
     p.flags &= !FLAG_ACCUMULATE;
     p.k_split = k_split as u32;
-    let consts0 = [("A_MODE", modes.0 as f64), ("B_MODE", modes.1 as f64), ("C_MODE", 0.0)];
-    let partial = Dispatch::new(gpu, label, ("gemm", "main"), &consts0, &p, &[a, b, bias_t, &scratch], groups(splits));
     assert_eq!(modes.2, 0, "split-K writes row-major slices");
+    let partial = Dispatch::new(gpu, label, ("gemm", "main"), &consts(0), &p, &[a, b, bias_t, &scratch], groups(splits));
     let ew = EwParams { len: (m * n) as u32, rows: splits as u32, flags: accumulate, _pad: 0 };
     let reduce = Dispatch::new(
         gpu,

@@ -269,6 +269,35 @@ impl Trainer {
         Ok(totals)
     }
 
+    /// Runs `steps` training steps of epoch 0 back to back, then waits for the GPU once
+    /// (benchmarks: no readback between steps).
+    pub async fn bench_steps(&mut self, gpu: &Gpu, steps: usize) -> Result<Totals> {
+        let perm = epoch_permutation(self.train_data.n, self.cfg.seed, 0);
+        self.perm.write(gpu, &perm);
+        for s in 0..steps {
+            let st = self.state(s % self.steps_per_epoch, 0, self.cfg.batch, self.cfg.lr);
+            self.submit(gpu, &self.train_step, st, s + 1 == steps);
+        }
+        self.read_totals(gpu).await
+    }
+
+    /// Times every dispatch of one training step on its own (submit and wait each), for
+    /// `cuttle bench train --profile`: (label, seconds) in step order. Coarse
+    /// (it includes a submit per dispatch) but portable: no timestamp queries needed.
+    pub fn profile_step(&mut self, gpu: &Gpu) -> Vec<(String, f64)> {
+        let st = self.state(0, 0, self.cfg.batch, self.cfg.lr);
+        gpu.queue.write_buffer(&self.step_state.buf, 0, bytemuck::bytes_of(&st));
+        let mut out = Vec::new();
+        for d in &self.train_step {
+            let mut enc = gpu.encoder("profile");
+            record_all(&mut enc, std::iter::once(d));
+            let t0 = Instant::now();
+            gpu.submit_and_wait(enc);
+            out.push((d.label.clone(), t0.elapsed().as_secs_f64()));
+        }
+        out
+    }
+
     /// Loss and accuracy on the whole test split (BatchNorm in eval mode).
     pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<Totals> {
         self.reset_totals(gpu);

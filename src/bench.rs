@@ -61,7 +61,8 @@ fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), cuttle::Error> {
-    let v: Vec<usize> = s.split('x').map(|t| t.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
+    let v: Vec<usize> =
+        s.split('x').map(|t| t.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
     match v[..] {
         [m, k, n] if m > 0 && k > 0 && n > 0 => Ok((m, k, n)),
         [s] if s > 0 => Ok((s, s, s)),
@@ -133,10 +134,16 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
                     "checked": ok, "max_rel_err": max_rel, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
             );
         } else {
-            println!("matmul {m}x{k}x{n}: {gflops:.1} GFLOP/s ({:.2} ms), check {}", secs * 1e3, if ok { "ok" } else { "FAILED" });
+            println!(
+                "matmul {m}x{k}x{n}: {gflops:.1} GFLOP/s ({:.2} ms), check {}",
+                secs * 1e3,
+                if ok { "ok" } else { "FAILED" }
+            );
         }
         if !ok {
-            return Err(cuttle::Error::Config(format!("matmul {m}x{k}x{n}: sampled entries differ from the CPU (rel {max_rel:.2e})")));
+            return Err(cuttle::Error::Config(format!(
+                "matmul {m}x{k}x{n}: sampled entries differ from the CPU (rel {max_rel:.2e})"
+            )));
         }
     }
     Ok(())
@@ -159,7 +166,16 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
     };
     let splits = Splits { train: make("synthetic/train", &mut rng), test: make("synthetic/test", &mut rng) };
     let before = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed);
-    let cfg = TrainConfig { model: model.clone(), epochs: 1, batch, lr: 0.01, schedule: Schedule::Constant, augment: AugmentKind::CropFlip, report_every: usize::MAX, ..Default::default() };
+    let cfg = TrainConfig {
+        model: model.clone(),
+        epochs: 1,
+        batch,
+        lr: 0.01,
+        schedule: Schedule::Constant,
+        augment: AugmentKind::CropFlip,
+        report_every: usize::MAX,
+        ..Default::default()
+    };
     let mut trainer = Trainer::new(gpu, &splits, cfg)?;
     let plan_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
     let mut run = |steps: usize| -> Result<f64, cuttle::Error> {
@@ -175,7 +191,10 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
         prof.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (label, t) in prof.iter().take(25) {
             if json {
-                println!("{}", serde_json::json!({"bench": "profile", "dispatch": label, "ms": t * 1e3, "share": t / total}));
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "profile", "dispatch": label, "ms": t * 1e3, "share": t / total})
+                );
             } else {
                 println!("  {:>8.2} ms {:>5.1}%  {label}", t * 1e3, 100.0 * t / total);
             }
@@ -189,7 +208,11 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
                 "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
         );
     } else {
-        println!("train {model} batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB", secs * 1e3 / steps as f64, plan_bytes as f64 / 1048576.0);
+        println!(
+            "train {model} batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB",
+            secs * 1e3 / steps as f64,
+            plan_bytes as f64 / 1048576.0
+        );
     }
     Ok(())
 }

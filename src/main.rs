@@ -125,7 +125,12 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         let json = a.json;
         let mut progress = |s: usize, n: usize, t: cuttle::train::trainer::Totals| {
             if !json {
-                eprint!("\repoch {:>3} step {s:>5}/{n}  loss {:.4}  acc {:.2}%   ", epoch + 1, t.mean_loss(), 100.0 * t.accuracy());
+                eprint!(
+                    "\repoch {:>3} step {s:>5}/{n}  loss {:.4}  acc {:.2}%   ",
+                    epoch + 1,
+                    t.mean_loss(),
+                    100.0 * t.accuracy()
+                );
             }
         };
         let r = pollster::block_on(trainer.run_epoch(&gpu, epoch, &mut progress))?;

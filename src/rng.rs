@@ -34,7 +34,6 @@ impl SplitMix64 {
     }
 }
 
-
 impl SplitMix64 {
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }

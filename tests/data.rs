@@ -20,8 +20,7 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let k = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("cuttle-data-test-{}-{tag}-{k}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("cuttle-data-test-{}-{tag}-{k}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -52,10 +51,7 @@ fn load_err(spec: &DataSpec, parts: &[&str]) -> String {
         Err(e) => e.to_string(),
     };
     for part in parts {
-        assert!(
-            msg.contains(part),
-            "error {msg:?} does not mention {part:?}"
-        );
+        assert!(msg.contains(part), "error {msg:?} does not mention {part:?}");
     }
     msg
 }
@@ -80,14 +76,8 @@ fn spec_parses_and_round_trips() {
         ("cifar10:/d/c10", DataSpec::Cifar10("/d/c10".into())),
         ("cifar100:rel/c100", DataSpec::Cifar100("rel/c100".into())),
         ("folder:imgs", DataSpec::Folder("imgs".into())),
-        (
-            "mnist:../shared/data/mnist",
-            DataSpec::Mnist("../shared/data/mnist".into()),
-        ),
-        (
-            "fashion-mnist:/usr/x",
-            DataSpec::FashionMnist("/usr/x".into()),
-        ),
+        ("mnist:../shared/data/mnist", DataSpec::Mnist("../shared/data/mnist".into())),
+        ("fashion-mnist:/usr/x", DataSpec::FashionMnist("/usr/x".into())),
         // Only the first ':' separates: a Windows drive letter survives.
         ("folder:C:\\data", DataSpec::Folder("C:\\data".into())),
     ];
@@ -101,20 +91,11 @@ fn spec_parses_and_round_trips() {
 fn bad_spec_strings_list_the_accepted_forms() {
     for bad in ["cifar11:/x", "mnist", "mnist:", "", ":dir", "MNIST:/x"] {
         let err = bad.parse::<DataSpec>().unwrap_err();
-        for form in [
-            "cifar10:DIR",
-            "cifar100:DIR",
-            "folder:DIR",
-            "mnist:DIR",
-            "fashion-mnist:DIR",
-        ] {
+        for form in ["cifar10:DIR", "cifar100:DIR", "folder:DIR", "mnist:DIR", "fashion-mnist:DIR"] {
             assert!(err.contains(form), "{bad:?}: {err:?} does not list {form}");
         }
     }
-    assert!("cifar11:/x"
-        .parse::<DataSpec>()
-        .unwrap_err()
-        .contains("cifar11"));
+    assert!("cifar11:/x".parse::<DataSpec>().unwrap_err().contains("cifar11"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,11 +194,7 @@ fn epoch_permutation_is_a_deterministic_permutation() {
     assert_ne!(base, epoch_permutation(1000, 7, 4), "epochs must differ");
     assert_ne!(base, epoch_permutation(1000, 8, 3), "seeds must differ");
     // Consecutive epochs must not be near-copies (shifted streams would be).
-    let same = base
-        .iter()
-        .zip(epoch_permutation(1000, 7, 4))
-        .filter(|(a, b)| **a == *b)
-        .count();
+    let same = base.iter().zip(epoch_permutation(1000, 7, 4)).filter(|(a, b)| **a == *b).count();
     assert!(same < 10, "{same} fixed points shared between epochs");
 }
 
@@ -241,4 +218,16 @@ fn epoch_permutation_is_roughly_uniform() {
     for (p, k) in counts {
         assert!((850..1150).contains(&k), "{p:?} came {k} times");
     }
+}
+
+#[test]
+fn builtin_fashion_mnist_subset_loads() {
+    let s = cuttle::data::load(&"builtin".parse().unwrap()).unwrap();
+    assert_eq!((s.train.n, s.test.n), (10_000, 2_000));
+    assert_eq!((s.train.channels, s.train.height, s.train.width, s.train.classes), (1, 28, 28, 10));
+    for c in 0..10u32 {
+        assert_eq!(s.train.labels.iter().filter(|&&l| l == c).count(), 1000, "class {c}");
+        assert_eq!(s.test.labels.iter().filter(|&&l| l == c).count(), 200, "class {c}");
+    }
+    assert_eq!(cuttle::data::DataSpec::Builtin.to_string(), "builtin");
 }

@@ -22,7 +22,11 @@ fn check(what: &str, x: &[f64], dy: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, anal
         xp[i] = x[i];
         let num = (lp - lm) / (2.0 * H);
         let err = (num - analytic[i]).abs();
-        assert!(err <= 1e-6 + 1e-5 * num.abs(), "{what}: d/dx[{i}] numeric {num} analytic {} (error {err})", analytic[i]);
+        assert!(
+            err <= 1e-6 + 1e-5 * num.abs(),
+            "{what}: d/dx[{i}] numeric {num} analytic {} (error {err})",
+            analytic[i]
+        );
     }
 }
 

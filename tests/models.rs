@@ -19,7 +19,16 @@ fn reference_parameter_counts() {
 fn resnet18_names_follow_pytorch() {
     let g = model_by_name("resnet18", [3, 32, 32], 10).unwrap();
     let names: Vec<&str> = g.params.iter().map(|p| p.name.as_str()).collect();
-    for n in ["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.bias", "layer4.1.bn2.weight", "linear.weight", "linear.bias"] {
+    for n in [
+        "conv1.weight",
+        "bn1.weight",
+        "layer1.0.conv1.weight",
+        "layer2.0.shortcut.0.weight",
+        "layer2.0.shortcut.1.bias",
+        "layer4.1.bn2.weight",
+        "linear.weight",
+        "linear.bias",
+    ] {
         assert!(names.contains(&n), "missing {n}");
     }
     // ResNet-18 forward: about 0.56 GMAC per 32x32 image.

@@ -65,7 +65,17 @@ fn check_graph(gpu: &Gpu, graph: Graph, batch: usize, seed: u64) {
     let st = StepState { valid: batch as u32, ..Default::default() };
     let step = Tensor::from_slice(gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
     let totals = Tensor::zeros(gpu, "totals", &[4]).unwrap();
-    let ce = loss::cross_entropy(gpu, "loss", (batch, classes), true, net.logits(), &net.labels, &step, net.dlogits(), &totals);
+    let ce = loss::cross_entropy(
+        gpu,
+        "loss",
+        (batch, classes),
+        true,
+        net.logits(),
+        &net.labels,
+        &step,
+        net.dlogits(),
+        &totals,
+    );
     let h = Harness { net, loss_step: vec![ce], totals };
 
     h.loss(gpu, true);

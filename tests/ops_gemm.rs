@@ -38,7 +38,18 @@ fn matmul_layouts_random() {
     let mut rng = Rng(7);
     // Covers every tile shape (square, wide 16x256, medium 32x128, tall 256x16) and split-K
     // (few tiles, K >= 2048), each with ragged edges.
-    for &(m, k, n) in &[(1, 1, 1), (5, 3, 7), (67, 33, 70), (130, 17, 9), (3, 300, 5), (65, 129, 66), (13, 37, 300), (30, 20, 200), (300, 19, 10), (20, 2100, 30)] {
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (5, 3, 7),
+        (67, 33, 70),
+        (130, 17, 9),
+        (3, 300, 5),
+        (65, 129, 66),
+        (13, 37, 300),
+        (30, 20, 200),
+        (300, 19, 10),
+        (20, 2100, 30),
+    ] {
         for layout in [Layout::AB, Layout::AtB, Layout::ABt] {
             let a = rng.vec(m * k);
             let b = rng.vec(k * n);
@@ -47,7 +58,10 @@ fn matmul_layouts_random() {
             let want = cpu::matmul(layout, (m, k, n), &a, &b, use_bias.then_some(&bias[..]));
             let (ta, tb, tbias) = (t(&gpu, "a", &a), t(&gpu, "b", &b), t(&gpu, "bias", &bias));
             let c = Tensor::zeros(&gpu, "c", &[m * n]).unwrap();
-            run(&gpu, &gemm::matmul(&gpu, "mm", layout, (m, k, n), &ta, &tb, use_bias.then_some(&tbias), &c, false).unwrap());
+            run(
+                &gpu,
+                &gemm::matmul(&gpu, "mm", layout, (m, k, n), &ta, &tb, use_bias.then_some(&tbias), &c, false).unwrap(),
+            );
             // K-long f32 dot products: error grows like sqrt(K)·eps.
             assert_close(&format!("{layout:?} {m}x{k}x{n}"), &read(&gpu, &c), &want, 1e-5 * (k as f64).sqrt(), 1e-4);
         }
@@ -63,7 +77,10 @@ fn matmul_accumulates() {
     let mut want = cpu::matmul(Layout::AB, (m, k, n), &a, &b, None);
     want.iter_mut().zip(&c0).for_each(|(w, c)| *w += c);
     let c = t(&gpu, "c", &c0);
-    run(&gpu, &gemm::matmul(&gpu, "mm", Layout::AB, (m, k, n), &t(&gpu, "a", &a), &t(&gpu, "b", &b), None, &c, true).unwrap());
+    run(
+        &gpu,
+        &gemm::matmul(&gpu, "mm", Layout::AB, (m, k, n), &t(&gpu, "a", &a), &t(&gpu, "b", &b), None, &c, true).unwrap(),
+    );
     assert_close("accumulate", &read(&gpu, &c), &want, 1e-5, 1e-4);
 }
 

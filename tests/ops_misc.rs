@@ -29,18 +29,24 @@ fn step_tensor(gpu: &Gpu, st: StepState) -> Tensor {
 fn batchnorm_forward_backward_and_running_stats() {
     let Some(gpu) = test_gpu() else { return };
     let mut rng = Rng(11);
-    for s in [bn::BnShape { batch: 2, channels: 3, hw: 1 }, bn::BnShape { batch: 3, channels: 5, hw: 97 }, bn::BnShape { batch: 5, channels: 2, hw: 300 }] {
+    for s in [
+        bn::BnShape { batch: 2, channels: 3, hw: 1 },
+        bn::BnShape { batch: 3, channels: 5, hw: 97 },
+        bn::BnShape { batch: 5, channels: 2, hw: 300 },
+    ] {
         let n = s.batch * s.channels * s.hw;
         let x: Vec<f64> = rng.vec(n).iter().map(|v| v * 2.0 + 0.5).collect();
         let (gamma, beta, res, dy) = (rng.vec(s.channels), rng.vec(s.channels), rng.vec(n), rng.vec(n));
         let (y, mean, inv) = bn::cpu::forward(s, &x, &gamma, &beta);
         let (dx, dg, db) = bn::cpu::backward(s, &x, &gamma, &dy);
-        let (tx, tg, tb, tres, tdy) = (t(&gpu, "x", &x), t(&gpu, "g", &gamma), t(&gpu, "b", &beta), t(&gpu, "res", &res), t(&gpu, "dy", &dy));
+        let (tx, tg, tb, tres, tdy) =
+            (t(&gpu, "x", &x), t(&gpu, "g", &gamma), t(&gpu, "b", &beta), t(&gpu, "res", &res), t(&gpu, "dy", &dy));
         let stats = z(&gpu, "stats", 2 * s.channels);
         let mut running0 = vec![0.0; s.channels];
         running0.extend(vec![1.0; s.channels]);
         let running = t(&gpu, "running", &running0);
-        let (ty, ty2, tdx, tdg, tdb) = (z(&gpu, "y", n), z(&gpu, "y2", n), z(&gpu, "dx", n), z(&gpu, "dg", s.channels), z(&gpu, "db", s.channels));
+        let (ty, ty2, tdx, tdg, tdb) =
+            (z(&gpu, "y", n), z(&gpu, "y2", n), z(&gpu, "dx", n), z(&gpu, "dg", s.channels), z(&gpu, "db", s.channels));
         let mut ds = vec![
             bn::stats(&gpu, "stats", s, &tx, &stats, &running),
             bn::apply(&gpu, "apply", s, 0, &tx, &stats, &tg, &tb, None, &ty),
@@ -91,7 +97,8 @@ fn pools_and_relu() {
         let dy = rng.vec(pl * (h / 2) * (w / 2));
         let dya = rng.vec(pl);
         let (tx, tdy, tdya) = (t(&gpu, "x", &xs), t(&gpu, "dy", &dy), t(&gpu, "dya", &dya));
-        let (ty, tdx, ta, tdxa) = (z(&gpu, "y", dy.len()), z(&gpu, "dx", xs.len()), z(&gpu, "a", pl), z(&gpu, "dxa", xs.len()));
+        let (ty, tdx, ta, tdxa) =
+            (z(&gpu, "y", dy.len()), z(&gpu, "dx", xs.len()), z(&gpu, "a", pl), z(&gpu, "dxa", xs.len()));
         let (tr, tdr) = (z(&gpu, "relu", xs.len()), z(&gpu, "drelu", xs.len()));
         run(
             &gpu,
@@ -173,7 +180,10 @@ fn augment_batch_matches_reference() {
         augment::Augment { pad: 0, flip: false, mean_std: vec![(0.5, 0.25), (0.4, 0.2), (0.3, 0.1)] },
         augment::Augment { pad: 2, flip: true, mean_std: vec![(0.5, 0.25), (0.4, 0.2), (0.3, 0.1)] },
     ] {
-        for st in [StepState { step: 0, epoch: 1, seed_lo: 7, ..Default::default() }, StepState { step: 2, epoch: 3, seed_lo: 7, seed_hi: 1, ..Default::default() }] {
+        for st in [
+            StepState { step: 0, epoch: 1, seed_lo: 7, ..Default::default() },
+            StepState { step: 2, epoch: 3, seed_lo: 7, seed_hi: 1, ..Default::default() },
+        ] {
             let b = 10;
             let (tx, tl) = (z(&gpu, "x", b * c * h * w), Tensor::zeros(&gpu, "labels", &[b]).unwrap());
             let step = step_tensor(&gpu, st);

@@ -36,7 +36,8 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
 fn every_shader_validates_and_translates() {
     let mut checked = 0;
     for &(name, src) in SHADERS {
-        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+        let module =
+            naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
@@ -48,12 +49,20 @@ fn every_shader_validates_and_translates() {
                     consts.insert(k.to_string(), *v);
                 }
                 let what = format!("{name}.wgsl::{} {set:?}", ep.name);
-                let (m, i) = naga::back::pipeline_constants::process_overrides(&module, &info, Some((ep.stage, &ep.name)), &consts)
-                    .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((ep.stage, &ep.name)),
+                    &consts,
+                )
+                .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
                 let spv_opts = spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
-                spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_opts)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
-                let msl_opts = msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
-                msl::write_string(&m, &i, &msl::Options::default(), &msl_opts).unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+                spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_opts))
+                    .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+                let msl_opts =
+                    msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
+                msl::write_string(&m, &i, &msl::Options::default(), &msl_opts)
+                    .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
                 let hlsl_opts = hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
                 let mut out = String::new();
                 hlsl::Writer::new(&mut out, &hlsl::Options::default(), &hlsl_opts)

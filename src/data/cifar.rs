@@ -38,13 +38,7 @@ struct Format {
 const CIFAR10: Format = Format {
     name: "cifar10",
     subdir: "cifar-10-batches-bin",
-    train_files: &[
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-    ],
+    train_files: &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
     test_file: "test_batch.bin",
     label_bytes: 1,
     classes: 10,
@@ -92,10 +86,7 @@ fn resolve_dir(dir: &Path, format: &Format) -> Result<PathBuf, DataError> {
     if !dir.is_dir() {
         return Err(DataError::new(
             dir,
-            format!(
-                "not a directory (expected {} binary files here or in {}/)",
-                format.name, format.subdir
-            ),
+            format!("not a directory (expected {} binary files here or in {}/)", format.name, format.subdir),
         ));
     }
     if dir.join(format.train_files[0]).is_file() {
@@ -114,27 +105,14 @@ fn read_class_names(path: &Path, classes: usize) -> Result<Vec<String>, DataErro
         }
         Err(e) => return Err(DataError::io(path, e)),
     };
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != classes {
-        return Err(DataError::new(
-            path,
-            format!("has {} class names, expected {classes}", names.len()),
-        ));
+        return Err(DataError::new(path, format!("has {} class names, expected {classes}", names.len())));
     }
     Ok(names)
 }
 
-fn read_split(
-    paths: &[PathBuf],
-    format: &Format,
-    split: &str,
-    class_names: &[String],
-) -> Result<Dataset, DataError> {
+fn read_split(paths: &[PathBuf], format: &Format, split: &str, class_names: &[String]) -> Result<Dataset, DataError> {
     let record = format.label_bytes + PIXELS;
     let mut images = Vec::new();
     let mut labels = Vec::new();
@@ -146,10 +124,7 @@ fn read_split(
         if bytes.len() % record != 0 {
             return Err(DataError::new(
                 path,
-                format!(
-                    "truncated record: {} bytes is not a multiple of {record}",
-                    bytes.len()
-                ),
+                format!("truncated record: {} bytes is not a multiple of {record}", bytes.len()),
             ));
         }
         images.reserve(bytes.len() / record * PIXELS);
@@ -159,9 +134,7 @@ fn read_split(
                 if coarse as usize >= coarse_classes {
                     return Err(DataError::new(
                         path,
-                        format!(
-                            "coarse label {coarse} out of range 0..{coarse_classes} in record {r}"
-                        ),
+                        format!("coarse label {coarse} out of range 0..{coarse_classes} in record {r}"),
                     ));
                 }
             }
@@ -169,10 +142,7 @@ fn read_split(
             if label as usize >= format.classes {
                 return Err(DataError::new(
                     path,
-                    format!(
-                        "label {label} out of range 0..{} in record {r}",
-                        format.classes
-                    ),
+                    format!("label {label} out of range 0..{} in record {r}", format.classes),
                 ));
             }
             labels.push(label as u32);

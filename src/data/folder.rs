@@ -27,19 +27,13 @@ const MIN_PER_THREAD: usize = 256;
 
 pub(crate) fn load_folder(dir: &Path) -> Result<Splits, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::new(
-            dir,
-            "not a directory (expected train/<class>/*.jpg and test/<class>/*.jpg in it)",
-        ));
+        return Err(DataError::new(dir, "not a directory (expected train/<class>/*.jpg and test/<class>/*.jpg in it)"));
     }
     let train_dir = dir.join("train");
     let test_dir = dir.join("test");
     for d in [&train_dir, &test_dir] {
         if !d.is_dir() {
-            return Err(DataError::new(
-                d,
-                "directory not found (expected one folder of images per class in it)",
-            ));
+            return Err(DataError::new(d, "directory not found (expected one folder of images per class in it)"));
         }
     }
     let classes = class_dirs(&train_dir)?;
@@ -50,34 +44,19 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Splits, DataError> {
     let class_names: Vec<String> = classes.iter().map(|(name, _)| name.clone()).collect();
     let test_names: Vec<String> = test_classes.iter().map(|(name, _)| name.clone()).collect();
     if test_names != class_names {
-        let missing: Vec<&String> = class_names
-            .iter()
-            .filter(|c| !test_names.contains(c))
-            .collect();
-        let extra: Vec<&String> = test_names
-            .iter()
-            .filter(|c| !class_names.contains(c))
-            .collect();
+        let missing: Vec<&String> = class_names.iter().filter(|c| !test_names.contains(c)).collect();
+        let extra: Vec<&String> = test_names.iter().filter(|c| !class_names.contains(c)).collect();
         return Err(DataError::new(
             &test_dir,
-            format!(
-                "class folders differ from train/: missing {missing:?}, not in train/ {extra:?}"
-            ),
+            format!("class folders differ from train/: missing {missing:?}, not in train/ {extra:?}"),
         ));
     }
 
-    let base = dir
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string());
+    let base = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
     let train_files = list_images(&classes)?;
     let test_files = list_images(&test_classes)?;
     let first = decode(&train_files[0].0)?;
-    let size = Size {
-        width: first.width(),
-        height: first.height(),
-        example: &train_files[0].0,
-    };
+    let size = Size { width: first.width(), height: first.height(), example: &train_files[0].0 };
     let train = decode_split(&train_files, &size, format!("{base}/train"), &class_names)?;
     let test = decode_split(&test_files, &size, format!("{base}/test"), &class_names)?;
     Ok(Splits { train, test })
@@ -102,10 +81,7 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
             continue;
         }
         let Some(name) = name.to_str() else {
-            return Err(DataError::new(
-                &path,
-                "class folder name is not valid UTF-8",
-            ));
+            return Err(DataError::new(&path, "class folder name is not valid UTF-8"));
         };
         out.push((name.to_string(), path));
     }
@@ -127,11 +103,10 @@ fn list_images(classes: &[(String, PathBuf)]) -> Result<Vec<(PathBuf, u32)>, Dat
             if name.as_encoded_bytes().starts_with(b".") {
                 continue;
             }
-            let is_image = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["jpg", "jpeg", "png"]
-                    .iter()
-                    .any(|x| e.eq_ignore_ascii_case(x))
-            });
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["jpg", "jpeg", "png"].iter().any(|x| e.eq_ignore_ascii_case(x)));
             if is_image && path.is_file() {
                 files.push(path);
             } else {
@@ -139,16 +114,10 @@ fn list_images(classes: &[(String, PathBuf)]) -> Result<Vec<(PathBuf, u32)>, Dat
             }
         }
         if skipped > 0 {
-            log::warn!(
-                "{}: skipped {skipped} entries that are not .jpg/.jpeg/.png files",
-                class_dir.display()
-            );
+            log::warn!("{}: skipped {skipped} entries that are not .jpg/.jpeg/.png files", class_dir.display());
         }
         if files.is_empty() {
-            return Err(DataError::new(
-                class_dir,
-                "empty class folder: no .jpg, .jpeg or .png files",
-            ));
+            return Err(DataError::new(class_dir, "empty class folder: no .jpg, .jpeg or .png files"));
         }
         files.sort();
         out.extend(files.into_iter().map(|f| (f, label as u32)));
@@ -194,11 +163,7 @@ fn decode_split(
             .map(|(t, (chunk, out))| {
                 let failed_at = &failed_at;
                 s.spawn(move || {
-                    for (k, ((path, _), dst)) in chunk
-                        .iter()
-                        .zip(out.chunks_exact_mut(image_bytes))
-                        .enumerate()
-                    {
+                    for (k, ((path, _), dst)) in chunk.iter().zip(out.chunks_exact_mut(image_bytes)).enumerate() {
                         let index = t * per_thread + k;
                         if index > failed_at.load(Ordering::Relaxed) {
                             break;
@@ -214,14 +179,7 @@ fn decode_split(
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(DataError::new(
-                        &files[0].0,
-                        "an image decoding thread panicked",
-                    ))
-                })
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(DataError::new(&files[0].0, "an image decoding thread panicked"))))
             .collect()
     });
     // Each thread stops at its own first error, and threads hold runs in file order, so

@@ -61,10 +61,7 @@ impl Flavor {
 
 pub(crate) fn load_mnist(dir: &Path, flavor: Flavor) -> Result<Splits, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::new(
-            dir,
-            "not a directory (expected the four IDX files of MNIST here)",
-        ));
+        return Err(DataError::new(dir, "not a directory (expected the four IDX files of MNIST here)"));
     }
     let train = read_split(dir, "train", flavor, "train")?;
     let test = read_split(dir, "t10k", flavor, "test")?;
@@ -74,18 +71,56 @@ pub(crate) fn load_mnist(dir: &Path, flavor: Flavor) -> Result<Splits, DataError
 fn read_split(dir: &Path, prefix: &str, flavor: Flavor, split: &str) -> Result<Dataset, DataError> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let images = open(&images_path)?;
+    let labels = open(&labels_path)?;
+    parse_split((&images_path, images), (&labels_path, labels), flavor, split)
+}
 
-    let mut reader = open(&images_path)?;
-    let [magic, count, rows, cols] = read_header::<4>(&mut reader, &images_path)?;
+/// The Fashion-MNIST subset compiled into the binary (data/fashion-mnist-subset/), so the
+/// main job and the browser demo need no files.
+pub(crate) fn load_builtin() -> Result<Splits, DataError> {
+    const DIR: &str = "builtin:fashion-mnist-subset";
+    let gz = |name: &str, bytes: &'static [u8]| -> (PathBuf, Box<dyn Read>) {
+        (PathBuf::from(format!("{DIR}/{name}")), Box::new(flate2::read::GzDecoder::new(bytes)))
+    };
+    let part = |prefix: &str, split: &str, img: &'static [u8], lab: &'static [u8]| {
+        let (ip, ir) = gz(&format!("{prefix}-images-idx3-ubyte.gz"), img);
+        let (lp, lr) = gz(&format!("{prefix}-labels-idx1-ubyte.gz"), lab);
+        parse_split((&ip, ir), (&lp, lr), Flavor::FashionMnist, split)
+    };
+    let train = part(
+        "train",
+        "train",
+        include_bytes!("../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz"),
+        include_bytes!("../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz"),
+    )?;
+    let test = part(
+        "t10k",
+        "test",
+        include_bytes!("../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz"),
+        include_bytes!("../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz"),
+    )?;
+    Ok(Splits { train, test })
+}
+
+/// Parses one split from its image and label streams; the paths only name the files in
+/// errors.
+fn parse_split(
+    (images_path, mut image_reader): (&Path, Box<dyn Read>),
+    (labels_path, mut label_reader): (&Path, Box<dyn Read>),
+    flavor: Flavor,
+    split: &str,
+) -> Result<Dataset, DataError> {
+    let images_path = images_path.to_path_buf();
+    let labels_path = labels_path.to_path_buf();
+    let reader = &mut image_reader;
+    let [magic, count, rows, cols] = read_header::<4>(reader, &images_path)?;
     check_magic(&images_path, magic, IMAGES_MAGIC, "image")?;
     if count == 0 {
         return Err(DataError::new(&images_path, "header says 0 images"));
     }
     if rows == 0 || cols == 0 {
-        return Err(DataError::new(
-            &images_path,
-            format!("header says images of {rows}x{cols}"),
-        ));
+        return Err(DataError::new(&images_path, format!("header says images of {rows}x{cols}")));
     }
     let (n, h, w) = (count as usize, rows as usize, cols as usize);
     let Some(pixel_bytes) = n.checked_mul(h).and_then(|x| x.checked_mul(w)) else {
@@ -94,32 +129,22 @@ fn read_split(dir: &Path, prefix: &str, flavor: Flavor, split: &str) -> Result<D
             format!("header says {n} images of {h}x{w}, too large to hold in memory"),
         ));
     };
-    let images = read_body(&mut reader, &images_path, pixel_bytes, || {
+    let images = read_body(reader, &images_path, pixel_bytes, || {
         format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)")
     })?;
 
-    let mut reader = open(&labels_path)?;
-    let [magic, label_count] = read_header::<2>(&mut reader, &labels_path)?;
+    let reader = &mut label_reader;
+    let [magic, label_count] = read_header::<2>(reader, &labels_path)?;
     check_magic(&labels_path, magic, LABELS_MAGIC, "label")?;
     if label_count != count {
         return Err(DataError::new(
             &labels_path,
-            format!(
-                "count mismatch: {label_count} labels here but {count} images in {}",
-                images_path.display()
-            ),
+            format!("count mismatch: {label_count} labels here but {count} images in {}", images_path.display()),
         ));
     }
-    let label_bytes = read_body(&mut reader, &labels_path, n, || format!("{n} labels"))?;
-    if let Some((i, &l)) = label_bytes
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| l as usize >= CLASSES)
-    {
-        return Err(DataError::new(
-            &labels_path,
-            format!("label {l} out of range 0..{CLASSES} at index {i}"),
-        ));
+    let label_bytes = read_body(reader, &labels_path, n, || format!("{n} labels"))?;
+    if let Some((i, &l)) = label_bytes.iter().enumerate().find(|&(_, &l)| l as usize >= CLASSES) {
+        return Err(DataError::new(&labels_path, format!("label {l} out of range 0..{CLASSES} at index {i}")));
     }
 
     Ok(Dataset {
@@ -145,26 +170,18 @@ fn find(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
     if gz.is_file() {
         return Ok(gz);
     }
-    Err(DataError::new(
-        plain,
-        format!("file not found (nor {base}.gz)"),
-    ))
+    Err(DataError::new(plain, format!("file not found (nor {base}.gz)")))
 }
 
 fn is_gz(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
     // MultiGzDecoder rather than GzDecoder: a gzip file may hold several members
     // (`cat a.gz b.gz`), and GzDecoder would stop after the first without a word.
-    Ok(if is_gz(path) {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    })
+    Ok(if is_gz(path) { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) })
 }
 
 fn read_error(path: &Path, err: std::io::Error) -> DataError {
@@ -175,10 +192,7 @@ fn read_error(path: &Path, err: std::io::Error) -> DataError {
     }
 }
 
-fn read_header<const WORDS: usize>(
-    reader: &mut dyn Read,
-    path: &Path,
-) -> Result<[u32; WORDS], DataError> {
+fn read_header<const WORDS: usize>(reader: &mut dyn Read, path: &Path) -> Result<[u32; WORDS], DataError> {
     let mut raw = [0u8; 16];
     let raw = &mut raw[..WORDS * 4];
     let mut got = 0;
@@ -188,10 +202,7 @@ fn read_header<const WORDS: usize>(
             Ok(0) => {
                 return Err(DataError::new(
                     path,
-                    format!(
-                        "truncated header: {got} bytes, an IDX header of this kind is {}",
-                        raw.len()
-                    ),
+                    format!("truncated header: {got} bytes, an IDX header of this kind is {}", raw.len()),
                 ))
             }
             Ok(k) => got += k,
@@ -236,25 +247,15 @@ fn read_body(
     // Capacity capped: the header is untrusted, and a corrupt count must not allocate
     // gigabytes before the short read is noticed.
     let mut body = Vec::with_capacity(len.min(1 << 27));
-    reader
-        .take(len as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| read_error(path, e))?;
+    reader.take(len as u64 + 1).read_to_end(&mut body).map_err(|e| read_error(path, e))?;
     if body.len() < len {
         return Err(DataError::new(
             path,
-            format!(
-                "truncated: the header says {} but only {} bytes follow it",
-                declared(),
-                body.len()
-            ),
+            format!("truncated: the header says {} but only {} bytes follow it", declared(), body.len()),
         ));
     }
     if body.len() > len {
-        return Err(DataError::new(
-            path,
-            format!("trailing bytes after the {} the header says", declared()),
-        ));
+        return Err(DataError::new(path, format!("trailing bytes after the {} the header says", declared())));
     }
     Ok(body)
 }

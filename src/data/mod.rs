@@ -56,6 +56,8 @@ pub enum DataSpec {
     Folder(PathBuf),
     Mnist(PathBuf),
     FashionMnist(PathBuf),
+    /// The Fashion-MNIST subset compiled into cuttle (10,000 train / 2,000 test images).
+    Builtin,
 }
 
 /// A data file (or directory) that could not be read or is not what it claims to be.
@@ -70,10 +72,7 @@ pub struct DataError {
 
 impl DataError {
     pub(crate) fn new(path: impl Into<PathBuf>, what: impl Into<String>) -> DataError {
-        DataError {
-            path: path.into(),
-            what: what.into(),
-        }
+        DataError { path: path.into(), what: what.into() }
     }
 
     /// An I/O error, phrased without repeating the path (the error's Display adds it).
@@ -86,13 +85,15 @@ impl DataError {
     }
 }
 
-const SPEC_FORMS: &str =
-    "expected one of cifar10:DIR, cifar100:DIR, folder:DIR, mnist:DIR, fashion-mnist:DIR";
+const SPEC_FORMS: &str = "expected one of builtin, cifar10:DIR, cifar100:DIR, folder:DIR, mnist:DIR, fashion-mnist:DIR";
 
 impl FromStr for DataSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<DataSpec, String> {
+        if s == "builtin" {
+            return Ok(DataSpec::Builtin);
+        }
         // Split at the first ':' only, so the directory itself may contain ':'
         // (a Windows drive letter, for one).
         let Some((kind, dir)) = s.split_once(':') else {
@@ -108,9 +109,7 @@ impl FromStr for DataSpec {
             "folder" => Ok(DataSpec::Folder(dir)),
             "mnist" => Ok(DataSpec::Mnist(dir)),
             "fashion-mnist" => Ok(DataSpec::FashionMnist(dir)),
-            _ => Err(format!(
-                "unknown data set kind {kind:?} in {s:?}; {SPEC_FORMS}"
-            )),
+            _ => Err(format!("unknown data set kind {kind:?} in {s:?}; {SPEC_FORMS}")),
         }
     }
 }
@@ -123,6 +122,7 @@ impl fmt::Display for DataSpec {
             DataSpec::Folder(d) => ("folder", d),
             DataSpec::Mnist(d) => ("mnist", d),
             DataSpec::FashionMnist(d) => ("fashion-mnist", d),
+            DataSpec::Builtin => return write!(f, "builtin"),
         };
         write!(f, "{kind}:{}", dir.display())
     }
@@ -137,15 +137,13 @@ pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
         DataSpec::Folder(dir) => folder::load_folder(dir)?,
         DataSpec::Mnist(dir) => idx::load_mnist(dir, idx::Flavor::Mnist)?,
         DataSpec::FashionMnist(dir) => idx::load_mnist(dir, idx::Flavor::FashionMnist)?,
+        DataSpec::Builtin => idx::load_builtin()?,
     };
     // The parsers check their input as they go; this is the backstop that keeps a
     // parser bug from handing the trainer an inconsistent data set.
     for split in [&splits.train, &splits.test] {
         if let Err(what) = split.validate() {
-            return Err(DataError::new(
-                spec_dir(spec),
-                format!("{}: {what}", split.name),
-            ));
+            return Err(DataError::new(spec_dir(spec), format!("{}: {what}", split.name)));
         }
     }
     Ok(splits)
@@ -158,18 +156,14 @@ fn spec_dir(spec: &DataSpec) -> &Path {
         | DataSpec::Folder(d)
         | DataSpec::Mnist(d)
         | DataSpec::FashionMnist(d) => d,
+        DataSpec::Builtin => Path::new("builtin"),
     }
 }
 
 impl Dataset {
     /// Image `i` as (channels, height, width) bytes. Panics if `i >= n`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
-        assert!(
-            i < self.n,
-            "image index {i} out of range for {} ({} images)",
-            self.name,
-            self.n
-        );
+        assert!(i < self.n, "image index {i} out of range for {} ({} images)", self.name, self.n);
         let b = self.image_bytes();
         &self.images[i * b..(i + 1) * b]
     }
@@ -248,11 +242,7 @@ impl Dataset {
                 let count: u64 = h.iter().sum();
                 let sum: u64 = h.iter().enumerate().map(|(v, &k)| v as u64 * k).sum();
                 let mean = sum as f64 / count as f64;
-                let var = h
-                    .iter()
-                    .enumerate()
-                    .map(|(v, &k)| (v as f64 - mean).powi(2) * k as f64)
-                    .sum::<f64>()
+                let var = h.iter().enumerate().map(|(v, &k)| (v as f64 - mean).powi(2) * k as f64).sum::<f64>()
                     / count as f64;
                 ((mean / 255.0) as f32, (var.sqrt() / 255.0) as f32)
             })
@@ -268,10 +258,7 @@ impl Dataset {
             .and_then(|x| x.checked_mul(self.height))
             .and_then(|x| x.checked_mul(self.width))
             .ok_or_else(|| {
-                format!(
-                    "shape ({}, {}, {}, {}) overflows usize",
-                    self.n, self.channels, self.height, self.width
-                )
+                format!("shape ({}, {}, {}, {}) overflows usize", self.n, self.channels, self.height, self.width)
             })?;
         if self.images.len() != expect {
             return Err(format!(
@@ -284,29 +271,13 @@ impl Dataset {
             ));
         }
         if self.labels.len() != self.n {
-            return Err(format!(
-                "labels has {} entries, expected n = {}",
-                self.labels.len(),
-                self.n
-            ));
+            return Err(format!("labels has {} entries, expected n = {}", self.labels.len(), self.n));
         }
         if self.class_names.len() != self.classes {
-            return Err(format!(
-                "{} class names for {} classes",
-                self.class_names.len(),
-                self.classes
-            ));
+            return Err(format!("{} class names for {} classes", self.class_names.len(), self.classes));
         }
-        if let Some((i, &l)) = self
-            .labels
-            .iter()
-            .enumerate()
-            .find(|&(_, &l)| l as usize >= self.classes)
-        {
-            return Err(format!(
-                "label {l} of image {i} is not below classes = {}",
-                self.classes
-            ));
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|&(_, &l)| l as usize >= self.classes) {
+            return Err(format!("label {l} of image {i} is not below classes = {}", self.classes));
         }
         Ok(())
     }
@@ -340,14 +311,9 @@ impl fmt::Debug for Dataset {
 ///
 /// Panics if `n` exceeds `u32::MAX as usize + 1` (indices are u32).
 pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
-    assert!(
-        n as u64 <= u32::MAX as u64 + 1,
-        "epoch_permutation: n = {n} does not fit u32 indices"
-    );
+    assert!(n as u64 <= u32::MAX as u64 + 1, "epoch_permutation: n = {n} does not fit u32 indices");
     let mut perm: Vec<u32> = (0..n).map(|i| i as u32).collect();
-    let mut rng = SplitMix64 {
-        state: mix64(seed ^ mix64(epoch ^ 0x6a09_e667_f3bc_c909)),
-    };
+    let mut rng = SplitMix64 { state: mix64(seed ^ mix64(epoch ^ 0x6a09_e667_f3bc_c909)) };
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         perm.swap(i, j);
@@ -367,13 +333,7 @@ mod tests {
         let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
         assert_eq!(
             got,
-            [
-                6457827717110365317,
-                3203168211198807973,
-                9817491932198370423,
-                4593380528125082431,
-                16408922859458223821
-            ]
+            [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]
         );
     }
 }

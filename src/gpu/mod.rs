@@ -117,13 +117,22 @@ pub struct Gpu {
     pub allocated: std::sync::atomic::AtomicU64,
 }
 
+/// The backends searched: `WGPU_BACKEND` if set, else Vulkan, Metal, DX12 and browser
+/// WebGPU. The GL backend is left out by default: its compute support is patchy, and
+/// probing EGL prints noise on headless machines.
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
 }
 
 /// Every adapter wgpu can see (honouring `WGPU_BACKEND`), for `cuttle info`.
 pub async fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters = instance().enumerate_adapters(wgpu::Backends::all().with_env()).await;
+    let adapters = instance().enumerate_adapters(backends()).await;
     adapters.iter().map(AdapterSummary::of).collect()
 }
 
@@ -150,7 +159,7 @@ impl Gpu {
         let name = opts.name.clone().or_else(|| GpuOptions::from_env().name);
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let mut adapters = instance.enumerate_adapters(wgpu::Backends::all().with_env()).await;
+            let mut adapters = instance.enumerate_adapters(backends()).await;
             // wgpu's GL backend cannot run compute shaders on most drivers we meet; keep it
             // only as a last resort.
             adapters.sort_by_key(|a| {
@@ -164,9 +173,7 @@ impl Gpu {
                 None => Ok(adapters.remove(0)),
                 Some(want) => {
                     let lw = want.to_lowercase();
-                    let pos = adapters
-                        .iter()
-                        .position(|a| a.get_info().name.to_lowercase().contains(&lw));
+                    let pos = adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&lw));
                     match pos {
                         Some(p) => Ok(adapters.remove(p)),
                         None => Err(GpuError::NoMatch {

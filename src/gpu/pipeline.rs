@@ -7,6 +7,7 @@
 //! step only replays dispatches, so nothing is created in the step loop.
 
 use super::{Gpu, Tensor};
+use glam::UVec3;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use wgpu::util::DeviceExt;
@@ -42,11 +43,8 @@ impl PipelineCache {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
-        let key: Key = (
-            shader,
-            entry.to_string(),
-            constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
-        );
+        let key: Key =
+            (shader, entry.to_string(), constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return p.clone();
         }
@@ -90,7 +88,8 @@ pub struct Dispatch {
     pub label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    pub groups: [u32; 3],
+    /// Workgroups along x, y, z.
+    pub groups: UVec3,
 }
 
 /// The largest grid dimension every WebGPU device accepts.
@@ -99,13 +98,13 @@ pub const MAX_GROUPS: u32 = 65535;
 /// A grid covering `threads` invocations with workgroups of `wg` along x, folded into y
 /// when x would pass the 65,535 limit. Kernels index with
 /// `gid.x + gid.y * num_workgroups.x * WG`.
-pub fn grid_1d(threads: usize, wg: u32) -> [u32; 3] {
+pub fn grid_1d(threads: usize, wg: u32) -> UVec3 {
     let groups = (threads as u64).div_ceil(wg as u64).max(1);
     if groups <= MAX_GROUPS as u64 {
-        [groups as u32, 1, 1]
+        UVec3::new(groups as u32, 1, 1)
     } else {
         let y = groups.div_ceil(MAX_GROUPS as u64);
-        [groups.div_ceil(y) as u32, y as u32, 1]
+        UVec3::new(groups.div_ceil(y) as u32, y as u32, 1)
     }
 }
 
@@ -119,17 +118,17 @@ impl Dispatch {
         constants: &[(&str, f64)],
         params: &P,
         tensors: &[&Tensor],
-        groups: [u32; 3],
+        groups: impl Into<UVec3>,
     ) -> Dispatch {
-        assert!(groups.iter().all(|&g| g <= MAX_GROUPS), "grid {groups:?} of `{label}` too large");
+        let groups = groups.into();
+        assert!(groups.max_element() <= MAX_GROUPS, "grid {groups} of `{label}` too large");
         let pipeline = gpu.pipelines.get(&gpu.device, shader, entry, constants);
         let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let mut entries =
-            vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for (i, t) in tensors.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
         }
@@ -142,12 +141,12 @@ impl Dispatch {
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if self.groups.contains(&0) {
+        if self.groups.min_element() == 0 {
             return;
         }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+        pass.dispatch_workgroups(self.groups.x, self.groups.y, self.groups.z);
     }
 }
 

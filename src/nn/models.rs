@@ -56,7 +56,8 @@ fn resnet(name: &str, input: [usize; 3], classes: usize, stages: &[usize], block
 }
 
 fn vgg19(input: [usize; 3], classes: usize) -> Graph {
-    const CFG: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+    const CFG: &[usize] =
+        &[64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
     let mut g = Graph::new("vgg19", input, classes);
     let mut x = Graph::INPUT;
     // PyTorch's nn.Sequential numbering: conv i, bn i+1, relu i+2, pools take one index.

@@ -106,7 +106,8 @@ impl Net {
                 }
                 Op::BatchNorm(p) => {
                     let s = BnShape { batch: b, channels: c, hw: h * w };
-                    let flags = (if p.relu { bn::RELU } else { 0 }) | (if p.residual.is_some() { bn::RESIDUAL } else { 0 });
+                    let flags =
+                        (if p.relu { bn::RELU } else { 0 }) | (if p.residual.is_some() { bn::RESIDUAL } else { 0 });
                     let gamma = self.params.weight(&format!("{}.weight", p.prefix));
                     let beta = self.params.weight(&format!("{}.bias", p.prefix));
                     let res = p.residual.map(|r| &self.acts[r]);
@@ -133,7 +134,8 @@ impl Net {
         let mut written = vec![false; g.acts.len()];
         written[g.output()] = true;
         for n in g.nodes.iter().rev() {
-            let (x, y, dy, dx) = (&self.acts[n.input], &self.acts[n.output], &self.grads[n.output], &self.grads[n.input]);
+            let (x, y, dy, dx) =
+                (&self.acts[n.input], &self.acts[n.output], &self.grads[n.output], &self.grads[n.input]);
             let need_dx = n.input != Graph::INPUT;
             let acc = written[n.input];
             let [c, h, w] = g.shape(n.input);
@@ -142,7 +144,15 @@ impl Net {
                 Op::Conv(cv) => {
                     let s = conv_shape(b, g, cv, n.input);
                     let wt = self.params.weight(&cv.weight);
-                    self.backward.extend(gemm::conv_backward_weight(gpu, &name, &s, dy, x, &self.params.grad(&cv.weight), false)?);
+                    self.backward.extend(gemm::conv_backward_weight(
+                        gpu,
+                        &name,
+                        &s,
+                        dy,
+                        x,
+                        &self.params.grad(&cv.weight),
+                        false,
+                    )?);
                     if need_dx {
                         self.backward.extend(gemm::conv_backward_data(gpu, &name, &s, dy, &wt, dx, acc)?);
                     }
@@ -164,9 +174,24 @@ impl Net {
                         written[r] = true;
                     }
                     let gamma = self.params.weight(&format!("{}.weight", p.prefix));
-                    let (dgamma, dbeta) = (self.params.grad(&format!("{}.weight", p.prefix)), self.params.grad(&format!("{}.bias", p.prefix)));
+                    let (dgamma, dbeta) = (
+                        self.params.grad(&format!("{}.weight", p.prefix)),
+                        self.params.grad(&format!("{}.bias", p.prefix)),
+                    );
                     let acc = written[n.input];
-                    self.backward.extend(bn::backward(gpu, &name, s, x, &bn_stats[bn_i], &gamma, g_pre, &dgamma, &dbeta, dx, acc));
+                    self.backward.extend(bn::backward(
+                        gpu,
+                        &name,
+                        s,
+                        x,
+                        &bn_stats[bn_i],
+                        &gamma,
+                        g_pre,
+                        &dgamma,
+                        &dbeta,
+                        dx,
+                        acc,
+                    ));
                 }
                 Op::Relu => {
                     if need_dx {
@@ -187,11 +212,31 @@ impl Net {
                     let wname = format!("{}.weight", l.prefix);
                     let (dw, db) = (self.params.grad(&wname), self.params.grad(&format!("{}.bias", l.prefix)));
                     // dW (out, in) = dyᵀ (out, B) · x (B, in); db = Σ_rows dy; dx (B, in) = dy · W.
-                    self.backward.extend(gemm::matmul(gpu, &name, Layout::AtB, (l.outputs, b, l.inputs), dy, x, None, &dw, false)?);
+                    self.backward.extend(gemm::matmul(
+                        gpu,
+                        &name,
+                        Layout::AtB,
+                        (l.outputs, b, l.inputs),
+                        dy,
+                        x,
+                        None,
+                        &dw,
+                        false,
+                    )?);
                     self.backward.push(gemm::bias_grad(gpu, &name, b, dy, &db, false));
                     if need_dx {
                         let wt = self.params.weight(&wname);
-                        self.backward.extend(gemm::matmul(gpu, &name, Layout::AB, (b, l.outputs, l.inputs), dy, &wt, None, dx, acc)?);
+                        self.backward.extend(gemm::matmul(
+                            gpu,
+                            &name,
+                            Layout::AB,
+                            (b, l.outputs, l.inputs),
+                            dy,
+                            &wt,
+                            None,
+                            dx,
+                            acc,
+                        )?);
                     }
                 }
             }

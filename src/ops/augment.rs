@@ -119,7 +119,15 @@ pub fn batch(
         inv_std,
     };
     let t = [&data.chunks[0], &data.chunks[1], &data.labels, perm, step, x, labels];
-    Dispatch::new(gpu, label, ("augment", "batch"), &[], &p, &t, grid_1d(batch * data.channels * data.height * data.width, 256))
+    Dispatch::new(
+        gpu,
+        label,
+        ("augment", "batch"),
+        &[],
+        &p,
+        &t,
+        grid_1d(batch * data.channels * data.height * data.width, 256),
+    )
 }
 
 pub mod cpu {

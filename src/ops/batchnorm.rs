@@ -53,7 +53,15 @@ impl BnShape {
 
 /// Batch statistics of x into `stats` (2C,), and the running update of `running` (2C,).
 pub fn stats(gpu: &Gpu, label: &str, s: BnShape, x: &Tensor, stats: &Tensor, running: &Tensor) -> Dispatch {
-    Dispatch::new(gpu, label, ("batchnorm", "stats"), &[], &s.params(0), &[x, stats, running], [s.channels as u32, 1, 1])
+    Dispatch::new(
+        gpu,
+        label,
+        ("batchnorm", "stats"),
+        &[],
+        &s.params(0),
+        &[x, stats, running],
+        [s.channels as u32, 1, 1],
+    )
 }
 
 /// Eval statistics: `stats` (2C,) from `running` (2C,).

@@ -2,9 +2,9 @@
 //! one tensor into another (merging the gradients of two branches). The split-K slice sum
 //! and bias column sums live in the same shader and are built by `ops::gemm`.
 
+pub use super::gemm::EwParams as Params;
 use super::ACCUMULATE;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
-pub use super::gemm::EwParams as Params;
 
 fn params(len: usize, accumulate: bool) -> Params {
     Params { len: len as u32, rows: 0, flags: if accumulate { ACCUMULATE } else { 0 }, _pad: 0 }

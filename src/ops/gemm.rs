@@ -214,7 +214,8 @@ fn gemm(
     p.flags &= !FLAG_ACCUMULATE;
     p.k_split = k_split as u32;
     assert_eq!(modes.2, 0, "split-K writes row-major slices");
-    let partial = Dispatch::new(gpu, label, ("gemm", "main"), &consts(0), &p, &[a, b, bias_t, &scratch], groups(splits));
+    let partial =
+        Dispatch::new(gpu, label, ("gemm", "main"), &consts(0), &p, &[a, b, bias_t, &scratch], groups(splits));
     let ew = EwParams { len: (m * n) as u32, rows: splits as u32, flags: accumulate, _pad: 0 };
     let reduce = Dispatch::new(
         gpu,
@@ -262,7 +263,14 @@ pub fn matmul(
 }
 
 /// y (B,Co,Ho,Wo) = conv(x (B,Ci,H,W), w (Co,Ci,kh,kw)).
-pub fn conv_forward(gpu: &Gpu, label: &str, s: &ConvShape, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>, GpuError> {
+pub fn conv_forward(
+    gpu: &Gpu,
+    label: &str,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>, GpuError> {
     assert_eq!(y.len(), s.output_shape().iter().product::<usize>(), "conv `{label}` output");
     let mut p = s.params();
     p.m = s.c_out as u32;
@@ -320,7 +328,13 @@ pub mod cpu {
     use super::{ConvShape, Layout};
 
     /// C (M,N) = op(A)·op(B) (+ bias) in the given layout.
-    pub fn matmul(layout: Layout, (m, k, n): (usize, usize, usize), a: &[f64], b: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+    pub fn matmul(
+        layout: Layout,
+        (m, k, n): (usize, usize, usize),
+        a: &[f64],
+        b: &[f64],
+        bias: Option<&[f64]>,
+    ) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {

@@ -48,7 +48,9 @@ impl Schedule {
                 let total = (epochs * steps_per_epoch).max(1) as f64;
                 let t = (epoch * steps_per_epoch + step) as f64;
                 let up = (0.25 * total).max(1.0);
-                let cos = |from: f64, to: f64, frac: f64| to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * frac.clamp(0.0, 1.0)).cos());
+                let cos = |from: f64, to: f64, frac: f64| {
+                    to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * frac.clamp(0.0, 1.0)).cos())
+                };
                 if t < up {
                     cos(base / 25.0, base, t / up)
                 } else {

@@ -82,7 +82,8 @@ impl TrainConfig {
         if !self.lr.is_finite() || self.lr <= 0.0 {
             return bad(format!("--lr must be a positive finite number, not {}", self.lr));
         }
-        if !(0.0..1.0).contains(&self.sgd.momentum) || !self.sgd.weight_decay.is_finite() || self.sgd.weight_decay < 0.0 {
+        if !(0.0..1.0).contains(&self.sgd.momentum) || !self.sgd.weight_decay.is_finite() || self.sgd.weight_decay < 0.0
+        {
             return bad("momentum must be in [0, 1) and weight decay a non-negative number".into());
         }
         Ok(())
@@ -165,15 +166,45 @@ impl Trainer {
         let (b, k) = (cfg.batch, d.classes);
         let (x, labels) = (&net.acts[0], &net.labels);
 
-        let mut train_step = vec![augment::batch(gpu, "batch", &train_data, &augment, b, &perm, &step_state, x, labels)];
+        let mut train_step =
+            vec![augment::batch(gpu, "batch", &train_data, &augment, b, &perm, &step_state, x, labels)];
         train_step.extend(net.forward_train.iter().cloned());
-        train_step.push(loss::cross_entropy(gpu, "loss", (b, k), true, net.logits(), labels, &step_state, net.dlogits(), &totals));
+        train_step.push(loss::cross_entropy(
+            gpu,
+            "loss",
+            (b, k),
+            true,
+            net.logits(),
+            labels,
+            &step_state,
+            net.dlogits(),
+            &totals,
+        ));
         train_step.extend(net.backward.iter().cloned());
-        train_step.push(sgd::update(gpu, cfg.sgd, net.params.n_decay, &net.params.weights, &net.params.grads, &net.params.momentum, &step_state));
+        train_step.push(sgd::update(
+            gpu,
+            cfg.sgd,
+            net.params.n_decay,
+            &net.params.weights,
+            &net.params.grads,
+            &net.params.momentum,
+            &step_state,
+        ));
 
-        let mut eval_step = vec![augment::batch(gpu, "eval-batch", &test_data, &plain, b, &test_order, &step_state, x, labels)];
+        let mut eval_step =
+            vec![augment::batch(gpu, "eval-batch", &test_data, &plain, b, &test_order, &step_state, x, labels)];
         eval_step.extend(net.forward_eval.iter().cloned());
-        eval_step.push(loss::cross_entropy(gpu, "eval-loss", (b, k), false, net.logits(), labels, &step_state, net.dlogits(), &totals));
+        eval_step.push(loss::cross_entropy(
+            gpu,
+            "eval-loss",
+            (b, k),
+            false,
+            net.logits(),
+            labels,
+            &step_state,
+            net.dlogits(),
+            &totals,
+        ));
 
         Ok(Trainer {
             steps_per_epoch: d.n / cfg.batch,
@@ -248,7 +279,12 @@ impl Trainer {
 
     /// Trains one epoch (0-based). `progress(step, steps, totals)` is called at every
     /// readback. Stops with `Error::Diverged` as soon as a readback shows a non-finite loss.
-    pub async fn train_epoch(&mut self, gpu: &Gpu, epoch: usize, progress: &mut dyn FnMut(usize, usize, Totals)) -> Result<Totals> {
+    pub async fn train_epoch(
+        &mut self,
+        gpu: &Gpu,
+        epoch: usize,
+        progress: &mut dyn FnMut(usize, usize, Totals),
+    ) -> Result<Totals> {
         let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
         self.perm.write(gpu, &perm);
         self.reset_totals(gpu);
@@ -311,7 +347,12 @@ impl Trainer {
     }
 
     /// One epoch of training and a test evaluation, timed.
-    pub async fn run_epoch(&mut self, gpu: &Gpu, epoch: usize, progress: &mut dyn FnMut(usize, usize, Totals)) -> Result<EpochReport> {
+    pub async fn run_epoch(
+        &mut self,
+        gpu: &Gpu,
+        epoch: usize,
+        progress: &mut dyn FnMut(usize, usize, Totals),
+    ) -> Result<EpochReport> {
         let t0 = Instant::now();
         let train = self.train_epoch(gpu, epoch, progress).await?;
         let train_secs = t0.elapsed().as_secs_f32();

@@ -44,7 +44,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
         if !g.is_finite() || !w.is_finite() || err > atol + rtol * w.abs() {
             first_bad.get_or_insert(i);
         }
-        if !(err <= worst.1) {
+        // NaN compares false: make it the worst.
+        if err.is_nan() || err > worst.1 {
             worst = (i, err);
         }
     }

@@ -9,9 +9,7 @@ fn cifar_pixel(id: usize, c: usize, p: usize) -> u8 {
 }
 
 fn cifar_pixels(id: usize) -> Vec<u8> {
-    (0..3)
-        .flat_map(|c| (0..1024).map(move |p| cifar_pixel(id, c, p)))
-        .collect()
+    (0..3).flat_map(|c| (0..1024).map(move |p| cifar_pixel(id, c, p))).collect()
 }
 
 /// CIFAR-10 records: (label, image id).
@@ -24,18 +22,8 @@ fn cifar10_file(records: &[(u8, usize)]) -> Vec<u8> {
     out
 }
 
-pub(super) const CIFAR10_NAMES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub(super) const CIFAR10_NAMES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Five training batches of two records (labels 0..9, image ids 0..9), a test batch of
 /// three (labels 3, 1, 4; ids 100..102), and the names file.
@@ -43,22 +31,10 @@ fn write_cifar10(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     for k in 0..5 {
         let recs = [((2 * k) as u8, 2 * k), ((2 * k + 1) as u8, 2 * k + 1)];
-        fs::write(
-            dir.join(format!("data_batch_{}.bin", k + 1)),
-            cifar10_file(&recs),
-        )
-        .unwrap();
+        fs::write(dir.join(format!("data_batch_{}.bin", k + 1)), cifar10_file(&recs)).unwrap();
     }
-    fs::write(
-        dir.join("test_batch.bin"),
-        cifar10_file(&[(3, 100), (1, 101), (4, 102)]),
-    )
-    .unwrap();
-    fs::write(
-        dir.join("batches.meta.txt"),
-        CIFAR10_NAMES.join("\n") + "\n\n",
-    )
-    .unwrap();
+    fs::write(dir.join("test_batch.bin"), cifar10_file(&[(3, 100), (1, 101), (4, 102)])).unwrap();
+    fs::write(dir.join("batches.meta.txt"), CIFAR10_NAMES.join("\n") + "\n\n").unwrap();
 }
 
 #[test]
@@ -68,10 +44,7 @@ fn cifar10_loads_records() {
     let s = load_ok(&DataSpec::Cifar10(tmp.path().into()));
     let (train, test) = (&s.train, &s.test);
     assert_eq!(train.name, "cifar10/train");
-    assert_eq!(
-        (train.n, train.channels, train.height, train.width),
-        (10, 3, 32, 32)
-    );
+    assert_eq!((train.n, train.channels, train.height, train.width), (10, 3, 32, 32));
     assert_eq!(train.labels, (0..10).collect::<Vec<u32>>());
     assert_eq!(train.classes, 10);
     assert_eq!(train.class_names, CIFAR10_NAMES);
@@ -82,10 +55,7 @@ fn cifar10_loads_records() {
     }
     // R plane first, then G, then B: first pixel of each plane and the last byte.
     let img = train.image(7);
-    assert_eq!(
-        (img[0], img[1024], img[2048], img[3071]),
-        (21, 121, 221, (21 + 200 + 1023) as u8)
-    );
+    assert_eq!((img[0], img[1024], img[2048], img[3071]), (21, 121, 221, (21 + 200 + 1023) as u8));
     assert_eq!(test.n, 3);
     assert_eq!(test.labels, [3, 1, 4]);
     assert_eq!(test.image(2), cifar_pixels(102));
@@ -101,10 +71,7 @@ fn cifar10_finds_archive_subfolder_and_numbers_classes_without_names_file() {
     fs::remove_file(sub.join("batches.meta.txt")).unwrap();
     let s = load_ok(&DataSpec::Cifar10(tmp.path().into()));
     assert_eq!(s.train.n, 10);
-    assert_eq!(
-        s.train.class_names,
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-    );
+    assert_eq!(s.train.class_names, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
 }
 
 #[test]
@@ -116,10 +83,7 @@ fn cifar10_truncated_record() {
     fs::write(tmp.path().join("data_batch_3.bin"), bytes).unwrap();
     load_err(
         &DataSpec::Cifar10(tmp.path().into()),
-        &[
-            "data_batch_3.bin",
-            "truncated record: 6151 bytes is not a multiple of 3073",
-        ],
+        &["data_batch_3.bin", "truncated record: 6151 bytes is not a multiple of 3073"],
     );
 }
 
@@ -127,15 +91,8 @@ fn cifar10_truncated_record() {
 fn cifar10_label_out_of_range() {
     let tmp = TempDir::new("cifar10-label");
     write_cifar10(tmp.path());
-    fs::write(
-        tmp.path().join("test_batch.bin"),
-        cifar10_file(&[(3, 0), (10, 1)]),
-    )
-    .unwrap();
-    load_err(
-        &DataSpec::Cifar10(tmp.path().into()),
-        &["test_batch.bin", "label 10 out of range 0..10 in record 1"],
-    );
+    fs::write(tmp.path().join("test_batch.bin"), cifar10_file(&[(3, 0), (10, 1)])).unwrap();
+    load_err(&DataSpec::Cifar10(tmp.path().into()), &["test_batch.bin", "label 10 out of range 0..10 in record 1"]);
 }
 
 #[test]
@@ -143,14 +100,8 @@ fn cifar10_missing_file() {
     let tmp = TempDir::new("cifar10-missing");
     write_cifar10(tmp.path());
     fs::remove_file(tmp.path().join("data_batch_4.bin")).unwrap();
-    load_err(
-        &DataSpec::Cifar10(tmp.path().into()),
-        &["data_batch_4.bin", "not found"],
-    );
-    load_err(
-        &DataSpec::Cifar10(tmp.path().join("nope")),
-        &["nope", "not a directory"],
-    );
+    load_err(&DataSpec::Cifar10(tmp.path().into()), &["data_batch_4.bin", "not found"]);
+    load_err(&DataSpec::Cifar10(tmp.path().join("nope")), &["nope", "not a directory"]);
 }
 
 #[test]
@@ -158,16 +109,10 @@ fn cifar10_bad_names_file_and_empty_file() {
     let tmp = TempDir::new("cifar10-names");
     write_cifar10(tmp.path());
     fs::write(tmp.path().join("batches.meta.txt"), "a\nb\n").unwrap();
-    load_err(
-        &DataSpec::Cifar10(tmp.path().into()),
-        &["batches.meta.txt", "2 class names"],
-    );
+    load_err(&DataSpec::Cifar10(tmp.path().into()), &["batches.meta.txt", "2 class names"]);
     write_cifar10(tmp.path());
     fs::write(tmp.path().join("data_batch_1.bin"), b"").unwrap();
-    load_err(
-        &DataSpec::Cifar10(tmp.path().into()),
-        &["data_batch_1.bin", "empty"],
-    );
+    load_err(&DataSpec::Cifar10(tmp.path().into()), &["data_batch_1.bin", "empty"]);
 }
 
 /// CIFAR-100 records: (coarse, fine, image id).
@@ -185,11 +130,7 @@ fn cifar100_uses_fine_labels() {
     let tmp = TempDir::new("cifar100");
     let sub = tmp.path().join("cifar-100-binary");
     fs::create_dir_all(&sub).unwrap();
-    fs::write(
-        sub.join("train.bin"),
-        cifar100_file(&[(0, 99, 5), (19, 0, 6)]),
-    )
-    .unwrap();
+    fs::write(sub.join("train.bin"), cifar100_file(&[(0, 99, 5), (19, 0, 6)])).unwrap();
     fs::write(sub.join("test.bin"), cifar100_file(&[(5, 42, 7)])).unwrap();
     let s = load_ok(&DataSpec::Cifar100(tmp.path().into()));
     assert_eq!(s.train.name, "cifar100/train");
@@ -203,33 +144,17 @@ fn cifar100_uses_fine_labels() {
 
     let names: Vec<String> = (0..100).map(|i| format!("class{i}")).collect();
     fs::write(sub.join("fine_label_names.txt"), names.join("\n")).unwrap();
-    assert_eq!(
-        load_ok(&DataSpec::Cifar100(sub.clone())).test.class_names,
-        names
-    );
+    assert_eq!(load_ok(&DataSpec::Cifar100(sub.clone())).test.class_names, names);
 
-    fs::write(
-        sub.join("train.bin"),
-        cifar100_file(&[(0, 99, 5), (1, 100, 6)]),
-    )
-    .unwrap();
-    load_err(
-        &DataSpec::Cifar100(sub.clone()),
-        &["train.bin", "label 100 out of range 0..100"],
-    );
+    fs::write(sub.join("train.bin"), cifar100_file(&[(0, 99, 5), (1, 100, 6)])).unwrap();
+    load_err(&DataSpec::Cifar100(sub.clone()), &["train.bin", "label 100 out of range 0..100"]);
     fs::write(sub.join("train.bin"), cifar100_file(&[(20, 1, 5)])).unwrap();
-    load_err(
-        &DataSpec::Cifar100(sub.clone()),
-        &["train.bin", "coarse label 20 out of range"],
-    );
+    load_err(&DataSpec::Cifar100(sub.clone()), &["train.bin", "coarse label 20 out of range"]);
     fs::write(sub.join("train.bin"), cifar100_file(&[(0, 99, 5)])).unwrap();
     let mut short = cifar100_file(&[(0, 1, 5)]);
     short.pop();
     fs::write(sub.join("test.bin"), short).unwrap();
-    load_err(
-        &DataSpec::Cifar100(sub),
-        &["test.bin", "3073 bytes is not a multiple of 3074"],
-    );
+    load_err(&DataSpec::Cifar100(sub), &["test.bin", "3073 bytes is not a multiple of 3074"]);
 }
 
 /// Prefixes of a valid file (every 97th length) are errors, never a panic or a short

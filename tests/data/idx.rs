@@ -32,23 +32,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// Test: 2 images, pixel p = 200 + p (image 0) and 255 - p (image 1), labels 3, 3.
 /// `gz` picks which of the four files are gzipped.
 fn write_mnist(dir: &Path, gz: [bool; 4]) {
-    let train_px: Vec<u8> = (0..3)
-        .flat_map(|i| (0..6).map(move |p| 10 * i + p))
-        .collect();
-    let test_px: Vec<u8> = (0..6)
-        .map(|p| 200 + p)
-        .chain((0..6).map(|p| 255 - p))
-        .collect();
+    let train_px: Vec<u8> = (0..3).flat_map(|i| (0..6).map(move |p| 10 * i + p)).collect();
+    let test_px: Vec<u8> = (0..6).map(|p| 200 + p).chain((0..6).map(|p| 255 - p)).collect();
     let files = [
-        (
-            "train-images-idx3-ubyte",
-            idx_images(0x803, 3, 2, 3, &train_px),
-        ),
+        ("train-images-idx3-ubyte", idx_images(0x803, 3, 2, 3, &train_px)),
         ("train-labels-idx1-ubyte", idx_labels(0x801, 3, &[7, 0, 9])),
-        (
-            "t10k-images-idx3-ubyte",
-            idx_images(0x803, 2, 2, 3, &test_px),
-        ),
+        ("t10k-images-idx3-ubyte", idx_images(0x803, 2, 2, 3, &test_px)),
         ("t10k-labels-idx1-ubyte", idx_labels(0x801, 2, &[3, 3])),
     ];
     for ((name, bytes), gz) in files.into_iter().zip(gz) {
@@ -62,10 +51,7 @@ fn write_mnist(dir: &Path, gz: [bool; 4]) {
 
 fn check_synthetic_mnist(s: &Splits) {
     let (train, test) = (&s.train, &s.test);
-    assert_eq!(
-        (train.n, train.channels, train.height, train.width),
-        (3, 1, 2, 3)
-    );
+    assert_eq!((train.n, train.channels, train.height, train.width), (3, 1, 2, 3));
     assert_eq!(train.labels, [7, 0, 9]);
     assert_eq!(train.image(0), [0, 1, 2, 3, 4, 5]);
     assert_eq!(train.image(2), [20, 21, 22, 23, 24, 25]);
@@ -83,10 +69,7 @@ fn mnist_plain_gzipped_and_mixed() {
         check_synthetic_mnist(&s);
         assert_eq!(s.train.name, "mnist/train");
         assert_eq!(s.test.name, "mnist/test");
-        assert_eq!(
-            s.train.class_names,
-            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-        );
+        assert_eq!(s.train.class_names, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
     }
 }
 
@@ -108,18 +91,7 @@ fn fashion_mnist_class_names() {
     assert_eq!(s.train.name, "fashion-mnist/train");
     assert_eq!(
         s.train.class_names,
-        [
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot"
-        ]
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     );
 }
 
@@ -128,31 +100,16 @@ fn mnist_wrong_magic() {
     let tmp = TempDir::new("mnist-magic");
     write_mnist(tmp.path(), [false; 4]);
     // An image file where the labels belong.
-    fs::write(
-        tmp.path().join("train-labels-idx1-ubyte"),
-        idx_images(0x803, 3, 1, 1, &[1, 2, 3]),
-    )
-    .unwrap();
+    fs::write(tmp.path().join("train-labels-idx1-ubyte"), idx_images(0x803, 3, 1, 1, &[1, 2, 3])).unwrap();
     load_err(
         &DataSpec::Mnist(tmp.path().into()),
-        &[
-            "train-labels-idx1-ubyte",
-            "bad magic 0x00000803",
-            "expected 0x00000801",
-        ],
+        &["train-labels-idx1-ubyte", "bad magic 0x00000803", "expected 0x00000801"],
     );
     // A gzipped file under the plain name.
     let plain = idx_images(0x803, 3, 2, 3, &[0; 18]);
-    fs::write(
-        tmp.path().join("train-labels-idx1-ubyte"),
-        idx_labels(0x801, 3, &[7, 0, 9]),
-    )
-    .unwrap();
+    fs::write(tmp.path().join("train-labels-idx1-ubyte"), idx_labels(0x801, 3, &[7, 0, 9])).unwrap();
     fs::write(tmp.path().join("t10k-images-idx3-ubyte"), gzip(&plain)).unwrap();
-    load_err(
-        &DataSpec::Mnist(tmp.path().into()),
-        &["t10k-images-idx3-ubyte", "bad magic 0x1f8b08", "gzip"],
-    );
+    load_err(&DataSpec::Mnist(tmp.path().into()), &["t10k-images-idx3-ubyte", "bad magic 0x1f8b08", "gzip"]);
 }
 
 #[test]
@@ -160,54 +117,25 @@ fn mnist_truncated_and_trailing() {
     let tmp = TempDir::new("mnist-trunc");
     write_mnist(tmp.path(), [false; 4]);
     // Header says 3 images of 2x3 but 17 pixel bytes follow.
-    fs::write(
-        tmp.path().join("train-images-idx3-ubyte"),
-        idx_images(0x803, 3, 2, 3, &[0; 17]),
-    )
-    .unwrap();
+    fs::write(tmp.path().join("train-images-idx3-ubyte"), idx_images(0x803, 3, 2, 3, &[0; 17])).unwrap();
     load_err(
         &DataSpec::Mnist(tmp.path().into()),
-        &[
-            "train-images-idx3-ubyte",
-            "truncated",
-            "3 images of 2x3",
-            "only 17 bytes",
-        ],
+        &["train-images-idx3-ubyte", "truncated", "3 images of 2x3", "only 17 bytes"],
     );
-    fs::write(
-        tmp.path().join("train-images-idx3-ubyte"),
-        idx_images(0x803, 3, 2, 3, &[0; 19]),
-    )
-    .unwrap();
-    load_err(
-        &DataSpec::Mnist(tmp.path().into()),
-        &["train-images-idx3-ubyte", "trailing bytes"],
-    );
+    fs::write(tmp.path().join("train-images-idx3-ubyte"), idx_images(0x803, 3, 2, 3, &[0; 19])).unwrap();
+    load_err(&DataSpec::Mnist(tmp.path().into()), &["train-images-idx3-ubyte", "trailing bytes"]);
     fs::write(tmp.path().join("train-images-idx3-ubyte"), [0, 0, 8, 3, 0]).unwrap();
-    load_err(
-        &DataSpec::Mnist(tmp.path().into()),
-        &["train-images-idx3-ubyte", "truncated header"],
-    );
+    load_err(&DataSpec::Mnist(tmp.path().into()), &["train-images-idx3-ubyte", "truncated header"]);
 }
 
 #[test]
 fn mnist_count_mismatch() {
     let tmp = TempDir::new("mnist-count");
     write_mnist(tmp.path(), [false; 4]);
-    fs::write(
-        tmp.path().join("t10k-labels-idx1-ubyte"),
-        idx_labels(0x801, 3, &[1, 2, 3]),
-    )
-    .unwrap();
+    fs::write(tmp.path().join("t10k-labels-idx1-ubyte"), idx_labels(0x801, 3, &[1, 2, 3])).unwrap();
     load_err(
         &DataSpec::Mnist(tmp.path().into()),
-        &[
-            "t10k-labels-idx1-ubyte",
-            "count mismatch",
-            "3 labels",
-            "2 images",
-            "t10k-images-idx3-ubyte",
-        ],
+        &["t10k-labels-idx1-ubyte", "count mismatch", "3 labels", "2 images", "t10k-images-idx3-ubyte"],
     );
 }
 
@@ -215,17 +143,10 @@ fn mnist_count_mismatch() {
 fn mnist_label_out_of_range() {
     let tmp = TempDir::new("mnist-label");
     write_mnist(tmp.path(), [true; 4]);
-    fs::write(
-        tmp.path().join("train-labels-idx1-ubyte.gz"),
-        gzip(&idx_labels(0x801, 3, &[7, 10, 9])),
-    )
-    .unwrap();
+    fs::write(tmp.path().join("train-labels-idx1-ubyte.gz"), gzip(&idx_labels(0x801, 3, &[7, 10, 9]))).unwrap();
     load_err(
         &DataSpec::Mnist(tmp.path().into()),
-        &[
-            "train-labels-idx1-ubyte.gz",
-            "label 10 out of range 0..10 at index 1",
-        ],
+        &["train-labels-idx1-ubyte.gz", "label 10 out of range 0..10 at index 1"],
     );
 }
 
@@ -234,10 +155,7 @@ fn mnist_missing_file_and_corrupt_gzip() {
     let tmp = TempDir::new("mnist-missing");
     write_mnist(tmp.path(), [true; 4]);
     fs::remove_file(tmp.path().join("t10k-images-idx3-ubyte.gz")).unwrap();
-    load_err(
-        &DataSpec::Mnist(tmp.path().into()),
-        &["t10k-images-idx3-ubyte", "not found"],
-    );
+    load_err(&DataSpec::Mnist(tmp.path().into()), &["t10k-images-idx3-ubyte", "not found"]);
 
     write_mnist(tmp.path(), [true; 4]);
     let path = tmp.path().join("train-images-idx3-ubyte.gz");
@@ -246,10 +164,7 @@ fn mnist_missing_file_and_corrupt_gzip() {
     bytes[mid] ^= 0xff;
     bytes[mid + 1] ^= 0x55;
     fs::write(&path, bytes).unwrap();
-    load_err(
-        &DataSpec::Mnist(tmp.path().into()),
-        &["train-images-idx3-ubyte.gz"],
-    );
+    load_err(&DataSpec::Mnist(tmp.path().into()), &["train-images-idx3-ubyte.gz"]);
 }
 
 /// Every prefix of a valid file is an error, never a panic or a short data set.
@@ -261,10 +176,7 @@ fn idx_rejects_every_truncation() {
     let full = fs::read(&path).unwrap();
     for len in 0..full.len() {
         fs::write(&path, &full[..len]).unwrap();
-        load_err(
-            &DataSpec::Mnist(tmp.path().into()),
-            &["train-images-idx3-ubyte"],
-        );
+        load_err(&DataSpec::Mnist(tmp.path().into()), &["train-images-idx3-ubyte"]);
     }
     fs::write(&path, &full).unwrap();
     let gz_path = tmp.path().join("train-labels-idx1-ubyte.gz");
@@ -272,9 +184,6 @@ fn idx_rejects_every_truncation() {
     let gz = gzip(&idx_labels(0x801, 3, &[7, 0, 9]));
     for len in 0..gz.len() {
         fs::write(&gz_path, &gz[..len]).unwrap();
-        load_err(
-            &DataSpec::Mnist(tmp.path().into()),
-            &["train-labels-idx1-ubyte.gz"],
-        );
+        load_err(&DataSpec::Mnist(tmp.path().into()), &["train-labels-idx1-ubyte.gz"]);
     }
 }

@@ -4,46 +4,31 @@ use super::cifar::CIFAR10_NAMES;
 use super::*;
 
 fn shared_data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
 }
 
 #[test]
 fn real_mnist() {
     let dir = shared_data("mnist");
-    if !dir.join("train-images-idx3-ubyte.gz").is_file()
-        && !dir.join("train-images-idx3-ubyte").is_file()
-    {
+    if !dir.join("train-images-idx3-ubyte.gz").is_file() && !dir.join("train-images-idx3-ubyte").is_file() {
         eprintln!("skipped: no MNIST at {}", dir.display());
         return;
     }
     let s = load_ok(&DataSpec::Mnist(dir));
     assert_eq!((s.train.n, s.test.n), (60000, 10000));
-    assert_eq!(
-        (s.train.channels, s.train.height, s.train.width),
-        (1, 28, 28)
-    );
+    assert_eq!((s.train.channels, s.train.height, s.train.width), (1, 28, 28));
     assert_eq!(s.train.labels[0], 5);
     assert_eq!(s.test.labels[0], 7);
     // The widely quoted MNIST training statistics: mean 0.1307, std 0.3081.
-    let [(mean, std)] = s.train.channel_mean_std()[..] else {
-        panic!("one channel")
-    };
-    assert!(
-        (mean - 0.1307).abs() < 1e-3 && (std - 0.3081).abs() < 1e-3,
-        "{mean} {std}"
-    );
+    let [(mean, std)] = s.train.channel_mean_std()[..] else { panic!("one channel") };
+    assert!((mean - 0.1307).abs() < 1e-3 && (std - 0.3081).abs() < 1e-3, "{mean} {std}");
 }
 
 #[test]
 fn real_fashion_mnist() {
     let dir = PathBuf::from("/usr/share/datasets/fashion-mnist");
     if !dir.is_dir() {
-        eprintln!(
-            "skipped: no Fashion-MNIST at {} (apt-get install dataset-fashion-mnist)",
-            dir.display()
-        );
+        eprintln!("skipped: no Fashion-MNIST at {} (apt-get install dataset-fashion-mnist)", dir.display());
         return;
     }
     let s = load_ok(&DataSpec::FashionMnist(dir));
@@ -85,18 +70,12 @@ fn real_cifar10_jpeg_sample() {
     let s = load_ok(&DataSpec::Folder(tmp.path().into()));
     assert_eq!(s.train.class_names, CIFAR10_NAMES);
     assert_eq!((s.train.n, s.test.n), (100, 100));
-    assert_eq!(
-        (s.train.channels, s.train.height, s.train.width),
-        (3, 32, 32)
-    );
+    assert_eq!((s.train.channels, s.train.height, s.train.width), (3, 32, 32));
     for c in 0..10 {
         assert_eq!(s.train.labels.iter().filter(|&&l| l == c).count(), 10);
     }
     for (mean, std) in s.train.channel_mean_std() {
-        assert!(
-            (0.3..0.6).contains(&mean) && (0.15..0.35).contains(&std),
-            "{mean} {std}"
-        );
+        assert!((0.3..0.6).contains(&mean) && (0.15..0.35).contains(&std), "{mean} {std}");
     }
 }
 
@@ -112,10 +91,7 @@ fn real_cifar10_jpeg_full() {
     };
     let t = std::time::Instant::now();
     let s = load_ok(&DataSpec::Folder(tmp.path().into()));
-    eprintln!(
-        "decoded 60,000 CIFAR-10 JPEGs in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("decoded 60,000 CIFAR-10 JPEGs in {:.2} s", t.elapsed().as_secs_f64());
     assert_eq!((s.train.n, s.test.n), (50000, 10000));
     for c in 0..10 {
         assert_eq!(s.train.labels.iter().filter(|&&l| l == c).count(), 5000);
@@ -126,9 +102,6 @@ fn real_cifar10_jpeg_full() {
     let stats = s.train.channel_mean_std();
     eprintln!("train channel (mean, std): {stats:?}");
     for ((mean, std), (wm, ws)) in stats.into_iter().zip(want) {
-        assert!(
-            (mean - wm).abs() < 0.01 && (std - ws).abs() < 0.01,
-            "{mean} {std}"
-        );
+        assert!((mean - wm).abs() < 0.01 && (std - ws).abs() < 0.01, "{mean} {std}");
     }
 }

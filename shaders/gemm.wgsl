@@ -1,4 +1,4 @@
-// gemm.wgsl: C = A * B (+ bias[col]) (+ C when accumulating), tiled.
+// gemm.wgsl: C = alpha * A * B (+ bias[col]) (+ C when accumulating), tiled.
 //
 // One workgroup of WG_N x WG_M invocations computes a (4*WG_M) x (4*WG_N) tile of C; each
 // invocation keeps a 4x4 register block in four vec4 accumulators. K is walked in steps of
@@ -33,6 +33,8 @@ struct Params {
     c_out: u32, h_out: u32, w_out: u32, kh: u32,
     kw: u32, stride: u32, pad: u32,
     k_split: u32,   // K elements per z slice (= k when not split)
+    alpha: f32,     // scale of the product (1 except for regularisers)
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 override A_MODE: u32 = 0u;
@@ -129,7 +131,7 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
-            var x = v[j];
+            var x = p.alpha * v[j];
             if ((p.flags & 1u) != 0u) { x += bias[n]; }
             var idx: u32;
             if (C_MODE == 0u) {

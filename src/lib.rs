@@ -7,6 +7,7 @@
 //! It is not a general tensor library: there is no autograd tape. Layers are
 //! forward/backward pairs over a static memory plan.
 
+pub mod cuttlefish;
 pub mod data;
 pub mod error;
 pub mod gpu;

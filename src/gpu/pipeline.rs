@@ -24,6 +24,7 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("sgd", include_str!("../../shaders/sgd.wgsl")),
     ("augment", include_str!("../../shaders/augment.wgsl")),
+    ("srank", include_str!("../../shaders/srank.wgsl")),
 ];
 
 type Key = (ShaderId, String, Vec<(String, u64)>);
@@ -114,10 +115,25 @@ impl Dispatch {
     pub fn new<P: bytemuck::Pod>(
         gpu: &Gpu,
         label: &str,
-        (shader, entry): (ShaderId, &str),
+        entry: (ShaderId, &str),
         constants: &[(&str, f64)],
         params: &P,
         tensors: &[&Tensor],
+        groups: impl Into<UVec3>,
+    ) -> Dispatch {
+        let numbered: Vec<(u32, &Tensor)> = tensors.iter().enumerate().map(|(i, t)| (i as u32 + 1, *t)).collect();
+        Self::with_bindings(gpu, label, entry, constants, params, &numbered, groups)
+    }
+
+    /// As `new`, for entry points that use only some of a shader's bindings: each tensor
+    /// comes with its binding number (binding 0 is still the uniform).
+    pub fn with_bindings<P: bytemuck::Pod>(
+        gpu: &Gpu,
+        label: &str,
+        (shader, entry): (ShaderId, &str),
+        constants: &[(&str, f64)],
+        params: &P,
+        tensors: &[(u32, &Tensor)],
         groups: impl Into<UVec3>,
     ) -> Dispatch {
         let groups = groups.into();
@@ -129,8 +145,8 @@ impl Dispatch {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, t) in tensors.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
+        for (binding, t) in tensors {
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         }
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),

@@ -17,7 +17,7 @@ use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, Tensor};
 
 /// Matches `Params` in gemm.wgsl field for field.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub m: u32,
     pub n: u32,
@@ -35,6 +35,33 @@ pub struct Params {
     pub stride: u32,
     pub pad: u32,
     pub k_split: u32,
+    pub alpha: f32,
+    pub _pad: [u32; 3],
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            m: 0,
+            n: 0,
+            k: 0,
+            flags: 0,
+            batch: 1,
+            c_in: 0,
+            h_in: 0,
+            w_in: 0,
+            c_out: 0,
+            h_out: 0,
+            w_out: 0,
+            kh: 0,
+            kw: 0,
+            stride: 1,
+            pad: 0,
+            k_split: 0,
+            alpha: 1.0,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Matches `Params` in elementwise.wgsl.
@@ -260,6 +287,28 @@ pub fn matmul(
         ..Default::default()
     };
     gemm(gpu, label, (am, bm, 0), p, a, b, bias, c, true)
+}
+
+/// C (M,N) += alpha · op(A)·op(B): the accumulate-and-scale form regularisers use.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_scaled_add(
+    gpu: &Gpu,
+    label: &str,
+    layout: Layout,
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Vec<Dispatch>, GpuError> {
+    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "matmul `{label}`: shapes");
+    let (am, bm) = match layout {
+        Layout::AB => (0, 0),
+        Layout::AtB => (1, 0),
+        Layout::ABt => (0, 1),
+    };
+    let p = Params { m: m as u32, n: n as u32, k: k as u32, flags: FLAG_ACCUMULATE, alpha, ..Default::default() };
+    gemm(gpu, label, (am, bm, 0), p, a, b, None, c, true)
 }
 
 /// y (B,Co,Ho,Wo) = conv(x (B,Ci,H,W), w (Co,Ci,kh,kw)).

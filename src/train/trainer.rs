@@ -122,6 +122,7 @@ pub struct Trainer {
     train_data: DeviceData,
     test_data: DeviceData,
     perm: Tensor,
+    test_order: Tensor,
     step_state: Tensor,
     totals: Tensor,
     staging: wgpu::Buffer,
@@ -129,6 +130,10 @@ pub struct Trainer {
     eval_step: Vec<Dispatch>,
     pub steps_per_epoch: usize,
     pub augment: Augment,
+    plain: Augment,
+    /// Multiplies the scheduled rate per epoch (the learning-rate re-warm after the
+    /// Cuttlefish switch); 1 when absent.
+    pub lr_scale: Vec<(usize, f32)>,
 }
 
 impl Trainer {
@@ -138,6 +143,9 @@ impl Trainer {
         let d = &data.train;
         if d.channels > 4 {
             return Err(Error::Config(format!("{} has {} channels; at most 4 are supported", d.name, d.channels)));
+        }
+        if (data.test.channels, data.test.height, data.test.width) != (d.channels, d.height, d.width) {
+            return Err(Error::Config(format!("{} and {} have different image shapes", d.name, data.test.name)));
         }
         let graph = model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes).map_err(Error::Config)?;
         let net = Net::new(gpu, graph, cfg.batch)?;
@@ -150,76 +158,64 @@ impl Trainer {
         let mean_std = d.channel_mean_std();
         let augment = Augment { pad: if crop_flip { 4 } else { 0 }, flip: crop_flip, mean_std: mean_std.clone() };
         let plain = Augment { pad: 0, flip: false, mean_std };
-        let train_data = DeviceData::upload(gpu, "train", &data.train)?;
-        let test_data = DeviceData::upload(gpu, "test", &data.test)?;
-        let perm = Tensor::zeros(gpu, "permutation", &[d.n])?;
         let ident: Vec<u32> = (0..data.test.n as u32).collect();
-        let test_order = Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?;
-        let step_state = Tensor::zeros(gpu, "step-state", &[8])?;
-        let totals = Tensor::zeros(gpu, "totals", &[4])?;
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("totals-readback"),
-            size: 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let (b, k) = (cfg.batch, d.classes);
-        let (x, labels) = (&net.acts[0], &net.labels);
-
-        let mut train_step =
-            vec![augment::batch(gpu, "batch", &train_data, &augment, b, &perm, &step_state, x, labels)];
-        train_step.extend(net.forward_train.iter().cloned());
-        train_step.push(loss::cross_entropy(
-            gpu,
-            "loss",
-            (b, k),
-            true,
-            net.logits(),
-            labels,
-            &step_state,
-            net.dlogits(),
-            &totals,
-        ));
-        train_step.extend(net.backward.iter().cloned());
-        train_step.push(sgd::update(
-            gpu,
-            cfg.sgd,
-            net.params.n_decay,
-            &net.params.weights,
-            &net.params.grads,
-            &net.params.momentum,
-            &step_state,
-        ));
-
-        let mut eval_step =
-            vec![augment::batch(gpu, "eval-batch", &test_data, &plain, b, &test_order, &step_state, x, labels)];
-        eval_step.extend(net.forward_eval.iter().cloned());
-        eval_step.push(loss::cross_entropy(
-            gpu,
-            "eval-loss",
-            (b, k),
-            false,
-            net.logits(),
-            labels,
-            &step_state,
-            net.dlogits(),
-            &totals,
-        ));
-
-        Ok(Trainer {
+        let mut t = Trainer {
             steps_per_epoch: d.n / cfg.batch,
+            train_data: DeviceData::upload(gpu, "train", &data.train)?,
+            test_data: DeviceData::upload(gpu, "test", &data.test)?,
+            perm: Tensor::zeros(gpu, "permutation", &[d.n])?,
+            test_order: Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?,
+            step_state: Tensor::zeros(gpu, "step-state", &[8])?,
+            totals: Tensor::zeros(gpu, "totals", &[4])?,
+            staging: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("totals-readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
             cfg,
             net,
-            train_data,
-            test_data,
-            perm,
-            step_state,
-            totals,
-            staging,
-            train_step,
-            eval_step,
+            train_step: vec![],
+            eval_step: vec![],
             augment,
-        })
+            plain,
+            lr_scale: vec![],
+        };
+        t.build_steps(gpu, vec![]);
+        Ok(t)
+    }
+
+    /// Swaps in another network (the factorized one at the Cuttlefish switch) and rebuilds
+    /// the step. `regularisers` run after backward and before the optimizer (Frobenius
+    /// decay). The new net's optimizer state starts from zero.
+    pub fn replace_net(&mut self, gpu: &Gpu, net: Net, regularisers: Vec<Dispatch>) {
+        assert_eq!(net.batch, self.cfg.batch, "replacement net batch size");
+        self.net = net;
+        self.build_steps(gpu, regularisers);
+    }
+
+    fn build_steps(&mut self, gpu: &Gpu, regularisers: Vec<Dispatch>) {
+        let net = &self.net;
+        let (b, k) = (self.cfg.batch, net.graph.classes);
+        let (x, labels, st) = (&net.acts[0], &net.labels, &self.step_state);
+        let p = &net.params;
+        let mut train_step =
+            vec![augment::batch(gpu, "batch", &self.train_data, &self.augment, b, &self.perm, st, x, labels)];
+        train_step.extend(net.forward_train.iter().cloned());
+        let ce = loss::cross_entropy(gpu, "loss", (b, k), true, net.logits(), labels, st, net.dlogits(), &self.totals);
+        train_step.push(ce);
+        train_step.extend(net.backward.iter().cloned());
+        train_step.extend(regularisers);
+        train_step.push(sgd::update(gpu, self.cfg.sgd, p.n_decay, &p.weights, &p.grads, &p.momentum, st));
+
+        let (data, order) = (&self.test_data, &self.test_order);
+        let mut eval_step = vec![augment::batch(gpu, "eval-batch", data, &self.plain, b, order, st, x, labels)];
+        eval_step.extend(net.forward_eval.iter().cloned());
+        let ce =
+            loss::cross_entropy(gpu, "eval-loss", (b, k), false, net.logits(), labels, st, net.dlogits(), &self.totals);
+        eval_step.push(ce);
+        self.train_step = train_step;
+        self.eval_step = eval_step;
     }
 
     /// Kernel dispatches per training step.
@@ -274,7 +270,8 @@ impl Trainer {
 
     /// The rate used at step `step` of epoch `epoch`.
     pub fn lr_at(&self, epoch: usize, step: usize) -> f32 {
-        self.cfg.schedule.lr(self.cfg.lr, epoch, step, self.cfg.epochs, self.steps_per_epoch)
+        let scale = self.lr_scale.iter().find(|(e, _)| *e == epoch).map_or(1.0, |s| s.1);
+        scale * self.cfg.schedule.lr(self.cfg.lr, epoch, step, self.cfg.epochs, self.steps_per_epoch)
     }
 
     /// Trains one epoch (0-based). `progress(step, steps, totals)` is called at every

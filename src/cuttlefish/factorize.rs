@@ -1,0 +1,121 @@
+//! The switch to low rank: which layers, the graph rewrite, and the SVD initialisation.
+//!
+//! A k x k convolution W (c_out, c_in, k, k), unfolded as c_out x c_in·k·k = U S Vᵀ, becomes
+//! `NAME.0`: a k x k convolution c_in → r (same stride and padding) with weight
+//! S_r^½ V_rᵀ, then `NAME.1`: a 1x1 convolution r → c_out with weight U_r S_r^½
+//! (with an extra BatchNorm(r) between them, the factors are `NAME.0`, `NAME.1` (the BN)
+//! and `NAME.2`). At full rank the pair computes exactly the original layer. The truncated
+//! SVD runs on the CPU in f64 (faer), once.
+
+use crate::nn::graph::{ActId, Graph, Op};
+use std::collections::HashMap;
+
+/// A layer chosen for factorization and its rank.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Factor {
+    /// The original conv's name (module path), e.g. `layer2.0.conv1`.
+    pub layer: String,
+    pub rank: usize,
+    pub full_rank: usize,
+}
+
+/// Names of the conv factors of a factorized layer: (first, second).
+pub fn factor_names(layer: &str, extra_bn: bool) -> (String, String) {
+    (format!("{layer}.0"), format!("{layer}.{}", if extra_bn { 2 } else { 1 }))
+}
+
+/// Layers Cuttlefish may factorize: every k x k conv (k > 1) except the stem (the conv that
+/// reads the input image). 1x1 convs (shortcuts) and linear heads stay full-rank, as in
+/// the reference.
+pub fn candidates(g: &Graph) -> Vec<String> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv(c) if c.k > 1 && n.input != Graph::INPUT => Some(n.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The reference's hard-coded choice (shared/cuttlefish-spec.md §1.5): ResNet-18 keeps the
+/// stem and stage 1 full-rank and factorizes both 3x3 convs of every later block; VGG-19
+/// keeps conv1-conv4 and factorizes conv5-conv16. For the small models the same idea: the
+/// first stage stays full-rank.
+pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
+    let c = candidates(g);
+    match g.name.as_str() {
+        "resnet18" | "resnet8" => Ok(c.into_iter().filter(|n| !n.starts_with("layer1.")).collect()),
+        // candidates() already drops the stem (conv1 of 16): conv5.. is the 4th candidate on.
+        "vgg19" => Ok(c.into_iter().skip(3).collect()),
+        "cnn" => Ok(c),
+        other => Err(format!("no reference layer choice for model {other:?}; use --factorize auto or a list")),
+    }
+}
+
+/// The graph with each layer of `factors` replaced by its factor pair. With `frobenius_decay`
+/// the factors are exempt from weight decay (the regulariser replaces it, as in the
+/// reference); with `extra_bn` a BatchNorm sits between them.
+pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius_decay: bool) -> Graph {
+    let ranks: HashMap<&str, usize> = factors.iter().map(|f| (f.layer.as_str(), f.rank)).collect();
+    let mut out = Graph::new(&g.name, g.acts[0], g.classes);
+    let mut map: Vec<ActId> = vec![0; g.acts.len()];
+    for n in &g.nodes {
+        let x = map[n.input];
+        let y = match &n.op {
+            Op::Conv(c) => match ranks.get(n.name.as_str()) {
+                Some(&r) => {
+                    let (first, second) = factor_names(&n.name, extra_bn);
+                    let mut h = out.conv(&first, x, r, c.k, c.stride, c.pad);
+                    if frobenius_decay {
+                        out.params.last_mut().expect("conv declared a weight").decay = false;
+                    }
+                    if extra_bn {
+                        h = out.batchnorm(&format!("{}.1", n.name), h, false, None);
+                    }
+                    let y = out.conv(&second, h, c.c_out, 1, 1, 0);
+                    if frobenius_decay {
+                        out.params.last_mut().expect("conv declared a weight").decay = false;
+                    }
+                    y
+                }
+                None => out.conv(&n.name, x, c.c_out, c.k, c.stride, c.pad),
+            },
+            Op::BatchNorm(b) => out.batchnorm(&n.name, x, b.relu, b.residual.map(|r| map[r])),
+            Op::Relu => out.relu(&n.name, x),
+            Op::MaxPool2 => out.max_pool2(&n.name, x),
+            Op::GlobalAvgPool => out.global_avg_pool(&n.name, x),
+            Op::Linear(l) => out.linear(&n.name, x, l.outputs),
+        };
+        map[n.output] = y;
+    }
+    out
+}
+
+/// Truncated SVD factors of W (rows x cols, row-major) at rank r:
+/// (first = S_r^½ V_rᵀ (r x cols), second = U_r S_r^½ (rows x r)).
+pub fn svd_factors(w: &[f32], rows: usize, cols: usize, r: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+    assert_eq!(w.len(), rows * cols);
+    let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| w[i * cols + j] as f64);
+    let svd = m.thin_svd().map_err(|e| format!("SVD did not converge: {e:?}"))?;
+    let (u, v) = (svd.U(), svd.V());
+    let s = svd.S().column_vector();
+    let r = r.min(rows.min(cols));
+    let mut first = vec![0.0f32; r * cols];
+    let mut second = vec![0.0f32; rows * r];
+    for k in 0..r {
+        let root = s[k].max(0.0).sqrt();
+        for j in 0..cols {
+            first[k * cols + j] = (root * v[(j, k)]) as f32;
+        }
+        for i in 0..rows {
+            second[i * r + k] = (u[(i, k)] * root) as f32;
+        }
+    }
+    Ok((first, second))
+}
+
+/// Singular values of W (rows x cols), largest first (for tests and reports).
+pub fn singular_values(w: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| w[i * cols + j] as f64);
+    m.singular_values().unwrap_or_default()
+}

@@ -1,0 +1,200 @@
+//! When to switch to low rank: the per-layer convergence test of the Cuttlefish reference
+//! (`layer_rank_stable_detector`), and the rank rule.
+//!
+//! Each tracked layer keeps its stable-rank history h = [s(0), s(1), ...] (s(0) at
+//! initialisation, s(e) after e epochs; stable ranks are floored to integers as the
+//! reference does). A layer is stable once `epoch >= P` and the mean of the last `M`
+//! values of |gradient(EMA(h))| is at most the threshold; EMA weight 2/(P+1), central
+//! differences (one-sided at the ends, numpy's `gradient`). Stable is sticky. The
+//! threshold loosens when only two or one layers are still moving (counted at the start of
+//! the epoch's check). When every layer is stable the switch happens at the next epoch
+//! boundary. No upper bound: if ranks never settle, training stays full-rank.
+//!
+//! Short schedules: the reference's P=15, M=11, thr 0.1/0.25/0.5 are for 300 epochs. For
+//! a schedule of E epochs, `Detector::for_epochs` keeps the same window *as a fraction of
+//! the schedule* (P = round(15·E/300), at least 3; M = round(11·P/15), at least 2) and
+//! expresses the threshold per the same fraction of the schedule, i.e. multiplies it by
+//! 300/E (stable ranks change about 300/E times faster per epoch when the whole schedule
+//! is compressed into E epochs). E = 300 gives the reference values exactly.
+
+/// The convergence test's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detector {
+    /// Minimum epochs before a layer may be stable; also the EMA span.
+    pub p: usize,
+    /// Window of derivatives averaged.
+    pub m: usize,
+    pub thr: f64,
+    /// Thresholds when two / one layers remain unstable.
+    pub thr_two: f64,
+    pub thr_one: f64,
+}
+
+impl Detector {
+    /// The reference CIFAR values (300 epochs).
+    pub const REFERENCE: Detector = Detector { p: 15, m: 11, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+
+    /// The reference values scaled to a schedule of `epochs` epochs (see the module doc).
+    pub fn for_epochs(epochs: usize) -> Detector {
+        if epochs >= 300 {
+            return Detector::REFERENCE;
+        }
+        let e = epochs.max(1) as f64;
+        let p = ((15.0 * e / 300.0).round() as usize).clamp(3, 15);
+        let m = ((11.0 * p as f64 / 15.0).round() as usize).clamp(2, 11);
+        let scale = 300.0 / e;
+        let r = Detector::REFERENCE;
+        Detector { p, m, thr: r.thr * scale, thr_two: r.thr_two * scale, thr_one: r.thr_one * scale }
+    }
+}
+
+/// Exponential moving average with weight `w`, seeded with the first value.
+pub fn ema(h: &[f64], w: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(h.len());
+    for (i, &x) in h.iter().enumerate() {
+        out.push(if i == 0 { x } else { w * x + (1.0 - w) * out[i - 1] });
+    }
+    out
+}
+
+/// |numpy.gradient(xs)|: central differences inside, one-sided at the ends.
+pub fn abs_gradient(xs: &[f64]) -> Vec<f64> {
+    let n = xs.len();
+    (0..n)
+        .map(|i| match (i, n) {
+            (_, 0 | 1) => 0.0,
+            (0, _) => xs[1] - xs[0],
+            (i, n) if i == n - 1 => xs[n - 1] - xs[n - 2],
+            (i, _) => (xs[i + 1] - xs[i - 1]) / 2.0,
+        })
+        .map(f64::abs)
+        .collect()
+}
+
+/// `min(full, ceil(s_now · full / s_init))`, at least `lower_frac · full` and at least 1.
+pub fn chosen_rank(s_now: f64, s_init: f64, full: usize, lower_frac: f64) -> usize {
+    let scaled = (s_now * full as f64 / s_init.max(1e-12)).ceil();
+    let r = if scaled.is_finite() { scaled as usize } else { full };
+    let lower = (lower_frac * full as f64).floor() as usize;
+    r.min(full).max(lower).max(1)
+}
+
+/// Per-layer histories and stable flags.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tracker {
+    pub names: Vec<String>,
+    /// Stable rank per epoch: history[l][e] after e epochs (e = 0 is initialisation),
+    /// unfloored; the detector floors.
+    pub history: Vec<Vec<f64>>,
+    pub stable: Vec<bool>,
+    /// The epoch (epochs trained) at which each layer became stable.
+    pub stable_at: Vec<Option<usize>>,
+}
+
+impl Tracker {
+    pub fn new(names: Vec<String>) -> Tracker {
+        let n = names.len();
+        Tracker { names, history: vec![vec![]; n], stable: vec![false; n], stable_at: vec![None; n] }
+    }
+
+    /// Records the stable ranks after `epoch` epochs and runs the test; true when every
+    /// layer is stable.
+    pub fn observe(&mut self, det: &Detector, epoch: usize, sranks: &[f64]) -> bool {
+        assert_eq!(sranks.len(), self.names.len(), "one stable rank per tracked layer");
+        for (h, &s) in self.history.iter_mut().zip(sranks) {
+            h.push(s);
+        }
+        let remain = self.stable.iter().filter(|s| !**s).count();
+        let thr = match remain {
+            1 => det.thr_one,
+            2 => det.thr_two,
+            _ => det.thr,
+        };
+        let w = 2.0 / (det.p as f64 + 1.0);
+        for l in 0..self.names.len() {
+            if self.stable[l] || epoch < det.p {
+                continue;
+            }
+            let floored: Vec<f64> = self.history[l].iter().map(|s| s.floor()).collect();
+            let g = abs_gradient(&ema(&floored, w));
+            let tail = &g[g.len().saturating_sub(det.m)..];
+            let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
+            if mean <= thr {
+                self.stable[l] = true;
+                self.stable_at[l] = Some(epoch);
+            }
+        }
+        self.all_stable()
+    }
+
+    pub fn all_stable(&self) -> bool {
+        self.stable.iter().all(|&s| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradient_matches_numpy() {
+        // numpy.gradient([1, 2, 4, 7, 11]) = [1, 1.5, 2.5, 3.5, 4]
+        assert_eq!(abs_gradient(&[1., 2., 4., 7., 11.]), vec![1., 1.5, 2.5, 3.5, 4.]);
+        assert_eq!(abs_gradient(&[3.]), vec![0.]);
+    }
+
+    #[test]
+    fn ema_is_seeded_with_the_first_value() {
+        assert_eq!(ema(&[4., 0., 0.], 0.5), vec![4., 2., 1.]);
+    }
+
+    #[test]
+    fn reference_detector_at_300_epochs_and_scaled_below() {
+        assert_eq!(Detector::for_epochs(300), Detector::REFERENCE);
+        let d = Detector::for_epochs(20);
+        assert_eq!((d.p, d.m), (3, 2));
+        assert!((d.thr - 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rank_rule_clamps() {
+        assert_eq!(chosen_rank(10.0, 20.0, 64, 0.0), 32);
+        assert_eq!(chosen_rank(30.0, 20.0, 64, 0.0), 64);
+        assert_eq!(chosen_rank(1.0, 20.0, 64, 0.2), 12);
+        assert_eq!(chosen_rank(10.2, 20.0, 64, 0.0), 33);
+    }
+
+    #[test]
+    fn constant_ranks_switch_after_p_epochs_and_stay_sticky() {
+        let det = Detector { p: 3, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let mut t = Tracker::new(vec!["a".into(), "b".into()]);
+        assert!(!t.observe(&det, 0, &[10.0, 20.0]));
+        assert!(!t.observe(&det, 1, &[10.0, 20.0]));
+        assert!(!t.observe(&det, 2, &[10.0, 20.0]));
+        assert!(t.observe(&det, 3, &[10.0, 20.0]));
+        assert_eq!(t.stable_at, vec![Some(3), Some(3)]);
+        // Sticky: a later jump does not unset it.
+        assert!(t.observe(&det, 4, &[50.0, 90.0]));
+    }
+
+    #[test]
+    fn moving_ranks_never_switch() {
+        let det = Detector { p: 3, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let mut t = Tracker::new(vec!["a".into()]);
+        for e in 0..50 {
+            assert!(!t.observe(&det, e, &[100.0 - 2.0 * e as f64]));
+        }
+    }
+
+    #[test]
+    fn threshold_loosens_for_the_last_layer() {
+        let det = Detector { p: 2, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let mut t = Tracker::new(vec!["a".into()]);
+        // Derivative about 0.4 per epoch: above 0.1, below the single-layer 0.5.
+        let mut stable = false;
+        for e in 0..20 {
+            stable = t.observe(&det, e, &[100.0 + (0.4 * e as f64).floor()]);
+        }
+        assert!(stable);
+    }
+}

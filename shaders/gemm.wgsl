@@ -48,7 +48,7 @@ override C_MODE: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;  // see C_MODE
 
 override WG_M: u32 = 16u;      // invocations along M (each computes 4 rows)
-override WG_N: u32 = 16u;      // invocations along N (each computes 4 columns); WG_M*WG_N = 256
+override WG_N: u32 = 16u;      // invocations along N (each computes 4 columns)
 override BK: u32 = 16u;        // K step through workgroup memory
 override AS_LEN: u32 = BK * WG_M;
 override BS_LEN: u32 = BK * WG_N;
@@ -56,74 +56,119 @@ override BS_LEN: u32 = BK * WG_N;
 var<workgroup> As: array<vec4<f32>, AS_LEN>;   // [kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
 var<workgroup> Bs: array<vec4<f32>, BS_LEN>;   // [kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
 
-fn load_a(m: u32, k: u32) -> f32 {
-    if (m >= p.m || k >= p.k) { return 0.0; }
-    if (A_MODE == 0u) { return a[m * p.k + k]; }
-    if (A_MODE == 1u) { return a[k * p.m + m]; }
-    if (A_MODE == 2u) {
+// A[m .. m+3, k] as a vec4 (zero outside M x K). The index arithmetic for k is done once
+// per vec4, and the four rows step by a fixed stride: integer division is slow on CPU
+// adapters (no vector divide), and these loads run once per tile element.
+fn load_a4(m: u32, k: u32) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+    if (k >= p.k) { return out; }
+    var base: u32;
+    var stride: u32;
+    if (A_MODE == 0u) {
+        base = m * p.k + k;
+        stride = p.k;
+    } else if (A_MODE == 1u) {
+        base = k * p.m + m;
+        stride = 1u;
+    } else if (A_MODE == 2u) {
+        // conv weight (c_out, c_in, kh, kw) read as c_in x (c_out*kh*kw)
         let khw = p.kh * p.kw;
-        let co = k / khw;
-        let rs = k % khw;
-        return a[(co * p.c_in + m) * khw + rs];
+        base = ((k / khw) * p.c_in + m) * khw + k % khw;
+        stride = khw;
+    } else {
+        // NCHW (batch, c_out, h_out, w_out) read as c_out x (batch*h_out*w_out)
+        let hw = p.h_out * p.w_out;
+        base = ((k / hw) * p.c_out + m) * hw + k % hw;
+        stride = hw;
     }
-    // A_MODE 3
-    let hw = p.h_out * p.w_out;
-    let img = k / hw;
-    return a[(img * p.c_out + m) * hw + k % hw];
+    for (var i = 0u; i < 4u; i++) {
+        if (m + i < p.m) { out[i] = a[base + i * stride]; }
+    }
+    return out;
 }
 
-fn load_b(k: u32, n: u32) -> f32 {
-    if (k >= p.k || n >= p.n) { return 0.0; }
-    if (B_MODE == 0u) { return b[k * p.n + n]; }
-    if (B_MODE == 1u) { return b[n * p.k + k]; }
-    if (B_MODE == 2u) {
-        let khw = p.kh * p.kw;
-        let ci = k / khw;
-        let r = (k % khw) / p.kw;
-        let s = k % p.kw;
-        let hw = p.h_out * p.w_out;
-        let img = n / hw;
-        let oy = (n % hw) / p.w_out;
-        let ox = n % p.w_out;
-        let iy = i32(oy * p.stride + r) - i32(p.pad);
-        let ix = i32(ox * p.stride + s) - i32(p.pad);
-        if (iy < 0 || ix < 0 || iy >= i32(p.h_in) || ix >= i32(p.w_in)) { return 0.0; }
-        return b[((img * p.c_in + ci) * p.h_in + u32(iy)) * p.w_in + u32(ix)];
-    }
-    if (B_MODE == 3u) {
-        let khw = p.kh * p.kw;
-        let co = k / khw;
-        let r = (k % khw) / p.kw;
-        let s = k % p.kw;
-        let hw = p.h_in * p.w_in;
-        let img = n / hw;
-        let iy = (n % hw) / p.w_in;
-        let ix = n % p.w_in;
-        // output row oy reads input row oy*stride - pad + r, so input row iy receives from
-        // oy = (iy + pad - r) / stride when that division is exact.
-        let ty = i32(iy + p.pad) - i32(r);
-        let tx = i32(ix + p.pad) - i32(s);
-        if (ty < 0 || tx < 0) { return 0.0; }
-        let st = p.stride;
-        if (u32(ty) % st != 0u || u32(tx) % st != 0u) { return 0.0; }
-        let oy = u32(ty) / st;
-        let ox = u32(tx) / st;
-        if (oy >= p.h_out || ox >= p.w_out) { return 0.0; }
-        return b[((img * p.c_out + co) * p.h_out + oy) * p.w_out + ox];
-    }
-    // B_MODE 4
-    let hw = p.h_out * p.w_out;
-    let img = k / hw;
-    let oy = (k % hw) / p.w_out;
-    let ox = k % p.w_out;
-    let khw = p.kh * p.kw;
-    let ci = n / khw;
-    let r = (n % khw) / p.kw;
-    let s = n % p.kw;
+// One im2col element: image img, channel ci, output position (oy, ox), kernel tap (r, s).
+fn im2col(img: u32, ci: u32, oy: u32, ox: u32, r: u32, s: u32) -> f32 {
     let iy = i32(oy * p.stride + r) - i32(p.pad);
     let ix = i32(ox * p.stride + s) - i32(p.pad);
     if (iy < 0 || ix < 0 || iy >= i32(p.h_in) || ix >= i32(p.w_in)) { return 0.0; }
     return b[((img * p.c_in + ci) * p.h_in + u32(iy)) * p.w_in + u32(ix)];
+}
+
+// B[k, n .. n+3] as a vec4 (zero outside K x N), decomposing k and n once and stepping the
+// innermost coordinate for the next three columns.
+fn load_b4(k: u32, n: u32) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+    if (k >= p.k || n >= p.n) { return out; }
+    if (B_MODE == 0u) {
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.n) { out[j] = b[k * p.n + n + j]; }
+        }
+        return out;
+    }
+    if (B_MODE == 1u) {
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.n) { out[j] = b[(n + j) * p.k + k]; }
+        }
+        return out;
+    }
+    let khw = p.kh * p.kw;
+    if (B_MODE == 2u) {
+        // k = (ci, r, s), n = (img, oy, ox)
+        let ci = k / khw;
+        let r = (k % khw) / p.kw;
+        let s = k % p.kw;
+        let hw = p.h_out * p.w_out;
+        var img = n / hw;
+        var oy = (n % hw) / p.w_out;
+        var ox = n % p.w_out;
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.n) { out[j] = im2col(img, ci, oy, ox, r, s); }
+            ox += 1u;
+            if (ox == p.w_out) { ox = 0u; oy += 1u; if (oy == p.h_out) { oy = 0u; img += 1u; } }
+        }
+        return out;
+    }
+    if (B_MODE == 3u) {
+        // k = (co, r, s), n = (img, iy, ix): output row oy reads input row
+        // oy*stride - pad + r, so input row iy receives from oy = (iy + pad - r) / stride
+        // when that division is exact.
+        let co = k / khw;
+        let r = (k % khw) / p.kw;
+        let s = k % p.kw;
+        let hw = p.h_in * p.w_in;
+        var img = n / hw;
+        var iy = (n % hw) / p.w_in;
+        var ix = n % p.w_in;
+        for (var j = 0u; j < 4u; j++) {
+            let ty = i32(iy + p.pad) - i32(r);
+            let tx = i32(ix + p.pad) - i32(s);
+            if (n + j < p.n && ty >= 0 && tx >= 0 && u32(ty) % p.stride == 0u && u32(tx) % p.stride == 0u) {
+                let oy = u32(ty) / p.stride;
+                let ox = u32(tx) / p.stride;
+                if (oy < p.h_out && ox < p.w_out) {
+                    out[j] = b[((img * p.c_out + co) * p.h_out + oy) * p.w_out + ox];
+                }
+            }
+            ix += 1u;
+            if (ix == p.w_in) { ix = 0u; iy += 1u; if (iy == p.h_in) { iy = 0u; img += 1u; } }
+        }
+        return out;
+    }
+    // B_MODE 4: k = (img, oy, ox), n = (ci, r, s)
+    let hw = p.h_out * p.w_out;
+    let img = k / hw;
+    let oy = (k % hw) / p.w_out;
+    let ox = k % p.w_out;
+    var ci = n / khw;
+    var r = (n % khw) / p.kw;
+    var s = n % p.kw;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) { out[j] = im2col(img, ci, oy, ox, r, s); }
+        s += 1u;
+        if (s == p.kw) { s = 0u; r += 1u; if (r == p.kh) { r = 0u; ci += 1u; } }
+    }
+    return out;
 }
 
 fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
@@ -166,7 +211,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let k = k0 + i / WG_M;
             let mm = m0 + 4u * (i % WG_M);
             if (k < k_end) {
-                As[i] = vec4<f32>(load_a(mm, k), load_a(mm + 1u, k), load_a(mm + 2u, k), load_a(mm + 3u, k));
+                As[i] = load_a4(mm, k);
             } else {
                 As[i] = vec4<f32>(0.0);
             }
@@ -175,7 +220,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let k = k0 + i / WG_N;
             let nn = n0 + 4u * (i % WG_N);
             if (k < k_end) {
-                Bs[i] = vec4<f32>(load_b(k, nn), load_b(k, nn + 1u), load_b(k, nn + 2u), load_b(k, nn + 3u));
+                Bs[i] = load_b4(k, nn);
             } else {
                 Bs[i] = vec4<f32>(0.0);
             }

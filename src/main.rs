@@ -1,6 +1,7 @@
 //! The `cuttle` command line: train, info, bench.
 
 use clap::{Args, Parser, Subcommand};
+use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig};
 use cuttle::data::{self, DataSpec};
 use cuttle::gpu::{list_adapters, Gpu, GpuOptions};
 use cuttle::nn::models::{model_by_name, MODELS};
@@ -18,8 +19,10 @@ struct Cli {
     /// WGPU_BACKEND=vulkan|metal|dx12|gl restricts the backends searched.
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// Without a subcommand: the main job, Cuttlefish training of the small CNN on the
+    /// Fashion-MNIST subset that ships inside cuttle (`train --cuttlefish` with defaults).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -42,18 +45,18 @@ enum Command {
 #[derive(Args)]
 struct TrainArgs {
     /// Model: resnet18, resnet8, vgg19 or cnn.
-    #[arg(long, default_value = "resnet8")]
+    #[arg(long, default_value = "cnn")]
     model: String,
     /// Data: cifar10:DIR, cifar100:DIR, folder:DIR (train/ and test/ of class folders),
-    /// mnist:DIR or fashion-mnist:DIR.
-    #[arg(long)]
+    /// mnist:DIR, fashion-mnist:DIR, or builtin (the Fashion-MNIST subset inside cuttle).
+    #[arg(long, default_value = "builtin")]
     data: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 6)]
     epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     lr: f32,
     /// constant, multistep (x0.1 at 50% and 75%) or onecycle.
     #[arg(long, default_value = "onecycle")]
@@ -75,9 +78,31 @@ struct TrainArgs {
     /// Use only this many test images (class-balanced).
     #[arg(long)]
     test_subset: Option<usize>,
-    /// One JSON object per epoch on stdout instead of text.
+    /// One JSON object per epoch (and a final report) on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Run directory for metrics.jsonl, ranks.csv and report.json [default: runs/MODEL-seedSEED].
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Cuttlefish: train full-rank while watching stable ranks, then factorize.
+    #[arg(long)]
+    cuttlefish: bool,
+    /// Which layers to factorize: auto (time each on this adapter, keep what pays),
+    /// reference (the paper's fixed choice) or a comma-separated list of conv names.
+    #[arg(long, default_value = "auto")]
+    factorize: cuttle::cuttlefish::FactorizeMode,
+    /// Frobenius decay on factor pairs (0 disables; exclusive with --extra-bn).
+    #[arg(long, default_value_t = 1e-4)]
+    frobenius_decay: f32,
+    /// A BatchNorm between the two factors instead of Frobenius decay.
+    #[arg(long)]
+    extra_bn: bool,
+    /// Lower bound on each rank as a fraction of full rank.
+    #[arg(long, default_value_t = 0.0)]
+    rank_floor: f64,
+    /// Epochs of learning-rate re-warm after the switch [default: 5 with multistep, else 0].
+    #[arg(long)]
+    rewarm_epochs: Option<usize>,
 }
 
 fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
@@ -98,7 +123,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         splits.test = splits.test.subset(n);
     }
     let cfg = TrainConfig {
-        model: a.model,
+        model: a.model.clone(),
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
@@ -109,19 +134,70 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         report_every: 20,
     };
     cfg.validate(splits.train.n)?;
+    let mut cf_cfg = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
+    cf_cfg.factorize = a.factorize.clone();
+    cf_cfg.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
+    cf_cfg.extra_bn = a.extra_bn;
+    cf_cfg.rank_floor = a.rank_floor;
+    if let Some(r) = a.rewarm_epochs {
+        cf_cfg.rewarm_epochs = r;
+    }
+    if a.cuttlefish {
+        cf_cfg.validate()?;
+    }
+    let out = a.out.clone().unwrap_or_else(|| format!("runs/{}-seed{}", a.model, a.seed).into());
+    let mut run = RunDir::create(&out)?;
+
     let gpu = gpu(cli_adapter)?;
     eprintln!("adapter: {}", gpu.adapter);
     let mut trainer = Trainer::new(&gpu, &splits, cfg)?;
+    let params_full = trainer.net.graph.param_count();
     eprintln!(
-        "model {} ({} parameters), {} train / {} test images, {} steps per epoch, {} dispatches per step",
+        "model {} ({} parameters), data {} ({} train / {} test images), {} steps per epoch, {} dispatches per step",
         trainer.cfg.model,
-        trainer.net.graph.param_count(),
+        params_full,
+        spec,
         splits.train.n,
         splits.test.n,
         trainer.steps_per_epoch,
         trainer.dispatches_per_step()
     );
+    let mut cf = if a.cuttlefish {
+        let cf = pollster::block_on(Cuttlefish::new(&gpu, &trainer, cf_cfg))?;
+        let d = cf.cfg.detector;
+        eprintln!(
+            "cuttlefish: tracking {} layers; stable after >= {} epochs when the mean |d srank/dt| over {} epochs <= {:.3} ({:.3} with two left, {:.3} with one)",
+            cf.tracker.names.len(),
+            d.p,
+            d.m,
+            d.thr,
+            d.thr_two,
+            d.thr_one
+        );
+        run.ranks_header(&cf.tracker.names)?;
+        let s0: Vec<f64> = cf.tracker.history.iter().map(|h| h[0]).collect();
+        run.ranks_row(0, &s0)?;
+        if !a.json {
+            print_ranks(&cf.tracker.names, &s0, &cf.tracker.stable);
+        }
+        Some(cf)
+    } else {
+        None
+    };
+
+    let (mut full_secs, mut low_secs) = (0.0f64, 0.0f64);
+    let mut last_acc = 0.0;
     for epoch in 0..trainer.cfg.epochs {
+        if let Some(cf) = cf.as_mut().filter(|c| c.ready()) {
+            let r = pollster::block_on(cf.switch(&gpu, &mut trainer, epoch))?;
+            let line = serde_json::json!({"event": "switch", "epoch": epoch + 1, "report": r});
+            run.metric(&line)?;
+            if a.json {
+                println!("{line}");
+            } else {
+                print_switch(r);
+            }
+        }
         let json = a.json;
         let mut progress = |s: usize, n: usize, t: cuttle::train::trainer::Totals| {
             if !json {
@@ -134,9 +210,14 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
             }
         };
         let r = pollster::block_on(trainer.run_epoch(&gpu, epoch, &mut progress))?;
-        if a.json {
-            println!("{}", serde_json::to_string(&r).expect("report serialises"));
+        if cf.as_ref().is_some_and(|c| c.switched.is_some()) {
+            low_secs += r.seconds as f64;
         } else {
+            full_secs += r.seconds as f64;
+        }
+        last_acc = r.test_acc;
+        let mut line = serde_json::to_value(&r).expect("report serialises");
+        if !a.json {
             eprintln!(
                 "\repoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
                 r.epoch,
@@ -148,8 +229,162 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
                 r.seconds
             );
         }
+        if let Some(cf) = cf.as_mut() {
+            let s = pollster::block_on(cf.observe(&gpu, epoch + 1))?;
+            if !s.is_empty() {
+                run.ranks_row(epoch + 1, &s)?;
+                let map: serde_json::Map<String, serde_json::Value> =
+                    cf.tracker.names.iter().zip(&s).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
+                line["stable_ranks"] = serde_json::Value::Object(map);
+                if !a.json {
+                    print_ranks(&cf.tracker.names, &s, &cf.tracker.stable);
+                }
+            }
+        }
+        run.metric(&line)?;
+        if a.json {
+            println!("{line}");
+        }
     }
+
+    let params_final = trainer.net.graph.param_count();
+    let mut report = serde_json::json!({
+        "event": "final",
+        "model": a.model,
+        "data": spec.to_string(),
+        "epochs": trainer.cfg.epochs,
+        "test_acc": last_acc,
+        "params_full": params_full,
+        "params_final": params_final,
+        "macs_final": trainer.net.graph.macs(),
+        "seconds_full_rank": full_secs,
+        "seconds_low_rank": low_secs,
+        "adapter": gpu.adapter.name,
+    });
+    if let Some(cf) = &cf {
+        let sw = cf.switched.as_ref();
+        report["switch_epoch"] = sw.map_or(serde_json::Value::Null, |s| serde_json::json!(s.epoch + 1));
+        report["ranks"] = sw.map_or(serde_json::json!({}), |s| {
+            serde_json::Value::Object(
+                s.decisions
+                    .iter()
+                    .filter(|d| d.factorized)
+                    .map(|d| (d.layer.clone(), serde_json::json!(d.rank)))
+                    .collect(),
+            )
+        });
+        report["macs_full"] =
+            sw.map_or(serde_json::json!(trainer.net.graph.macs()), |s| serde_json::json!(s.macs_before));
+        report["seconds_rank_estimation"] = serde_json::json!(cf.estimate_seconds);
+        report["seconds_switch"] = sw.map_or(serde_json::json!(0.0), |s| serde_json::json!(s.seconds));
+        report["converged"] = serde_json::json!(sw.is_some());
+    }
+    run.report(&report)?;
+    if a.json {
+        println!("{report}");
+    } else {
+        print_final(&report);
+    }
+    eprintln!("run directory: {}", out.display());
     Ok(())
+}
+
+/// A run's files: metrics.jsonl (one object per epoch and event), ranks.csv (stable rank
+/// per tracked layer per epoch), report.json (the final summary).
+struct RunDir {
+    dir: std::path::PathBuf,
+    metrics: std::fs::File,
+    ranks: Option<std::fs::File>,
+}
+
+impl RunDir {
+    fn create(dir: &std::path::Path) -> Result<RunDir, cuttle::Error> {
+        let err = |e: std::io::Error| cuttle::Error::Config(format!("run directory {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let metrics = std::fs::File::create(dir.join("metrics.jsonl")).map_err(err)?;
+        Ok(RunDir { dir: dir.to_path_buf(), metrics, ranks: None })
+    }
+    fn io(&self, e: std::io::Error) -> cuttle::Error {
+        cuttle::Error::Config(format!("writing to {}: {e}", self.dir.display()))
+    }
+    fn metric(&mut self, v: &serde_json::Value) -> Result<(), cuttle::Error> {
+        use std::io::Write;
+        writeln!(self.metrics, "{v}").map_err(|e| self.io(e))
+    }
+    fn ranks_header(&mut self, names: &[String]) -> Result<(), cuttle::Error> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("ranks.csv")).map_err(|e| self.io(e))?;
+        writeln!(f, "epoch,{}", names.join(",")).map_err(|e| self.io(e))?;
+        self.ranks = Some(f);
+        Ok(())
+    }
+    fn ranks_row(&mut self, epoch: usize, s: &[f64]) -> Result<(), cuttle::Error> {
+        use std::io::Write;
+        let row: Vec<String> = s.iter().map(|v| format!("{v:.4}")).collect();
+        let r = self.ranks.as_mut().map(|f| writeln!(f, "{epoch},{}", row.join(",")));
+        r.unwrap_or(Ok(())).map_err(|e| self.io(e))
+    }
+    fn report(&self, v: &serde_json::Value) -> Result<(), cuttle::Error> {
+        let text = serde_json::to_string_pretty(v).expect("report serialises");
+        std::fs::write(self.dir.join("report.json"), text).map_err(|e| self.io(e))
+    }
+}
+
+fn print_ranks(names: &[String], s: &[f64], stable: &[bool]) {
+    let cells: Vec<String> = names
+        .iter()
+        .zip(s)
+        .zip(stable)
+        .map(|((n, v), st)| {
+            format!("{}{} {v:.1}", n.replace(".conv", ".c").replace("layer", "L"), if *st { "*" } else { "" })
+        })
+        .collect();
+    for chunk in cells.chunks(6) {
+        eprintln!("  srank  {}", chunk.join("  "));
+    }
+}
+
+fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
+    eprintln!("cuttlefish: switch to low rank before epoch {} ({:.2}s)", r.epoch + 1, r.seconds);
+    for d in &r.decisions {
+        let timing = match (d.full_ms, d.factorized_ms) {
+            (Some(f), Some(l)) => format!("  full {f:.2} ms vs factorized {l:.2} ms"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "  {:<22} rank {:>4} / {:<4} {}{timing}",
+            d.layer,
+            d.rank,
+            d.full_rank,
+            if d.factorized { "factorized" } else { "kept full-rank" }
+        );
+    }
+    eprintln!(
+        "  parameters {} -> {} ({:.2}x smaller), forward MACs/image {:.1}M -> {:.1}M",
+        r.params_before,
+        r.params_after,
+        r.params_before as f64 / r.params_after as f64,
+        r.macs_before as f64 / 1e6,
+        r.macs_after as f64 / 1e6
+    );
+}
+
+fn print_final(r: &serde_json::Value) {
+    eprintln!("final: test accuracy {:.2}%", 100.0 * r["test_acc"].as_f64().unwrap_or(0.0));
+    eprintln!("  parameters {} -> {}", r["params_full"], r["params_final"]);
+    if r.get("converged").is_some() {
+        match r["switch_epoch"].as_u64() {
+            Some(e) => eprintln!("  switched to low rank at epoch {e}; ranks {}", r["ranks"]),
+            None => eprintln!("  stable ranks did not settle: training stayed full-rank"),
+        }
+        eprintln!(
+            "  time: full-rank {:.1}s, low-rank {:.1}s, rank estimation {:.2}s, switch {:.2}s",
+            r["seconds_full_rank"].as_f64().unwrap_or(0.0),
+            r["seconds_low_rank"].as_f64().unwrap_or(0.0),
+            r["seconds_rank_estimation"].as_f64().unwrap_or(0.0),
+            r["seconds_switch"].as_f64().unwrap_or(0.0)
+        );
+    }
 }
 
 fn info(adapter: &Option<String>, model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
@@ -177,7 +412,16 @@ fn info(adapter: &Option<String>, model: Option<String>, classes: usize) -> Resu
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let r = match cli.command {
+    let command = cli.command.unwrap_or_else(|| {
+        eprintln!(
+            "main job: Cuttlefish training on the built-in Fashion-MNIST subset (`cuttle train --help` for more)"
+        );
+        match Cli::parse_from(["cuttle", "train", "--cuttlefish"]).command {
+            Some(c) => c,
+            None => unreachable!("`train` parses to a command"),
+        }
+    });
+    let r = match command {
         Command::Train(a) => train(&cli.adapter, a),
         Command::Info { model, classes } => info(&cli.adapter, model, classes),
         Command::Bench(b) => bench::run(&cli.adapter, b),

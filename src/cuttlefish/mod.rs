@@ -3,5 +3,8 @@
 //! layers (`factorize`). `run` ties them to the trainer.
 
 pub mod factorize;
+pub mod run;
 pub mod srank;
 pub mod tracker;
+
+pub use run::{Cuttlefish, CuttlefishConfig, FactorizeMode, SwitchReport};

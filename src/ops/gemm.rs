@@ -77,7 +77,7 @@ pub struct EwParams {
 pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
 
-/// A workgroup tile: `wg_m` x `wg_n` invocations (256 in all) of 4x4 outputs each, and the
+/// A workgroup tile: `wg_m` x `wg_n` invocations (256, or 32 for SMALL) of 4x4 outputs each, and the
 /// K step. Sizes of workgroup memory: 16·bk·(wg_m + wg_n) bytes, within WebGPU's 16 KiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
@@ -91,11 +91,16 @@ impl Tile {
     pub const WIDE: Tile = Tile { wg_m: 4, wg_n: 64, bk: 8 };
     pub const MEDIUM: Tile = Tile { wg_m: 8, wg_n: 32, bk: 16 };
     pub const TALL: Tile = Tile { wg_m: 64, wg_n: 4, bk: 8 };
+    /// 16x32 outputs from 32 invocations: weight gradients of small layers, whose whole
+    /// output fits one tile and whose work is all in K (split-K spreads it).
+    pub const SMALL: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32 };
 
     /// The tile that wastes least on an M x N output: a narrow M (a conv with 16 or 32
     /// output channels) gets a wide tile, a narrow N a tall one.
     pub fn for_shape(m: usize, n: usize) -> Tile {
-        if m <= 16 && n >= 256 {
+        if m <= 16 && n <= 32 {
+            Tile::SMALL
+        } else if m <= 16 && n >= 256 {
             Tile::WIDE
         } else if m <= 32 && n >= 128 {
             Tile::MEDIUM

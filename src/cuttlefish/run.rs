@@ -1,0 +1,391 @@
+//! Cuttlefish attached to a trainer: stable ranks at initialisation and after every epoch,
+//! the convergence test, and the switch (layer choice, ranks, SVD init, new net, optimizer
+//! reset, Frobenius decay or extra BatchNorms, learning-rate re-warm).
+//!
+//! The mechanism only looks at the graph: any model built from the engine's conv layers
+//! can be factorized, by name, with no per-model index lists.
+
+use super::factorize::{candidates, factor_names, factorized_graph, reference_layers, svd_factors, Factor};
+use super::srank::{RankProbe, Watched};
+use super::tracker::{chosen_rank, Detector, Tracker};
+use crate::gpu::{record_all, Dispatch, Gpu, Tensor};
+use crate::nn::graph::{Graph, Op};
+use crate::nn::Net;
+use crate::ops::gemm::{self, ConvShape, Layout};
+use crate::train::{Schedule, Trainer};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Which layers to factorize at the switch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FactorizeMode {
+    /// Time every candidate full-rank vs factorized at its rank on this adapter and keep
+    /// the factorization only where it is faster.
+    Auto,
+    /// The reference's fixed choice (`factorize::reference_layers`).
+    Reference,
+    /// These layers (conv names, e.g. `layer3.0.conv1`).
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for FactorizeMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(FactorizeMode::Auto),
+            "reference" => Ok(FactorizeMode::Reference),
+            "" => Err("--factorize needs auto, reference or a comma-separated list of layers".into()),
+            list => Ok(FactorizeMode::List(list.split(',').map(|x| x.trim().to_string()).collect())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CuttlefishConfig {
+    pub factorize: FactorizeMode,
+    /// Frobenius decay λ on factor pairs (the CIFAR default, 1e-4); None to disable.
+    pub frobenius_decay: Option<f32>,
+    /// A BatchNorm between the two factors (exclusive with Frobenius decay).
+    pub extra_bn: bool,
+    /// Lower bound on each rank as a fraction of full rank (0 for CIFAR, 0.2 ImageNet).
+    pub rank_floor: f64,
+    /// Epochs of learning-rate re-warm after the switch (the reference CIFAR recipe: 5).
+    pub rewarm_epochs: usize,
+    pub detector: Detector,
+    /// Relative change of σ_max² between rounds at which power iteration stops.
+    pub srank_tol: f64,
+}
+
+impl CuttlefishConfig {
+    /// Defaults for a schedule: reference settings, window scaled to the epoch count,
+    /// re-warm on with the reference's multistep schedule only.
+    pub fn for_schedule(epochs: usize, schedule: Schedule) -> CuttlefishConfig {
+        CuttlefishConfig {
+            factorize: FactorizeMode::Auto,
+            frobenius_decay: Some(1e-4),
+            extra_bn: false,
+            rank_floor: 0.0,
+            rewarm_epochs: if schedule == Schedule::MultiStep { 5 } else { 0 },
+            detector: Detector::for_epochs(epochs),
+            srank_tol: 1e-4,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.extra_bn && self.frobenius_decay.is_some() {
+            return Err(Error::Config(
+                "Frobenius decay and extra BatchNorms are mutually exclusive: pass --frobenius-decay 0 with --extra-bn"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.rank_floor) {
+            return Err(Error::Config(format!("--rank-floor must be in [0, 1], not {}", self.rank_floor)));
+        }
+        Ok(())
+    }
+}
+
+/// What `auto` measured for one layer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LayerDecision {
+    pub layer: String,
+    pub rank: usize,
+    pub full_rank: usize,
+    /// Forward+backward time of the layer at the training batch, full and factorized
+    /// (None where not measured).
+    pub full_ms: Option<f64>,
+    pub factorized_ms: Option<f64>,
+    pub factorized: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SwitchReport {
+    /// Epochs trained full-rank; the next epoch is the first low-rank one.
+    pub epoch: usize,
+    pub decisions: Vec<LayerDecision>,
+    pub params_before: usize,
+    pub params_after: usize,
+    pub macs_before: usize,
+    pub macs_after: usize,
+    pub seconds: f64,
+}
+
+struct TrackedLayer {
+    name: String,
+    rows: usize,
+    cols: usize,
+}
+
+pub struct Cuttlefish {
+    pub cfg: CuttlefishConfig,
+    pub tracker: Tracker,
+    probe: RankProbe,
+    tracked: Vec<TrackedLayer>,
+    pub switched: Option<SwitchReport>,
+    /// Total seconds spent estimating stable ranks.
+    pub estimate_seconds: f64,
+    pub estimates: usize,
+}
+
+fn conv_nodes(g: &Graph) -> HashMap<String, (super::super::nn::graph::Conv, [usize; 3])> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv(c) => Some((n.name.clone(), (c.clone(), g.shape(n.input)))),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Cuttlefish {
+    /// Chooses the tracked layers and records their stable ranks at initialisation.
+    pub async fn new(gpu: &Gpu, trainer: &Trainer, cfg: CuttlefishConfig) -> Result<Cuttlefish> {
+        cfg.validate()?;
+        let g = &trainer.net.graph;
+        let cands = candidates(g);
+        let names: Vec<String> = match &cfg.factorize {
+            FactorizeMode::Auto => cands.clone(),
+            FactorizeMode::Reference => reference_layers(g).map_err(Error::Config)?,
+            FactorizeMode::List(l) => {
+                for name in l {
+                    if !cands.contains(name) {
+                        return Err(Error::Config(format!(
+                            "--factorize: {name:?} is not a factorizable conv of {}; candidates: {}",
+                            g.name,
+                            cands.join(", ")
+                        )));
+                    }
+                }
+                l.clone()
+            }
+        };
+        let convs = conv_nodes(g);
+        let params = &trainer.net.params;
+        let mut tracked = Vec::new();
+        let mut watched = Vec::new();
+        for name in &names {
+            let (c, _) = &convs[name];
+            let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
+            let wname = format!("{name}.weight");
+            let i = params.specs.iter().position(|p| p.name == wname).expect("conv weight exists");
+            watched.push(Watched { name: name.clone(), offset: params.offsets[i], rows, cols });
+            tracked.push(TrackedLayer { name: name.clone(), rows, cols });
+        }
+        let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
+        let mut cf = Cuttlefish {
+            tracker: Tracker::new(names),
+            probe,
+            tracked,
+            cfg,
+            switched: None,
+            estimate_seconds: 0.0,
+            estimates: 0,
+        };
+        cf.observe(gpu, 0).await?;
+        Ok(cf)
+    }
+
+    /// Estimates the stable ranks after `epochs_done` epochs and runs the convergence test.
+    /// Returns the stable ranks (empty after the switch: ranks are fixed then).
+    pub async fn observe(&mut self, gpu: &Gpu, epochs_done: usize) -> Result<Vec<f64>> {
+        if self.switched.is_some() {
+            return Ok(vec![]);
+        }
+        let t0 = Instant::now();
+        // A cold start needs a few hundred iterations on flat spectra; later epochs start
+        // from last epoch's vectors.
+        let est = self.probe.estimate(gpu, self.cfg.srank_tol, 1000).await?;
+        self.estimate_seconds += t0.elapsed().as_secs_f64();
+        self.estimates += 1;
+        let s: Vec<f64> = est.iter().map(|e| e.stable_rank()).collect();
+        self.tracker.observe(&self.cfg.detector, epochs_done, &s);
+        Ok(s)
+    }
+
+    /// True when every tracked layer is stable and the switch has not happened.
+    pub fn ready(&self) -> bool {
+        self.switched.is_none() && !self.tracked.is_empty() && self.tracker.all_stable()
+    }
+
+    /// Ranks now: `min(full, ceil(s_now · full / s_init))` per tracked layer.
+    pub fn ranks(&self) -> Vec<(String, usize, usize)> {
+        self.tracked
+            .iter()
+            .zip(&self.tracker.history)
+            .map(|(t, h)| {
+                let full = t.rows.min(t.cols);
+                let (first, last) = (h[0].floor(), h[h.len() - 1].floor());
+                (t.name.clone(), chosen_rank(last, first, full, self.cfg.rank_floor), full)
+            })
+            .collect()
+    }
+
+    /// Factorizes the chosen layers and swaps the trainer onto the low-rank net.
+    pub async fn switch(&mut self, gpu: &Gpu, trainer: &mut Trainer, epochs_done: usize) -> Result<&SwitchReport> {
+        let t0 = Instant::now();
+        let g = trainer.net.graph.clone();
+        let convs = conv_nodes(&g);
+        let batch = trainer.cfg.batch;
+        let mut decisions = Vec::new();
+        for (name, rank, full) in self.ranks() {
+            let (c, input) = &convs[&name];
+            let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
+                FactorizeMode::Auto if rank < full => {
+                    let s = ConvShape {
+                        batch,
+                        c_in: input[0],
+                        h_in: input[1],
+                        w_in: input[2],
+                        c_out: c.c_out,
+                        kh: c.k,
+                        kw: c.k,
+                        stride: c.stride,
+                        pad: c.pad,
+                    };
+                    let (f, l) = time_layer(gpu, &s, rank)?;
+                    (Some(f * 1e3), Some(l * 1e3), l < f)
+                }
+                FactorizeMode::Auto => (None, None, false),
+                _ => (None, None, true),
+            };
+            decisions.push(LayerDecision {
+                layer: name,
+                rank,
+                full_rank: full,
+                full_ms,
+                factorized_ms,
+                factorized: factorize,
+            });
+        }
+        let factors: Vec<Factor> = decisions
+            .iter()
+            .filter(|d| d.factorized)
+            .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
+            .collect();
+        let fd = self.cfg.frobenius_decay.filter(|&l| l > 0.0);
+        let new_graph = factorized_graph(&g, &factors, self.cfg.extra_bn, fd.is_some());
+
+        // Weights: copied by name, factors from the truncated SVD.
+        let old: HashMap<String, Vec<f32>> =
+            trainer.net.params.read(gpu).await?.into_iter().map(|(n, _, v)| (n, v)).collect();
+        let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+        for f in &factors {
+            let (c, _) = &convs[&f.layer];
+            let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
+            let (first, second) =
+                svd_factors(&old[&format!("{}.weight", f.layer)], rows, cols, f.rank).map_err(Error::Config)?;
+            let (n1, n2) = factor_names(&f.layer, self.cfg.extra_bn);
+            values.insert(format!("{n1}.weight"), first);
+            values.insert(format!("{n2}.weight"), second);
+        }
+        let net = Net::new(gpu, new_graph, batch)?;
+        let mut flat = net.params.initial_values(trainer.cfg.seed);
+        for (spec, &off) in net.params.specs.iter().zip(&net.params.offsets) {
+            if let Some(v) = values.get(&spec.name).or_else(|| old.get(&spec.name)) {
+                flat[off..off + spec.len()].copy_from_slice(v);
+            }
+        }
+        net.params.weights.write(gpu, &flat);
+        net.params.momentum.write(gpu, &vec![0.0f32; net.params.momentum.len()]);
+        // BatchNorm running statistics carry over; extra BatchNorms start fresh.
+        let old_bn: HashMap<&str, &Tensor> =
+            trainer.net.bn_states.iter().map(|b| (b.prefix.as_str(), &b.running)).collect();
+        let mut enc = gpu.encoder("copy-bn");
+        for b in &net.bn_states {
+            if let Some(src) = old_bn.get(b.prefix.as_str()) {
+                enc.copy_buffer_to_buffer(&src.buf, src.offset, &b.running.buf, b.running.offset, b.running.bytes());
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+
+        let mut regularisers = Vec::new();
+        if let Some(lambda) = fd {
+            for f in &factors {
+                regularisers.extend(frobenius_decay(gpu, &net, f, &convs[&f.layer].0, lambda, self.cfg.extra_bn)?);
+            }
+        }
+        let report = SwitchReport {
+            epoch: epochs_done,
+            decisions,
+            params_before: g.param_count(),
+            params_after: net.graph.param_count(),
+            macs_before: g.macs(),
+            macs_after: net.graph.macs(),
+            seconds: 0.0,
+        };
+        trainer.replace_net(gpu, net, regularisers);
+        // The reference CIFAR recipe: the switch epoch at 1/8 of the rate, rising linearly
+        // back to the schedule over the re-warm epochs.
+        let r = self.cfg.rewarm_epochs;
+        trainer.lr_scale = (0..r).map(|i| (epochs_done + i, (1.0 + 7.0 * i as f32 / r as f32) / 8.0)).collect();
+        gpu.wait();
+        self.switched = Some(SwitchReport { seconds: t0.elapsed().as_secs_f64(), ..report });
+        Ok(self.switched.as_ref().expect("just set"))
+    }
+}
+
+/// Frobenius decay for one factor pair, the gradient of (λ/2)||V·U||_F² with U the first
+/// factor (r, K) and V the second (c_out, r): P = V·U; grad_U += λ·Vᵀ·P; grad_V += λ·P·Uᵀ.
+fn frobenius_decay(
+    gpu: &Gpu,
+    net: &Net,
+    f: &Factor,
+    conv: &crate::nn::graph::Conv,
+    lambda: f32,
+    extra_bn: bool,
+) -> Result<Vec<Dispatch>> {
+    let (n1, n2) = factor_names(&f.layer, extra_bn);
+    let (u, v) = (net.params.weight(&format!("{n1}.weight")), net.params.weight(&format!("{n2}.weight")));
+    let (gu, gv) = (net.params.grad(&format!("{n1}.weight")), net.params.grad(&format!("{n2}.weight")));
+    let (r, k, c_out) = (f.rank, conv.c_in * conv.k * conv.k, conv.c_out);
+    let p = Tensor::zeros(gpu, &format!("{}.fd-product", f.layer), &[c_out, k])?;
+    let label = format!("{}.frobenius-decay", f.layer);
+    let mut ds = gemm::matmul(gpu, &label, Layout::AB, (c_out, r, k), &v, &u, None, &p, false)?;
+    ds.extend(gemm::matmul_scaled_add(gpu, &label, Layout::AtB, (r, c_out, k), lambda, &v, &p, &gu)?);
+    ds.extend(gemm::matmul_scaled_add(gpu, &label, Layout::ABt, (c_out, k, r), lambda, &p, &u, &gv)?);
+    Ok(ds)
+}
+
+/// Seconds for forward + backward of a conv layer at full rank and factorized at `rank`,
+/// on this adapter (median of three timed runs after a warm-up).
+pub fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
+    let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
+    let (x, dx) = (t("x", &s.input_shape())?, t("dx", &s.input_shape())?);
+    let (y, dy) = (t("y", &s.output_shape())?, t("dy", &s.output_shape())?);
+    let (w, dw) = (t("w", &s.weight_shape())?, t("dw", &s.weight_shape())?);
+    let mut full = gemm::conv_forward(gpu, "full", s, &x, &w, &y)?;
+    full.extend(gemm::conv_backward_weight(gpu, "full", s, &dy, &x, &dw, false)?);
+    full.extend(gemm::conv_backward_data(gpu, "full", s, &dy, &w, &dx, false)?);
+
+    let su = ConvShape { c_out: rank, ..*s };
+    let sv = ConvShape { c_in: rank, h_in: s.h_out(), w_in: s.w_out(), kh: 1, kw: 1, stride: 1, pad: 0, ..*s };
+    let (h, dh) = (t("h", &su.output_shape())?, t("dh", &su.output_shape())?);
+    let (wu, dwu) = (t("wu", &su.weight_shape())?, t("dwu", &su.weight_shape())?);
+    let (wv, dwv) = (t("wv", &sv.weight_shape())?, t("dwv", &sv.weight_shape())?);
+    let mut low = gemm::conv_forward(gpu, "u", &su, &x, &wu, &h)?;
+    low.extend(gemm::conv_forward(gpu, "v", &sv, &h, &wv, &y)?);
+    low.extend(gemm::conv_backward_weight(gpu, "v", &sv, &dy, &h, &dwv, false)?);
+    low.extend(gemm::conv_backward_data(gpu, "v", &sv, &dy, &wv, &dh, false)?);
+    low.extend(gemm::conv_backward_weight(gpu, "u", &su, &dh, &x, &dwu, false)?);
+    low.extend(gemm::conv_backward_data(gpu, "u", &su, &dh, &wu, &dx, false)?);
+
+    let reps = if gpu.adapter.is_cpu() { 1 } else { 10 };
+    let time = |ds: &[Dispatch]| {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            let mut enc = gpu.encoder("time-layer");
+            for _ in 0..reps {
+                record_all(&mut enc, ds);
+            }
+            let t0 = Instant::now();
+            gpu.submit_and_wait(enc);
+            if i > 0 {
+                v.push(t0.elapsed().as_secs_f64() / reps as f64);
+            }
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[1]
+    };
+    Ok((time(&full), time(&low)))
+}

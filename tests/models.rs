@@ -34,3 +34,41 @@ fn resnet18_names_follow_pytorch() {
     // ResNet-18 forward: about 0.56 GMAC per 32x32 image.
     assert!((550_000_000..570_000_000).contains(&g.macs()), "{}", g.macs());
 }
+
+/// One full training step of each reference model at batch 2 on CIFAR-shaped data: the
+/// big graphs plan, run and give a finite loss (their kernels are checked elsewhere).
+#[test]
+fn every_model_takes_a_training_step() {
+    use cuttle::data::{Dataset, Splits};
+    use cuttle::train::{Schedule, TrainConfig, Trainer};
+    let Some(gpu) = cuttle::gpu::test_gpu() else { return };
+    let make = |seed: u64| {
+        let mut rng = common::Rng(seed);
+        Dataset {
+            name: "synthetic".into(),
+            images: (0..4 * 3 * 32 * 32).map(|_| rng.below(256) as u8).collect(),
+            labels: vec![0, 1, 2, 3],
+            n: 4,
+            channels: 3,
+            height: 32,
+            width: 32,
+            classes: 10,
+            class_names: (0..10).map(|i| i.to_string()).collect(),
+        }
+    };
+    let data = Splits { train: make(1), test: make(2) };
+    for model in ["resnet18", "vgg19", "resnet8", "cnn"] {
+        let cfg = TrainConfig {
+            model: model.into(),
+            epochs: 1,
+            batch: 2,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            report_every: 1,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(&gpu, &data, cfg).unwrap();
+        let totals = pollster::block_on(t.bench_steps(&gpu, 1)).unwrap();
+        assert!(totals.mean_loss().is_finite() && totals.mean_loss() > 0.0, "{model}: loss {}", totals.mean_loss());
+    }
+}

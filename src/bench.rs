@@ -35,6 +35,17 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Cost of one stable-rank estimate of every factorizable layer (cold and warm-started)
+    /// against the time of a CIFAR-10 epoch (50,000 images) at the measured images/s.
+    Srank {
+        #[arg(long, default_value = "resnet18")]
+        model: String,
+        /// Batch of the training steps timed for the epoch estimate.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Images/s of a model's training step.
     Train {
         #[arg(long, default_value = "resnet18")]
@@ -84,6 +95,7 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
     eprintln!("adapter: {}", gpu.adapter);
     match a.what {
         Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),
+        Bench::Srank { model, batch, json } => srank(&gpu, model, batch, json),
         Bench::Train { model, batch, steps, profile, json } => train(&gpu, model, batch, steps.max(1), profile, json),
     }
 }
@@ -149,8 +161,8 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
     Ok(())
 }
 
-fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, json: bool) -> Result<(), cuttle::Error> {
-    // Synthetic CIFAR-shaped data: the step does not depend on pixel values.
+/// Synthetic CIFAR-shaped data (the step does not depend on pixel values): two batches.
+fn synthetic(batch: usize) -> Splits {
     let n = batch * 2;
     let mut rng = SplitMix64::new(2);
     let make = |name: &str, rng: &mut SplitMix64| Dataset {
@@ -164,7 +176,59 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
         classes: 10,
         class_names: (0..10).map(|i| i.to_string()).collect(),
     };
-    let splits = Splits { train: make("synthetic/train", &mut rng), test: make("synthetic/test", &mut rng) };
+    Splits { train: make("synthetic/train", &mut rng), test: make("synthetic/test", &mut rng) }
+}
+
+fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttle::Error> {
+    use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig};
+    let splits = synthetic(batch);
+    let cfg = TrainConfig {
+        model: model.clone(),
+        epochs: 300,
+        batch,
+        lr: 0.01,
+        schedule: Schedule::Constant,
+        report_every: usize::MAX,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(gpu, &splits, cfg)?;
+    // Cold: the estimate at initialisation, from random start vectors.
+    let t0 = Instant::now();
+    let mut cf =
+        pollster::block_on(Cuttlefish::new(gpu, &trainer, CuttlefishConfig::for_schedule(300, Schedule::Constant)))?;
+    let cold = t0.elapsed().as_secs_f64();
+    let cold_iters = cf.last_iterations;
+    // Warm: after some training moved the weights, from last estimate's vectors.
+    pollster::block_on(trainer.bench_steps(gpu, 2))?;
+    let t0 = Instant::now();
+    pollster::block_on(cf.observe(gpu, 1))?;
+    let warm = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    pollster::block_on(trainer.bench_steps(gpu, 2))?;
+    let images_per_s = (2 * batch) as f64 / t0.elapsed().as_secs_f64();
+    let epoch_s = 50_000.0 / images_per_s;
+    let layers = cf.tracker.names.len();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "srank", "model": model, "layers": layers, "cold_ms": cold * 1e3, "cold_iterations": cold_iters,
+                "warm_ms": warm * 1e3, "warm_iterations": cf.last_iterations, "train_images_per_s": images_per_s,
+                "cifar_epoch_s": epoch_s, "warm_share_of_epoch": warm / epoch_s, "adapter": gpu.adapter.name})
+        );
+    } else {
+        println!(
+            "srank {model}: {layers} layers, cold {:.1} ms ({cold_iters} iterations), warm {:.1} ms ({} iterations); a 50,000-image epoch at {images_per_s:.1} images/s takes {epoch_s:.0} s: warm estimate = {:.4}% of it",
+            cold * 1e3,
+            warm * 1e3,
+            cf.last_iterations,
+            100.0 * warm / epoch_s
+        );
+    }
+    Ok(())
+}
+
+fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, json: bool) -> Result<(), cuttle::Error> {
+    let splits = synthetic(batch);
     let before = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed);
     let cfg = TrainConfig {
         model: model.clone(),

@@ -126,6 +126,8 @@ pub struct Cuttlefish {
     /// Total seconds spent estimating stable ranks.
     pub estimate_seconds: f64,
     pub estimates: usize,
+    /// Power iterations the last estimate ran.
+    pub last_iterations: usize,
 }
 
 fn conv_nodes(g: &Graph) -> HashMap<String, (super::super::nn::graph::Conv, [usize; 3])> {
@@ -181,6 +183,7 @@ impl Cuttlefish {
             switched: None,
             estimate_seconds: 0.0,
             estimates: 0,
+            last_iterations: 0,
         };
         cf.observe(gpu, 0).await?;
         Ok(cf)
@@ -198,6 +201,7 @@ impl Cuttlefish {
         let est = self.probe.estimate(gpu, self.cfg.srank_tol, 1000).await?;
         self.estimate_seconds += t0.elapsed().as_secs_f64();
         self.estimates += 1;
+        self.last_iterations = est.first().map_or(0, |e| e.iterations);
         let s: Vec<f64> = est.iter().map(|e| e.stable_rank()).collect();
         self.tracker.observe(&self.cfg.detector, epochs_done, &s);
         Ok(s)
@@ -325,8 +329,7 @@ impl Cuttlefish {
     }
 }
 
-/// Frobenius decay for one factor pair, the gradient of (λ/2)||V·U||_F² with U the first
-/// factor (r, K) and V the second (c_out, r): P = V·U; grad_U += λ·Vᵀ·P; grad_V += λ·P·Uᵀ.
+/// Frobenius decay for one factor pair of the net.
 fn frobenius_decay(
     gpu: &Gpu,
     net: &Net,
@@ -338,12 +341,25 @@ fn frobenius_decay(
     let (n1, n2) = factor_names(&f.layer, extra_bn);
     let (u, v) = (net.params.weight(&format!("{n1}.weight")), net.params.weight(&format!("{n2}.weight")));
     let (gu, gv) = (net.params.grad(&format!("{n1}.weight")), net.params.grad(&format!("{n2}.weight")));
-    let (r, k, c_out) = (f.rank, conv.c_in * conv.k * conv.k, conv.c_out);
-    let p = Tensor::zeros(gpu, &format!("{}.fd-product", f.layer), &[c_out, k])?;
-    let label = format!("{}.frobenius-decay", f.layer);
-    let mut ds = gemm::matmul(gpu, &label, Layout::AB, (c_out, r, k), &v, &u, None, &p, false)?;
-    ds.extend(gemm::matmul_scaled_add(gpu, &label, Layout::AtB, (r, c_out, k), lambda, &v, &p, &gu)?);
-    ds.extend(gemm::matmul_scaled_add(gpu, &label, Layout::ABt, (c_out, k, r), lambda, &p, &u, &gv)?);
+    let dims = (f.rank, conv.c_in * conv.k * conv.k, conv.c_out);
+    frobenius_decay_grad(gpu, &format!("{}.frobenius-decay", f.layer), dims, lambda, (&u, &v), (&gu, &gv))
+}
+
+/// The gradient of (λ/2)·||V·U||_F² added to the factors' gradients, with U the first
+/// factor (r, K) and V the second (c_out, r): P = V·U; grad_U += λ·Vᵀ·P; grad_V += λ·P·Uᵀ.
+/// Allocates the (c_out, K) product buffer once, at plan time.
+pub fn frobenius_decay_grad(
+    gpu: &Gpu,
+    label: &str,
+    (r, k, c_out): (usize, usize, usize),
+    lambda: f32,
+    (u, v): (&Tensor, &Tensor),
+    (gu, gv): (&Tensor, &Tensor),
+) -> Result<Vec<Dispatch>> {
+    let p = Tensor::zeros(gpu, &format!("{label}.product"), &[c_out, k])?;
+    let mut ds = gemm::matmul(gpu, label, Layout::AB, (c_out, r, k), v, u, None, &p, false)?;
+    ds.extend(gemm::matmul_scaled_add(gpu, label, Layout::AtB, (r, c_out, k), lambda, v, &p, gu)?);
+    ds.extend(gemm::matmul_scaled_add(gpu, label, Layout::ABt, (c_out, k, r), lambda, &p, u, gv)?);
     Ok(ds)
 }
 

@@ -103,6 +103,10 @@ struct TrainArgs {
     /// Epochs of learning-rate re-warm after the switch [default: 5 with multistep, else 0].
     #[arg(long)]
     rewarm_epochs: Option<usize>,
+    /// Continue the run in this directory from its last checkpoint, with its own settings
+    /// (other options are ignored). The result is bit-identical to an uninterrupted run.
+    #[arg(long)]
+    resume: Option<std::path::PathBuf>,
 }
 
 fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
@@ -113,7 +117,28 @@ fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     Ok(pollster::block_on(Gpu::new(&opts))?)
 }
 
+/// The `train` arguments of a run directory, saved as `args.json` when it started.
+fn resumed_args(dir: &std::path::Path) -> Result<TrainArgs, cuttle::Error> {
+    let path = dir.join("args.json");
+    let bad = |what: String| cuttle::Error::Config(format!("cannot resume from {}: {what}", path.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let args: Vec<String> = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let cli = Cli::try_parse_from(std::iter::once("cuttle".to_string()).chain(args)).map_err(|e| bad(e.to_string()))?;
+    match cli.command {
+        Some(Command::Train(mut a)) => {
+            a.resume = Some(dir.to_path_buf());
+            a.out = Some(dir.to_path_buf());
+            Ok(a)
+        }
+        _ => Err(bad("not the arguments of a training run".into())),
+    }
+}
+
 fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error> {
+    let a = match &a.resume {
+        Some(dir) => resumed_args(dir)?,
+        None => a,
+    };
     let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
     let mut splits = data::load(&spec)?;
     if let Some(n) = a.train_subset {
@@ -146,7 +171,25 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         cf_cfg.validate()?;
     }
     let out = a.out.clone().unwrap_or_else(|| format!("runs/{}-seed{}", a.model, a.seed).into());
-    let mut run = RunDir::create(&out)?;
+    let resume = a.resume.is_some();
+    let checkpoint = if resume {
+        let path = out.join(cuttle::train::checkpoint::FILE);
+        Some((cuttle::train::checkpoint::Checkpoint::load(&path)?, path))
+    } else {
+        None
+    };
+    let mut run = RunDir::create(&out, resume)?;
+    if !resume {
+        // The arguments as given (the main job's are those of `train --cuttlefish`).
+        let mut argv: Vec<String> = std::env::args().skip(1).collect();
+        if argv.is_empty() {
+            argv = vec!["train".into(), "--cuttlefish".into()];
+        }
+        if let Some(i) = argv.iter().position(|x| x == "train") {
+            argv.drain(..i);
+        }
+        run.write("args.json", &serde_json::to_string(&argv).expect("serialises"))?;
+    }
 
     let gpu = gpu(cli_adapter)?;
     eprintln!("adapter: {}", gpu.adapter);
@@ -162,7 +205,11 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         trainer.steps_per_epoch,
         trainer.dispatches_per_step()
     );
-    let mut cf = if a.cuttlefish {
+    let mut first_epoch = 0;
+    let mut cf = if let (true, Some((ck, path))) = (a.cuttlefish, &checkpoint) {
+        let cf = pollster::block_on(Cuttlefish::resume(&gpu, &mut trainer, cf_cfg, ck, path))?;
+        Some(cf)
+    } else if a.cuttlefish {
         let cf = pollster::block_on(Cuttlefish::new(&gpu, &trainer, cf_cfg))?;
         let d = cf.cfg.detector;
         eprintln!(
@@ -185,9 +232,14 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         None
     };
 
+    if let Some((ck, path)) = &checkpoint {
+        first_epoch = trainer.restore(&gpu, ck, path)?;
+        eprintln!("resuming {} after epoch {first_epoch}", out.display());
+    }
+
     let (mut full_secs, mut low_secs) = (0.0f64, 0.0f64);
     let mut last_acc = 0.0;
-    for epoch in 0..trainer.cfg.epochs {
+    for epoch in first_epoch..trainer.cfg.epochs {
         if let Some(cf) = cf.as_mut().filter(|c| c.ready()) {
             let r = pollster::block_on(cf.switch(&gpu, &mut trainer, epoch))?;
             let line = serde_json::json!({"event": "switch", "epoch": epoch + 1, "report": r});
@@ -245,6 +297,11 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         if a.json {
             println!("{line}");
         }
+        let mut ck = pollster::block_on(trainer.checkpoint(&gpu, epoch + 1))?;
+        if let Some(cf) = &cf {
+            pollster::block_on(cf.checkpoint_into(&gpu, &mut ck))?;
+        }
+        ck.save(&out)?;
     }
 
     let params_final = trainer.net.graph.param_count();
@@ -298,11 +355,23 @@ struct RunDir {
 }
 
 impl RunDir {
-    fn create(dir: &std::path::Path) -> Result<RunDir, cuttle::Error> {
+    /// Creates the directory, or with `append` continues its files (resume).
+    fn create(dir: &std::path::Path, append: bool) -> Result<RunDir, cuttle::Error> {
         let err = |e: std::io::Error| cuttle::Error::Config(format!("run directory {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let metrics = std::fs::File::create(dir.join("metrics.jsonl")).map_err(err)?;
-        Ok(RunDir { dir: dir.to_path_buf(), metrics, ranks: None })
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(dir.join("metrics.jsonl"))
+            .map_err(err)?;
+        let ranks =
+            if append { std::fs::OpenOptions::new().append(true).open(dir.join("ranks.csv")).ok() } else { None };
+        Ok(RunDir { dir: dir.to_path_buf(), metrics, ranks })
+    }
+    fn write(&self, name: &str, text: &str) -> Result<(), cuttle::Error> {
+        std::fs::write(self.dir.join(name), text).map_err(|e| self.io(e))
     }
     fn io(&self, e: std::io::Error) -> cuttle::Error {
         cuttle::Error::Config(format!("writing to {}: {e}", self.dir.display()))

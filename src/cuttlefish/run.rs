@@ -87,7 +87,7 @@ impl CuttlefishConfig {
 }
 
 /// What `auto` measured for one layer.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDecision {
     pub layer: String,
     pub rank: usize,
@@ -99,7 +99,7 @@ pub struct LayerDecision {
     pub factorized: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SwitchReport {
     /// Epochs trained full-rank; the next epoch is the first low-rank one.
     pub epoch: usize,
@@ -143,6 +143,12 @@ fn conv_nodes(g: &Graph) -> HashMap<String, (super::super::nn::graph::Conv, [usi
 impl Cuttlefish {
     /// Chooses the tracked layers and records their stable ranks at initialisation.
     pub async fn new(gpu: &Gpu, trainer: &Trainer, cfg: CuttlefishConfig) -> Result<Cuttlefish> {
+        let mut cf = Self::plan(gpu, trainer, cfg)?;
+        cf.observe(gpu, 0).await?;
+        Ok(cf)
+    }
+
+    fn plan(gpu: &Gpu, trainer: &Trainer, cfg: CuttlefishConfig) -> Result<Cuttlefish> {
         cfg.validate()?;
         let g = &trainer.net.graph;
         let cands = candidates(g);
@@ -175,7 +181,7 @@ impl Cuttlefish {
             tracked.push(TrackedLayer { name: name.clone(), rows, cols });
         }
         let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
-        let mut cf = Cuttlefish {
+        Ok(Cuttlefish {
             tracker: Tracker::new(names),
             probe,
             tracked,
@@ -184,9 +190,7 @@ impl Cuttlefish {
             estimate_seconds: 0.0,
             estimates: 0,
             last_iterations: 0,
-        };
-        cf.observe(gpu, 0).await?;
-        Ok(cf)
+        })
     }
 
     /// Estimates the stable ranks after `epochs_done` epochs and runs the convergence test.
@@ -223,6 +227,70 @@ impl Cuttlefish {
                 (t.name.clone(), chosen_rank(last, first, full, self.cfg.rank_floor), full)
             })
             .collect()
+    }
+
+    /// The factorized net for `factors` (weights not yet set) and its Frobenius-decay
+    /// dispatches.
+    fn low_rank_net(&self, gpu: &Gpu, trainer: &Trainer, factors: &[Factor]) -> Result<(Net, Vec<Dispatch>)> {
+        let g = &trainer.net.graph;
+        let convs = conv_nodes(g);
+        let fd = self.cfg.frobenius_decay.filter(|&l| l > 0.0);
+        let net = Net::new(gpu, factorized_graph(g, factors, self.cfg.extra_bn, fd.is_some()), trainer.cfg.batch)?;
+        let mut regularisers = Vec::new();
+        if let Some(lambda) = fd {
+            for f in factors {
+                regularisers.extend(frobenius_decay(gpu, &net, f, &convs[&f.layer].0, lambda, self.cfg.extra_bn)?);
+            }
+        }
+        Ok((net, regularisers))
+    }
+
+    /// Adds the Cuttlefish state to a checkpoint: tracker, switch, power-iteration vectors.
+    pub async fn checkpoint_into(&self, gpu: &Gpu, ck: &mut crate::train::checkpoint::Checkpoint) -> Result<()> {
+        ck.meta.insert("cuttlefish.tracker".into(), serde_json::to_string(&self.tracker).expect("serialises"));
+        ck.meta.insert("cuttlefish.switched".into(), serde_json::to_string(&self.switched).expect("serialises"));
+        let v = crate::gpu::read_f32(gpu, &[&self.probe.v]).await?.remove(0);
+        ck.tensors.insert("cuttlefish.probe".into(), (vec![v.len()], v));
+        Ok(())
+    }
+
+    /// Cuttlefish state from a checkpoint, without the initial estimate; if the run had
+    /// switched, the trainer is moved onto the same factorized net (its weights then come
+    /// from `Trainer::restore`).
+    pub async fn resume(
+        gpu: &Gpu,
+        trainer: &mut Trainer,
+        cfg: CuttlefishConfig,
+        ck: &crate::train::checkpoint::Checkpoint,
+        path: &std::path::Path,
+    ) -> Result<Cuttlefish> {
+        let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
+        let tracker: Tracker = serde_json::from_str(ck.meta(path, "cuttlefish.tracker")?)
+            .map_err(|e| bad(format!("cuttlefish.tracker: {e}")))?;
+        let switched: Option<SwitchReport> = serde_json::from_str(ck.meta(path, "cuttlefish.switched")?)
+            .map_err(|e| bad(format!("cuttlefish.switched: {e}")))?;
+        let mut cf = Self::plan(gpu, trainer, cfg)?;
+        if tracker.names != cf.tracker.names {
+            return Err(bad("its Cuttlefish tracks other layers than this configuration".into()));
+        }
+        cf.tracker = tracker;
+        let (_, v) = ck.tensor(path, "cuttlefish.probe")?;
+        if v.len() != cf.probe.v.len() {
+            return Err(bad("power-iteration vectors of the wrong size".into()));
+        }
+        cf.probe.v.write(gpu, v);
+        if let Some(report) = switched {
+            let factors: Vec<Factor> = report
+                .decisions
+                .iter()
+                .filter(|d| d.factorized)
+                .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
+                .collect();
+            let (net, regularisers) = cf.low_rank_net(gpu, trainer, &factors)?;
+            trainer.replace_net(gpu, net, regularisers);
+            cf.switched = Some(report);
+        }
+        Ok(cf)
     }
 
     /// Factorizes the chosen layers and swaps the trainer onto the low-rank net.
@@ -267,8 +335,7 @@ impl Cuttlefish {
             .filter(|d| d.factorized)
             .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
             .collect();
-        let fd = self.cfg.frobenius_decay.filter(|&l| l > 0.0);
-        let new_graph = factorized_graph(&g, &factors, self.cfg.extra_bn, fd.is_some());
+        let (net, regularisers) = self.low_rank_net(gpu, trainer, &factors)?;
 
         // Weights: copied by name, factors from the truncated SVD.
         let old: HashMap<String, Vec<f32>> =
@@ -283,7 +350,6 @@ impl Cuttlefish {
             values.insert(format!("{n1}.weight"), first);
             values.insert(format!("{n2}.weight"), second);
         }
-        let net = Net::new(gpu, new_graph, batch)?;
         let mut flat = net.params.initial_values(trainer.cfg.seed);
         for (spec, &off) in net.params.specs.iter().zip(&net.params.offsets) {
             if let Some(v) = values.get(&spec.name).or_else(|| old.get(&spec.name)) {
@@ -303,12 +369,6 @@ impl Cuttlefish {
         }
         gpu.queue.submit([enc.finish()]);
 
-        let mut regularisers = Vec::new();
-        if let Some(lambda) = fd {
-            for f in &factors {
-                regularisers.extend(frobenius_decay(gpu, &net, f, &convs[&f.layer].0, lambda, self.cfg.extra_bn)?);
-            }
-        }
         let report = SwitchReport {
             epoch: epochs_done,
             decisions,

@@ -61,6 +61,9 @@ impl Estimate {
 
 pub struct RankProbe {
     pub watched: Vec<Watched>,
+    /// The power iteration's current unit vectors, one per watched matrix, concatenated
+    /// (saved with checkpoints so a resumed run estimates exactly as an uninterrupted one).
+    pub v: Tensor,
     round: Vec<Dispatch>,
     frobenius: Dispatch,
     est: Tensor,
@@ -138,7 +141,7 @@ impl RankProbe {
         for _ in 0..ROUND {
             round.extend([mv.clone(), mtv.clone(), norm.clone()]);
         }
-        Ok(RankProbe { watched, round, frobenius, est })
+        Ok(RankProbe { watched, v, round, frobenius, est })
     }
 
     /// Estimates every watched matrix's σ_max² and ||W||_F² from the current weights.

@@ -91,7 +91,12 @@ impl ParamStore {
 
     /// Reads every parameter to the host: (name, shape, values) in buffer order.
     pub async fn read(&self, gpu: &Gpu) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, GpuError> {
-        let flat = read_f32(gpu, &[&self.weights]).await?.remove(0);
+        self.read_buffer(gpu, &self.weights).await
+    }
+
+    /// Reads one of the flat buffers (weights, gradients, momentum) split by parameter.
+    pub async fn read_buffer(&self, gpu: &Gpu, buf: &Tensor) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, GpuError> {
+        let flat = read_f32(gpu, &[buf]).await?.remove(0);
         Ok(self
             .specs
             .iter()

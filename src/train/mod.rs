@@ -1,5 +1,6 @@
 //! Training: the learning-rate schedule and the loop that replays a planned step.
 
+pub mod checkpoint;
 pub mod schedule;
 pub mod trainer;
 

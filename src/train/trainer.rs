@@ -4,6 +4,7 @@
 //! out every `report_every` steps (and at the end of an epoch) into one persistent staging
 //! buffer. Nothing is allocated inside the step loop.
 
+use super::checkpoint::Checkpoint;
 use super::Schedule;
 use crate::data::{epoch_permutation, Splits};
 use crate::gpu::{record_all, Dispatch, Gpu, GpuError, Tensor};
@@ -216,6 +217,63 @@ impl Trainer {
         eval_step.push(ce);
         self.train_step = train_step;
         self.eval_step = eval_step;
+    }
+
+    /// Weights, momentum, BatchNorm running statistics and the re-warm state, after
+    /// `epochs_done` epochs.
+    pub async fn checkpoint(&self, gpu: &Gpu, epochs_done: usize) -> Result<Checkpoint> {
+        let mut ck = Checkpoint::default();
+        let p = &self.net.params;
+        for (name, shape, v) in p.read(gpu).await? {
+            ck.tensors.insert(name, (shape, v));
+        }
+        for (name, shape, v) in p.read_buffer(gpu, &p.momentum).await? {
+            ck.tensors.insert(format!("momentum.{name}"), (shape, v));
+        }
+        let running: Vec<&Tensor> = self.net.bn_states.iter().map(|b| &b.running).collect();
+        for (b, v) in self.net.bn_states.iter().zip(crate::gpu::read_f32(gpu, &running).await?) {
+            let c = v.len() / 2;
+            ck.tensors.insert(format!("{}.running_mean", b.prefix), (vec![c], v[..c].to_vec()));
+            ck.tensors.insert(format!("{}.running_var", b.prefix), (vec![c], v[c..].to_vec()));
+        }
+        ck.meta.insert("epochs_done".into(), epochs_done.to_string());
+        ck.meta.insert("model".into(), self.net.graph.name.clone());
+        ck.meta.insert("lr_scale".into(), serde_json::to_string(&self.lr_scale).expect("serialises"));
+        Ok(ck)
+    }
+
+    /// Loads a checkpoint into this trainer's net (which must have the same parameters:
+    /// after a Cuttlefish switch, rebuild the factorized net first). Returns the epochs done.
+    pub fn restore(&mut self, gpu: &Gpu, ck: &Checkpoint, path: &std::path::Path) -> Result<usize> {
+        let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
+        if ck.meta(path, "model")? != self.net.graph.name {
+            return Err(bad(format!("it is for model {:?}, not {:?}", ck.meta(path, "model")?, self.net.graph.name)));
+        }
+        let p = &self.net.params;
+        let mut flat = vec![0.0f32; p.weights.len()];
+        let mut mom = vec![0.0f32; p.momentum.len()];
+        for (spec, &off) in p.specs.iter().zip(&p.offsets) {
+            for (name, dst) in [(spec.name.clone(), &mut flat), (format!("momentum.{}", spec.name), &mut mom)] {
+                let (shape, v) = ck.tensor(path, &name)?;
+                if *shape != spec.shape {
+                    return Err(bad(format!("tensor `{name}` has shape {shape:?}, the model needs {:?}", spec.shape)));
+                }
+                dst[off..off + spec.len()].copy_from_slice(v);
+            }
+        }
+        p.weights.write(gpu, &flat);
+        p.momentum.write(gpu, &mom);
+        for b in &self.net.bn_states {
+            let (_, m) = ck.tensor(path, &format!("{}.running_mean", b.prefix))?;
+            let (_, v) = ck.tensor(path, &format!("{}.running_var", b.prefix))?;
+            if m.len() * 2 != b.running.len() || v.len() != m.len() {
+                return Err(bad(format!("running statistics of `{}` have the wrong size", b.prefix)));
+            }
+            let both: Vec<f32> = m.iter().chain(v).copied().collect();
+            b.running.write(gpu, &both);
+        }
+        self.lr_scale = serde_json::from_str(ck.meta(path, "lr_scale")?).map_err(|e| bad(format!("lr_scale: {e}")))?;
+        ck.meta(path, "epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))
     }
 
     /// Kernel dispatches per training step.

@@ -1,0 +1,110 @@
+//! Checkpoints and resume: a run killed with SIGKILL and resumed ends with weights,
+//! optimizer state and BatchNorm statistics bit-identical to the same run uninterrupted
+//! (the Cuttlefish switch falls after the kill, so it is replayed from the checkpoint);
+//! a corrupted or truncated checkpoint is a clear error.
+
+use cuttle::train::checkpoint::{Checkpoint, FILE};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cuttle-resume-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const ARGS: &[&str] = &[
+    "train",
+    "--model",
+    "cnn",
+    "--epochs",
+    "4",
+    "--batch",
+    "50",
+    "--train-subset",
+    "600",
+    "--test-subset",
+    "200",
+    "--cuttlefish",
+    "--factorize",
+    "reference",
+    "--seed",
+    "5",
+];
+
+fn cuttle(args: &[&str], out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cuttle"));
+    c.args(args).arg("--out").arg(out);
+    c
+}
+
+fn tensors_bits(dir: &Path) -> Vec<(String, Vec<u32>)> {
+    let ck = Checkpoint::load(&dir.join(FILE)).unwrap();
+    ck.tensors.into_iter().map(|(n, (_, v))| (n, v.iter().map(|x| x.to_bits()).collect())).collect()
+}
+
+#[test]
+fn killed_and_resumed_run_is_bit_identical() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let a = scratch("a");
+    let st = cuttle(ARGS, &a).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let report = std::fs::read_to_string(a.join("report.json")).unwrap();
+    assert!(report.contains("\"switch_epoch\": 4"), "the switch must fall in the resumed part: {report}");
+
+    // Kill the second run right after its second checkpoint (and a little into epoch 3).
+    let b = scratch("b");
+    let mut child = cuttle(ARGS, &b).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let done = Checkpoint::load(&b.join(FILE)).ok().and_then(|c| c.meta.get("epochs_done").cloned());
+        if done.as_deref() == Some("2") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "no second checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&b).output().unwrap();
+    let log = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{log}");
+    assert!(log.contains("resuming"), "{log}");
+    assert_eq!(tensors_bits(&a), tensors_bits(&b), "resumed run differs from the uninterrupted one");
+    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_with_the_file_named() {
+    let dir = scratch("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ck = Checkpoint::default();
+    ck.tensors.insert("w".into(), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+    ck.meta.insert("epochs_done".into(), "1".into());
+    let path = ck.save(&dir).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap(), {
+        let mut c = ck.clone();
+        c.meta.insert("crc32".into(), Checkpoint::load(&path).unwrap().meta["crc32"].clone());
+        c
+    });
+    // A second save keeps the first as the previous checkpoint.
+    ck.save(&dir).unwrap();
+    assert!(dir.join(cuttle::train::checkpoint::PREVIOUS).exists());
+    let bytes = std::fs::read(&path).unwrap();
+    // Truncated.
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let e = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(e.contains(FILE) && e.contains("truncated or corrupted"), "{e}");
+    // One flipped bit in the data.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    let e = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(e.contains(FILE) && e.contains("checksum mismatch"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

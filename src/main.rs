@@ -38,8 +38,23 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         classes: usize,
     },
-    /// Benchmarks printing JSON lines: `matmul` (GFLOP/s) or `train` (images/s).
+    /// Benchmarks printing JSON lines: `matmul` (GFLOP/s), `train` (images/s), `srank`.
     Bench(bench::BenchArgs),
+    /// Test accuracy of a run's last checkpoint.
+    Eval {
+        /// The run directory.
+        run: std::path::PathBuf,
+        /// Data to evaluate on [default: the run's own].
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Write a run's model (weights and BatchNorm statistics, PyTorch names) to a
+    /// safetensors file that `safetensors.torch.load_file` reads.
+    Export {
+        run: std::path::PathBuf,
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -456,6 +471,61 @@ fn print_final(r: &serde_json::Value) {
     }
 }
 
+/// The trainer of a run directory with its last checkpoint loaded (the factorized net if
+/// the run switched).
+fn load_run(
+    adapter: &Option<String>,
+    dir: &std::path::Path,
+    data: Option<String>,
+) -> Result<(Gpu, Trainer, usize), cuttle::Error> {
+    let mut a = resumed_args(dir)?;
+    if let Some(d) = data {
+        a.data = d;
+    }
+    let path = dir.join(cuttle::train::checkpoint::FILE);
+    let ck = cuttle::train::checkpoint::Checkpoint::load(&path)?;
+    let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
+    let mut splits = data::load(&spec)?;
+    if let Some(n) = a.train_subset {
+        splits.train = splits.train.subset(n);
+    }
+    if let Some(n) = a.test_subset {
+        splits.test = splits.test.subset(n);
+    }
+    let batch = a.batch.min(splits.train.n);
+    let cfg = TrainConfig { model: a.model.clone(), epochs: a.epochs, batch, seed: a.seed, ..Default::default() };
+    let gpu = gpu(adapter)?;
+    let mut trainer = Trainer::new(&gpu, &splits, cfg)?;
+    if a.cuttlefish {
+        let mut cf = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
+        cf.factorize = a.factorize.clone();
+        cf.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
+        cf.extra_bn = a.extra_bn;
+        pollster::block_on(Cuttlefish::resume(&gpu, &mut trainer, cf, &ck, &path))?;
+    }
+    let epochs = trainer.restore(&gpu, &ck, &path)?;
+    Ok((gpu, trainer, epochs))
+}
+
+fn eval(adapter: &Option<String>, dir: &std::path::Path, data: Option<String>) -> Result<(), cuttle::Error> {
+    let (gpu, mut trainer, epochs) = load_run(adapter, dir, data)?;
+    let t = pollster::block_on(trainer.evaluate(&gpu))?;
+    println!(
+        "{}",
+        serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
+            "test_loss": t.mean_loss(), "images": t.0[2], "parameters": trainer.net.graph.param_count()})
+    );
+    Ok(())
+}
+
+fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Error> {
+    let ck = cuttle::train::checkpoint::Checkpoint::load(&dir.join(cuttle::train::checkpoint::FILE))?;
+    let model = ck.model_only();
+    model.write_atomic(to)?;
+    eprintln!("wrote {} tensors to {}", model.tensors.len(), to.display());
+    Ok(())
+}
+
 fn info(adapter: &Option<String>, model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
     if let Some(m) = model {
         let g = model_by_name(&m, [3, 32, 32], classes).map_err(cuttle::Error::Config)?;
@@ -494,6 +564,8 @@ fn main() -> ExitCode {
         Command::Train(a) => train(&cli.adapter, a),
         Command::Info { model, classes } => info(&cli.adapter, model, classes),
         Command::Bench(b) => bench::run(&cli.adapter, b),
+        Command::Eval { run, data } => eval(&cli.adapter, &run, data),
+        Command::Export { run, to } => export(&run, &to),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

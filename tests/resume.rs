@@ -75,6 +75,24 @@ fn killed_and_resumed_run_is_bit_identical() {
     assert!(st.status.success(), "{log}");
     assert!(log.contains("resuming"), "{log}");
     assert_eq!(tensors_bits(&a), tensors_bits(&b), "resumed run differs from the uninterrupted one");
+
+    // `eval` reproduces the last epoch's test accuracy from the checkpoint (the factorized
+    // net rebuilt from the saved switch).
+    let out = Command::new(env!("CARGO_BIN_EXE_cuttle")).arg("eval").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metrics = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert_eq!(got["test_acc"].as_f64(), last["test_acc"].as_f64(), "eval {got} vs training's last epoch {last}");
+
+    // `export` keeps the model only, with the factor names.
+    let file = b.join("model.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_cuttle")).arg("export").arg(&b).arg("--to").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = Checkpoint::load(&file).unwrap();
+    assert!(model.tensors.contains_key("conv2.0.weight") && model.tensors.contains_key("conv2.1.weight"));
+    assert!(model.tensors.contains_key("bn1.running_mean") && model.tensors.contains_key("fc.bias"));
+    assert!(model.tensors.keys().all(|k| !k.starts_with("momentum.") && !k.starts_with("cuttlefish.")));
     let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
 }
 

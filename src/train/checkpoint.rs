@@ -55,7 +55,33 @@ impl Checkpoint {
     /// Writes `dir/checkpoint.safetensors` atomically, keeping the previous one.
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join(FILE);
-        let io = |e: std::io::Error| bad(&path, e);
+        if path.exists() {
+            std::fs::rename(&path, dir.join(PREVIOUS)).map_err(|e| bad(&path, e))?;
+        }
+        self.write_atomic(&path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(path)
+    }
+
+    /// The model alone, for PyTorch: weights and BatchNorm running statistics under their
+    /// module names, without optimizer or Cuttlefish state.
+    pub fn model_only(&self) -> Checkpoint {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("momentum.") && !n.starts_with("cuttlefish."))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let meta = self.meta.iter().filter(|(k, _)| *k == "model").map(|(k, v)| (k.clone(), v.clone())).collect();
+        Checkpoint { tensors, meta }
+    }
+
+    /// Writes the file through a fsynced temporary and a rename, so a crash leaves either
+    /// the old file or the new one.
+    pub fn write_atomic(&self, path: &Path) -> Result<()> {
+        let io = |e: std::io::Error| bad(path, e);
         let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
         meta.insert("crc32".into(), crc(&self.tensors).to_string());
         let bytes: Vec<Vec<u8>> = self.tensors.values().map(|(_, v)| bytemuck::cast_slice(v).to_vec()).collect();
@@ -65,25 +91,20 @@ impl Checkpoint {
             .zip(&bytes)
             .map(|((name, (shape, _)), b)| {
                 let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                    .map_err(|e| bad(&path, format!("tensor `{name}`: {e}")))?;
+                    .map_err(|e| bad(path, format!("tensor `{name}`: {e}")))?;
                 Ok((name.clone(), view))
             })
             .collect::<Result<_>>()?;
-        let data = safetensors::serialize(views, Some(meta)).map_err(|e| bad(&path, e))?;
-        let tmp = dir.join(format!("{FILE}.tmp"));
+        let data = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e))?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
             f.write_all(&data).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        if path.exists() {
-            std::fs::rename(&path, dir.join(PREVIOUS)).map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(path)
+        std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// Reads and verifies a checkpoint file.

@@ -7,6 +7,7 @@ use cuttle::gpu::{list_adapters, Gpu, GpuOptions};
 use cuttle::nn::models::{model_by_name, MODELS};
 use cuttle::ops::sgd::SgdConfig;
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[path = "bench.rs"]
@@ -265,18 +266,28 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
                 print_switch(r);
             }
         }
-        let json = a.json;
-        let mut progress = |s: usize, n: usize, t: cuttle::train::trainer::Totals| {
-            if !json {
-                eprint!(
-                    "\repoch {:>3} step {s:>5}/{n}  loss {:.4}  acc {:.2}%   ",
-                    epoch + 1,
-                    t.mean_loss(),
-                    100.0 * t.accuracy()
-                );
+        // A progress bar on a terminal; nothing mid-epoch when logging to a file or with --json.
+        let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(trainer.steps_per_epoch as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix((epoch + 1).to_string());
+            b
+        });
+        let mut progress = |s: usize, _n: usize, t: cuttle::train::trainer::Totals| {
+            if let Some(b) = &bar {
+                b.set_position(s as u64);
+                b.set_message(format!("loss {:.4} acc {:.2}%", t.mean_loss(), 100.0 * t.accuracy()));
             }
         };
-        let r = pollster::block_on(trainer.run_epoch(&gpu, epoch, &mut progress))?;
+        let r = pollster::block_on(trainer.run_epoch(&gpu, epoch, &mut progress));
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let r = r?;
         if cf.as_ref().is_some_and(|c| c.switched.is_some()) {
             low_secs += r.seconds as f64;
         } else {
@@ -286,7 +297,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         let mut line = serde_json::to_value(&r).expect("report serialises");
         if !a.json {
             eprintln!(
-                "\repoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
+                "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
                 r.epoch,
                 r.train_loss,
                 100.0 * r.train_acc,

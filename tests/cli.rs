@@ -42,3 +42,31 @@ fn info_describes_models_without_a_gpu() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("11173962 parameters"));
 }
+
+#[test]
+fn an_unwritable_run_directory_is_named() {
+    fails_with(
+        &["train", "--epochs", "1", "--out", "/proc/cuttle-cannot-write-here"],
+        "/proc/cuttle-cannot-write-here",
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_at_once_and_says_where() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("cuttle-nan-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let args = ["train", "--epochs", "1", "--train-subset", "400", "--test-subset", "100", "--batch", "20", "--out", d];
+    // A sane first run leaves a checkpoint...
+    let (ok, stderr) = cuttle(&args);
+    assert!(ok, "{stderr}");
+    assert!(dir.join("checkpoint.safetensors").exists());
+    // ...and an absurd learning rate diverges: the error names epoch and step, the last
+    // good checkpoint stays.
+    let (ok, stderr) = cuttle(&[&args[..], &["--lr", "1e30"]].concat());
+    assert!(!ok && stderr.contains("training diverged") && stderr.contains("step"), "{stderr}");
+    assert!(cuttle::train::checkpoint::Checkpoint::load(&dir.join("checkpoint.safetensors")).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}

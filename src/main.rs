@@ -133,6 +133,32 @@ fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     Ok(pollster::block_on(Gpu::new(&opts))?)
 }
 
+/// The data set the arguments name, with the requested class-balanced subsets.
+fn load_data(a: &TrainArgs) -> Result<(DataSpec, data::Splits), cuttle::Error> {
+    let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
+    let mut splits = data::load(&spec)?;
+    if let Some(n) = a.train_subset {
+        splits.train = splits.train.subset(n);
+    }
+    if let Some(n) = a.test_subset {
+        splits.test = splits.test.subset(n);
+    }
+    Ok((spec, splits))
+}
+
+/// The Cuttlefish settings the arguments ask for (defaults scaled to the schedule).
+fn cuttlefish_config(a: &TrainArgs) -> CuttlefishConfig {
+    let mut c = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
+    c.factorize = a.factorize.clone();
+    c.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
+    c.extra_bn = a.extra_bn;
+    c.rank_floor = a.rank_floor;
+    if let Some(r) = a.rewarm_epochs {
+        c.rewarm_epochs = r;
+    }
+    c
+}
+
 /// The `train` arguments of a run directory, saved as `args.json` when it started.
 fn resumed_args(dir: &std::path::Path) -> Result<TrainArgs, cuttle::Error> {
     let path = dir.join("args.json");
@@ -155,14 +181,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         Some(dir) => resumed_args(dir)?,
         None => a,
     };
-    let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
-    let mut splits = data::load(&spec)?;
-    if let Some(n) = a.train_subset {
-        splits.train = splits.train.subset(n);
-    }
-    if let Some(n) = a.test_subset {
-        splits.test = splits.test.subset(n);
-    }
+    let (spec, splits) = load_data(&a)?;
     let cfg = TrainConfig {
         model: a.model.clone(),
         epochs: a.epochs,
@@ -175,14 +194,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         report_every: 20,
     };
     cfg.validate(splits.train.n)?;
-    let mut cf_cfg = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
-    cf_cfg.factorize = a.factorize.clone();
-    cf_cfg.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
-    cf_cfg.extra_bn = a.extra_bn;
-    cf_cfg.rank_floor = a.rank_floor;
-    if let Some(r) = a.rewarm_epochs {
-        cf_cfg.rewarm_epochs = r;
-    }
+    let cf_cfg = cuttlefish_config(&a);
     if a.cuttlefish {
         cf_cfg.validate()?;
     }
@@ -495,24 +507,13 @@ fn load_run(
     }
     let path = dir.join(cuttle::train::checkpoint::FILE);
     let ck = cuttle::train::checkpoint::Checkpoint::load(&path)?;
-    let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
-    let mut splits = data::load(&spec)?;
-    if let Some(n) = a.train_subset {
-        splits.train = splits.train.subset(n);
-    }
-    if let Some(n) = a.test_subset {
-        splits.test = splits.test.subset(n);
-    }
+    let (_, splits) = load_data(&a)?;
     let batch = a.batch.min(splits.train.n);
     let cfg = TrainConfig { model: a.model.clone(), epochs: a.epochs, batch, seed: a.seed, ..Default::default() };
     let gpu = gpu(adapter)?;
     let mut trainer = Trainer::new(&gpu, &splits, cfg)?;
     if a.cuttlefish {
-        let mut cf = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
-        cf.factorize = a.factorize.clone();
-        cf.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
-        cf.extra_bn = a.extra_bn;
-        pollster::block_on(Cuttlefish::resume(&gpu, &mut trainer, cf, &ck, &path))?;
+        pollster::block_on(Cuttlefish::resume(&gpu, &mut trainer, cuttlefish_config(&a), &ck, &path))?;
     }
     let epochs = trainer.restore(&gpu, &ck, &path)?;
     Ok((gpu, trainer, epochs))

@@ -91,6 +91,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> {
+    // Bad shapes fail before any GPU work.
+    if let Bench::Matmul { shapes, .. } = &a.what {
+        for s in shapes {
+            parse_shape(s)?;
+        }
+    }
     let gpu = gpu(adapter)?;
     eprintln!("adapter: {}", gpu.adapter);
     match a.what {

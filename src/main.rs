@@ -195,8 +195,13 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     };
     cfg.validate(splits.train.n)?;
     let cf_cfg = cuttlefish_config(&a);
+    // Model and layer names are checked before any GPU work, so a typo fails at once on
+    // any machine.
+    let t = &splits.train;
+    let graph = model_by_name(&a.model, [t.channels, t.height, t.width], t.classes).map_err(cuttle::Error::Config)?;
     if a.cuttlefish {
         cf_cfg.validate()?;
+        cuttle::cuttlefish::run::check_layers(&graph, &cf_cfg.factorize)?;
     }
     let out = a.out.clone().unwrap_or_else(|| format!("runs/{}-seed{}", a.model, a.seed).into());
     let resume = a.resume.is_some();

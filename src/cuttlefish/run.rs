@@ -86,6 +86,28 @@ impl CuttlefishConfig {
     }
 }
 
+/// The layers Cuttlefish tracks for `mode` on graph `g`: every candidate for `auto`, the
+/// reference choice, or the given list (each must be a factorizable conv of `g`).
+pub fn check_layers(g: &Graph, mode: &FactorizeMode) -> Result<Vec<String>> {
+    let cands = candidates(g);
+    match mode {
+        FactorizeMode::Auto => Ok(cands),
+        FactorizeMode::Reference => reference_layers(g).map_err(Error::Config),
+        FactorizeMode::List(l) => {
+            for name in l {
+                if !cands.contains(name) {
+                    return Err(Error::Config(format!(
+                        "--factorize: {name:?} is not a factorizable conv of {}; candidates: {}",
+                        g.name,
+                        cands.join(", ")
+                    )));
+                }
+            }
+            Ok(l.clone())
+        }
+    }
+}
+
 /// What `auto` measured for one layer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDecision {
@@ -151,23 +173,7 @@ impl Cuttlefish {
     fn plan(gpu: &Gpu, trainer: &Trainer, cfg: CuttlefishConfig) -> Result<Cuttlefish> {
         cfg.validate()?;
         let g = &trainer.net.graph;
-        let cands = candidates(g);
-        let names: Vec<String> = match &cfg.factorize {
-            FactorizeMode::Auto => cands.clone(),
-            FactorizeMode::Reference => reference_layers(g).map_err(Error::Config)?,
-            FactorizeMode::List(l) => {
-                for name in l {
-                    if !cands.contains(name) {
-                        return Err(Error::Config(format!(
-                            "--factorize: {name:?} is not a factorizable conv of {}; candidates: {}",
-                            g.name,
-                            cands.join(", ")
-                        )));
-                    }
-                }
-                l.clone()
-            }
-        };
+        let names = check_layers(g, &cfg.factorize)?;
         let convs = conv_nodes(g);
         let params = &trainer.net.params;
         let mut tracked = Vec::new();

@@ -167,7 +167,8 @@ impl Gpu {
                 (type_rank(i.device_type), i.backend == wgpu::Backend::Gl)
             });
             if adapters.is_empty() {
-                return Err(GpuError::NoAdapter(String::new()));
+                let wanted = name.map(|n| format!(" (wanted one named like {n:?})")).unwrap_or_default();
+                return Err(GpuError::NoAdapter(wanted));
             }
             match name {
                 None => Ok(adapters.remove(0)),

@@ -147,7 +147,6 @@ pub struct Cuttlefish {
     pub switched: Option<SwitchReport>,
     /// Total seconds spent estimating stable ranks.
     pub estimate_seconds: f64,
-    pub estimates: usize,
     /// Power iterations the last estimate ran.
     pub last_iterations: usize,
 }
@@ -194,7 +193,6 @@ impl Cuttlefish {
             cfg,
             switched: None,
             estimate_seconds: 0.0,
-            estimates: 0,
             last_iterations: 0,
         })
     }
@@ -210,7 +208,6 @@ impl Cuttlefish {
         // from last epoch's vectors.
         let est = self.probe.estimate(gpu, self.cfg.srank_tol, 1000).await?;
         self.estimate_seconds += t0.elapsed().as_secs_f64();
-        self.estimates += 1;
         self.last_iterations = est.first().map_or(0, |e| e.iterations);
         let s: Vec<f64> = est.iter().map(|e| e.stable_rank()).collect();
         self.tracker.observe(&self.cfg.detector, epochs_done, &s);
@@ -310,18 +307,7 @@ impl Cuttlefish {
             let (c, input) = &convs[&name];
             let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
                 FactorizeMode::Auto if rank < full => {
-                    let s = ConvShape {
-                        batch,
-                        c_in: input[0],
-                        h_in: input[1],
-                        w_in: input[2],
-                        c_out: c.c_out,
-                        kh: c.k,
-                        kw: c.k,
-                        stride: c.stride,
-                        pad: c.pad,
-                    };
-                    let (f, l) = time_layer(gpu, &s, rank)?;
+                    let (f, l) = time_layer(gpu, &c.shape(batch, *input), rank)?;
                     (Some(f * 1e3), Some(l * 1e3), l < f)
                 }
                 FactorizeMode::Auto => (None, None, false),

@@ -7,6 +7,8 @@
 //! connection is a BatchNorm node that adds another activation before its ReLU, so a
 //! ResNet is still a straight list: the graph is a DAG in topological order.
 
+use crate::ops::gemm::ConvShape;
+
 /// Index of an activation in `Graph::acts`.
 pub type ActId = usize;
 
@@ -46,6 +48,24 @@ pub struct Conv {
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
+}
+
+impl Conv {
+    /// The convolution's full geometry for a batch over an input of per-sample shape
+    /// (C, H, W).
+    pub fn shape(&self, batch: usize, [c_in, h, w]: [usize; 3]) -> ConvShape {
+        ConvShape {
+            batch,
+            c_in,
+            h_in: h,
+            w_in: w,
+            c_out: self.c_out,
+            kh: self.k,
+            kw: self.k,
+            stride: self.stride,
+            pad: self.pad,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use super::graph::{Graph, Op};
 use super::params::ParamStore;
 use crate::gpu::{Dispatch, Gpu, GpuError, Tensor};
 use crate::ops::batchnorm::{self as bn, BnShape};
-use crate::ops::gemm::{self, ConvShape, Layout};
+use crate::ops::gemm::{self, Layout};
 use crate::ops::{elementwise, pool};
 
 /// Per-BatchNorm state kept between steps and saved with checkpoints.
@@ -34,11 +34,6 @@ pub struct Net {
     pub forward_train: Vec<Dispatch>,
     pub forward_eval: Vec<Dispatch>,
     pub backward: Vec<Dispatch>,
-}
-
-fn conv_shape(batch: usize, g: &Graph, c: &super::graph::Conv, input: usize) -> ConvShape {
-    let [c_in, h, w] = g.shape(input);
-    ConvShape { batch, c_in, h_in: h, w_in: w, c_out: c.c_out, kh: c.k, kw: c.k, stride: c.stride, pad: c.pad }
 }
 
 impl Net {
@@ -101,7 +96,7 @@ impl Net {
             let [c, h, w] = g.shape(n.input);
             let shared: Vec<Dispatch> = match &n.op {
                 Op::Conv(cv) => {
-                    let s = conv_shape(b, g, cv, n.input);
+                    let s = cv.shape(b, g.shape(n.input));
                     gemm::conv_forward(gpu, &n.name, &s, x, &self.params.weight(&cv.weight), y)?
                 }
                 Op::BatchNorm(p) => {
@@ -142,7 +137,7 @@ impl Net {
             let name = format!("{}.backward", n.name);
             match &n.op {
                 Op::Conv(cv) => {
-                    let s = conv_shape(b, g, cv, n.input);
+                    let s = cv.shape(b, g.shape(n.input));
                     let wt = self.params.weight(&cv.weight);
                     self.backward.extend(gemm::conv_backward_weight(
                         gpu,

@@ -3,10 +3,11 @@
 //!
 //!     cargo run --release --example train_fashion
 
-use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig};
+use cuttle::cuttlefish::CuttlefishConfig;
 use cuttle::data::{load, DataSpec};
 use cuttle::gpu::{Gpu, GpuOptions};
-use cuttle::train::{Schedule, TrainConfig, Trainer};
+use cuttle::session::Session;
+use cuttle::train::{Schedule, TrainConfig};
 
 fn main() -> Result<(), cuttle::Error> {
     let gpu = pollster::block_on(Gpu::new(&GpuOptions::from_env()))?;
@@ -20,17 +21,16 @@ fn main() -> Result<(), cuttle::Error> {
         schedule: Schedule::OneCycle,
         ..Default::default()
     };
-    let mut trainer = Trainer::new(&gpu, &data, cfg)?;
-    let mut cf =
-        pollster::block_on(Cuttlefish::new(&gpu, &trainer, CuttlefishConfig::for_schedule(5, Schedule::OneCycle)))?;
-    for epoch in 0..trainer.cfg.epochs {
-        if cf.ready() {
-            let r = pollster::block_on(cf.switch(&gpu, &mut trainer, epoch))?;
-            println!("switch: {} -> {} parameters", r.params_before, r.params_after);
+    let cf = CuttlefishConfig::for_schedule(cfg.epochs, cfg.schedule);
+    let mut session = pollster::block_on(Session::new(&gpu, &data, cfg, Some(cf)))?;
+    while !session.done() {
+        let never = || false;
+        let Some(o) = pollster::block_on(session.next_epoch(&gpu, &mut |_, _, _| {}, &never))? else { break };
+        if let Some(sw) = &o.switch {
+            println!("switch: {} -> {} parameters", sw.params_before, sw.params_after);
         }
-        let r = pollster::block_on(trainer.run_epoch(&gpu, epoch, &mut |_, _, _| {}))?;
-        let sranks = pollster::block_on(cf.observe(&gpu, epoch + 1))?;
-        println!("epoch {}: test accuracy {:.2}%, stable ranks {sranks:.1?}", r.epoch, 100.0 * r.test_acc);
+        let r = &o.report;
+        println!("epoch {}: test accuracy {:.2}%, stable ranks {:.1?}", r.epoch, 100.0 * r.test_acc, o.stable_ranks);
     }
     Ok(())
 }

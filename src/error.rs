@@ -14,6 +14,9 @@ pub enum Error {
     Config(String),
     #[error("training diverged: the loss is {loss} at epoch {epoch}, step {step}")]
     Diverged { epoch: usize, step: usize, loss: f32 },
+    /// Stopped on request (Ctrl-C) after checkpointing.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

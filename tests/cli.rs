@@ -70,3 +70,67 @@ fn a_diverging_run_stops_at_once_and_says_where() {
     assert!(cuttle::train::checkpoint::Checkpoint::load(&dir.join("checkpoint.safetensors")).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cuttle-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_config_files_name_the_file_and_the_key() {
+    let d = scratch("config");
+    let file = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let unknown = file("unknown.toml", "epochs = 2\nepoch = 3\n");
+    fails_with(&["train", "--config", &unknown], "unknown key `epoch`");
+    fails_with(&["train", "--config", &unknown], "unknown.toml");
+    let wrong = file("wrong.toml", "epochs = \"six\"\n");
+    fails_with(&["train", "--config", &wrong], "key `epochs`");
+    let negative = file("negative.toml", "batch = -3\n");
+    fails_with(&["train", "--config", &negative], "key `batch`");
+    let schedule = file("schedule.toml", "schedule = \"cosine\"\n");
+    fails_with(&["train", "--config", &schedule], "unknown schedule");
+    let syntax = file("syntax.toml", "epochs = = 2\n");
+    fails_with(&["train", "--config", &syntax], "syntax.toml");
+    let per_run = file("json.toml", "json = true\n");
+    fails_with(&["train", "--config", &per_run], "unknown key `json`");
+    fails_with(&["train", "--config", "/nonexistent/cuttle.toml"], "/nonexistent/cuttle.toml");
+    // The file's values are used: its epochs = 0 fails validation.
+    let zero = file("zero.toml", "epochs = 0\n");
+    fails_with(&["train", "--config", &zero], "--epochs must be at least 1");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn flags_override_the_config_file_and_the_run_saves_the_resolved_options() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let d = scratch("precedence");
+    let config = d.join("c.toml");
+    std::fs::write(&config, "epochs = 0\nseed = 7\ntrain_subset = 200\ntest_subset = 100\nbatch = 25\n").unwrap();
+    let out = d.join("run");
+    let args = ["train", "--config", config.to_str().unwrap(), "--epochs", "1", "--out", out.to_str().unwrap()];
+    let (ok, stderr) = cuttle(&args);
+    assert!(ok, "{stderr}");
+    let saved: toml::Table = std::fs::read_to_string(out.join("config.toml")).unwrap().parse().unwrap();
+    assert_eq!(saved["epochs"].as_integer(), Some(1), "the flag wins: {saved}");
+    assert_eq!(saved["seed"].as_integer(), Some(7), "the file's value is kept: {saved}");
+    assert_eq!(saved["batch"].as_integer(), Some(25));
+    assert_eq!(saved["model"].as_str(), Some("cnn"), "defaults are written out too: {saved}");
+    for plot in ["loss.svg", "accuracy.svg"] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("epoch"), "{plot}");
+    }
+    // The saved file is itself a valid config.
+    let again = d.join("again");
+    let (ok, stderr) =
+        cuttle(&["train", "--config", out.join("config.toml").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let _ = std::fs::remove_dir_all(&d);
+}

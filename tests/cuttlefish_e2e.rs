@@ -2,10 +2,11 @@
 //! schedule the switch must happen, the parameter count must drop, and test accuracy must
 //! stay within 5 points of the same run trained full-rank (same seed).
 
-use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig, FactorizeMode};
+use cuttle::cuttlefish::{CuttlefishConfig, FactorizeMode};
 use cuttle::data::{load, DataSpec};
 use cuttle::gpu::{test_gpu, Gpu};
-use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
+use cuttle::session::Session;
+use cuttle::train::{AugmentKind, Schedule, TrainConfig};
 
 fn config() -> TrainConfig {
     TrainConfig {
@@ -26,29 +27,23 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> (f32, usize, Option<usize>) {
     let mut data = load(&DataSpec::Builtin).unwrap();
     data.train = data.train.subset(2000);
     data.test = data.test.subset(500);
-    let mut t = Trainer::new(gpu, &data, config()).unwrap();
-    let mut cf = cuttlefish.then(|| {
+    let cf = cuttlefish.then(|| {
         let mut c = CuttlefishConfig::for_schedule(4, Schedule::OneCycle);
         // The reference choice (conv2 for this model): `auto` may rightly keep it
         // full-rank on a CPU adapter, and this test is about the switch itself.
         c.factorize = FactorizeMode::Reference;
-        pollster::block_on(Cuttlefish::new(gpu, &t, c)).unwrap()
+        c
     });
-    let mut acc = 0.0;
-    for epoch in 0..t.cfg.epochs {
-        if let Some(c) = cf.as_mut().filter(|c| c.ready()) {
-            let r = pollster::block_on(c.switch(gpu, &mut t, epoch)).unwrap();
-            eprintln!("switch after {} epochs: {:?}", r.epoch, r.decisions);
+    let mut s = pollster::block_on(Session::new(gpu, &data, config(), cf)).unwrap();
+    while !s.done() {
+        let o = pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| false)).unwrap().expect("never stopped");
+        if let Some(sw) = &o.switch {
+            eprintln!("switch after {} epochs: {:?}", sw.epoch, sw.decisions);
         }
-        let r = pollster::block_on(t.run_epoch(gpu, epoch, &mut |_, _, _| {})).unwrap();
-        if let Some(c) = cf.as_mut() {
-            let s = pollster::block_on(c.observe(gpu, epoch + 1)).unwrap();
-            eprintln!("epoch {}: test acc {:.4}, stable ranks {s:?}", r.epoch, r.test_acc);
-        }
-        acc = r.test_acc;
+        eprintln!("epoch {}: test acc {:.4}, stable ranks {:?}", o.report.epoch, o.report.test_acc, o.stable_ranks);
     }
-    let switched = cf.and_then(|c| c.switched.map(|s| s.epoch));
-    (acc, t.net.graph.param_count(), switched)
+    let r = s.final_report();
+    (r.test_acc, r.params_final, r.switch_epoch.map(|e| e - 1))
 }
 
 #[test]

@@ -93,7 +93,28 @@ fn killed_and_resumed_run_is_bit_identical() {
     assert!(model.tensors.contains_key("conv2.0.weight") && model.tensors.contains_key("conv2.1.weight"));
     assert!(model.tensors.contains_key("bn1.running_mean") && model.tensors.contains_key("fc.bias"));
     assert!(model.tensors.keys().all(|k| !k.starts_with("momentum.") && !k.starts_with("cuttlefish.")));
-    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+
+    // Ctrl-C (SIGINT) mid-epoch: the run finishes its step, checkpoints that position and
+    // exits with 130; resumed, it too ends bit-identical to the uninterrupted run.
+    let c = scratch("c");
+    let child = cuttle(ARGS, &c).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !c.join(FILE).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted: checkpointed epoch") && log.contains("--resume"), "{log}");
+    let ck = Checkpoint::load(&c.join(FILE)).unwrap();
+    assert_ne!(ck.meta["step_in_epoch"], "0", "the checkpoint must be mid-epoch: {:?}", ck.meta);
+    let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&c).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert_eq!(tensors_bits(&a), tensors_bits(&c), "run resumed after Ctrl-C differs from the uninterrupted one");
+    let _ = [&a, &b, &c].map(std::fs::remove_dir_all);
 }
 
 #[test]

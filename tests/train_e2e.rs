@@ -5,6 +5,7 @@
 
 use cuttle::data::{load, DataSpec, Splits};
 use cuttle::gpu::{read_f32, test_gpu, Gpu};
+use cuttle::train::trainer::{EpochEnd, Position};
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
 
 fn fashion(train: usize, test: usize) -> Option<Splits> {
@@ -32,7 +33,10 @@ fn train(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> (Trainer, f32) {
     let mut t = Trainer::new(gpu, data, cfg).unwrap();
     let mut acc = 0.0;
     for e in 0..t.cfg.epochs {
-        let r = pollster::block_on(t.run_epoch(gpu, e, &mut |_, _, _| {})).unwrap();
+        let at = Position { epochs_done: e, ..Default::default() };
+        let EpochEnd::Done(r) = pollster::block_on(t.run_epoch(gpu, at, &mut |_, _, _| {}, &|| false)).unwrap() else {
+            panic!("stopped without being asked")
+        };
         eprintln!(
             "epoch {}: train loss {:.4}, test acc {:.4}, {:.0} images/s",
             r.epoch, r.train_loss, r.test_acc, r.images_per_s

@@ -41,6 +41,16 @@ impl std::str::FromStr for FactorizeMode {
     }
 }
 
+impl std::fmt::Display for FactorizeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FactorizeMode::Auto => f.write_str("auto"),
+            FactorizeMode::Reference => f.write_str("reference"),
+            FactorizeMode::List(l) => f.write_str(&l.join(",")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CuttlefishConfig {
     pub factorize: FactorizeMode,

@@ -26,6 +26,12 @@ impl FromStr for Schedule {
     }
 }
 
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Schedule {
     pub fn name(&self) -> &'static str {
         match self {

@@ -37,6 +37,16 @@ impl std::str::FromStr for AugmentKind {
     }
 }
 
+impl std::fmt::Display for AugmentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AugmentKind::Auto => "auto",
+            AugmentKind::None => "none",
+            AugmentKind::CropFlip => "crop-flip",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub model: String,
@@ -105,8 +115,25 @@ pub struct EpochReport {
 }
 
 /// Loss/accuracy totals read from the GPU: [Σ loss, Σ correct, rows, batches].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals(pub [f32; 4]);
+
+/// Where training stands: `epochs_done` whole epochs, then `step` steps of the next one
+/// (non-zero only after an interruption) whose loss totals so far are `totals`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Position {
+    pub epochs_done: usize,
+    pub step: usize,
+    pub totals: Totals,
+}
+
+/// How a call to [`Trainer::run_epoch`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EpochEnd {
+    Done(EpochReport),
+    /// `stop` asked to end early; the trainer is at this position (mid-epoch).
+    Stopped(Position),
+}
 
 impl Totals {
     pub fn mean_loss(&self) -> f32 {
@@ -219,9 +246,8 @@ impl Trainer {
         self.eval_step = eval_step;
     }
 
-    /// Weights, momentum, BatchNorm running statistics and the re-warm state, after
-    /// `epochs_done` epochs.
-    pub async fn checkpoint(&self, gpu: &Gpu, epochs_done: usize) -> Result<Checkpoint> {
+    /// Weights, momentum, BatchNorm running statistics and the re-warm state, at `at`.
+    pub async fn checkpoint(&self, gpu: &Gpu, at: Position) -> Result<Checkpoint> {
         let mut ck = Checkpoint::default();
         let p = &self.net.params;
         for (name, shape, v) in p.read(gpu).await? {
@@ -236,15 +262,18 @@ impl Trainer {
             ck.tensors.insert(format!("{}.running_mean", b.prefix), (vec![c], v[..c].to_vec()));
             ck.tensors.insert(format!("{}.running_var", b.prefix), (vec![c], v[c..].to_vec()));
         }
-        ck.meta.insert("epochs_done".into(), epochs_done.to_string());
+        ck.meta.insert("epochs_done".into(), at.epochs_done.to_string());
+        ck.meta.insert("step_in_epoch".into(), at.step.to_string());
+        ck.meta.insert("epoch_totals".into(), serde_json::to_string(&at.totals).expect("serialises"));
         ck.meta.insert("model".into(), self.net.graph.name.clone());
         ck.meta.insert("lr_scale".into(), serde_json::to_string(&self.lr_scale).expect("serialises"));
         Ok(ck)
     }
 
     /// Loads a checkpoint into this trainer's net (which must have the same parameters:
-    /// after a Cuttlefish switch, rebuild the factorized net first). Returns the epochs done.
-    pub fn restore(&mut self, gpu: &Gpu, ck: &Checkpoint, path: &std::path::Path) -> Result<usize> {
+    /// after a Cuttlefish switch, rebuild the factorized net first). Returns where it was
+    /// taken.
+    pub fn restore(&mut self, gpu: &Gpu, ck: &Checkpoint, path: &std::path::Path) -> Result<Position> {
         let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
         if ck.meta(path, "model")? != self.net.graph.name {
             return Err(bad(format!("it is for model {:?}, not {:?}", ck.meta(path, "model")?, self.net.graph.name)));
@@ -273,7 +302,19 @@ impl Trainer {
             b.running.write(gpu, &both);
         }
         self.lr_scale = serde_json::from_str(ck.meta(path, "lr_scale")?).map_err(|e| bad(format!("lr_scale: {e}")))?;
-        ck.meta(path, "epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))
+        let at = Position {
+            epochs_done: ck.meta(path, "epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?,
+            step: ck.meta(path, "step_in_epoch")?.parse().map_err(|e| bad(format!("step_in_epoch: {e}")))?,
+            totals: serde_json::from_str(ck.meta(path, "epoch_totals")?)
+                .map_err(|e| bad(format!("epoch_totals: {e}")))?,
+        };
+        if at.step >= self.steps_per_epoch.max(1) || at.epochs_done > self.cfg.epochs {
+            return Err(bad(format!(
+                "position {at:?} does not fit this run's {} steps per epoch",
+                self.steps_per_epoch
+            )));
+        }
+        Ok(at)
     }
 
     /// Kernel dispatches per training step.
@@ -332,20 +373,32 @@ impl Trainer {
         scale * self.cfg.schedule.lr(self.cfg.lr, epoch, step, self.cfg.epochs, self.steps_per_epoch)
     }
 
-    /// Trains one epoch (0-based). `progress(step, steps, totals)` is called at every
-    /// readback. Stops with `Error::Diverged` as soon as a readback shows a non-finite loss.
+    /// Trains epoch `at.epochs_done` (0-based) from step `at.step` with the totals so far.
+    /// `progress(step, steps, totals)` is called at every readback; `stop()` is asked
+    /// before every step and ends the epoch early (the totals are read once more so the
+    /// position can be checkpointed). Stops with `Error::Diverged` as soon as a readback
+    /// shows a non-finite loss.
     pub async fn train_epoch(
         &mut self,
         gpu: &Gpu,
-        epoch: usize,
+        at: Position,
         progress: &mut dyn FnMut(usize, usize, Totals),
-    ) -> Result<Totals> {
+        stop: &dyn Fn() -> bool,
+    ) -> Result<std::result::Result<Totals, Position>> {
+        let epoch = at.epochs_done;
         let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
         self.perm.write(gpu, &perm);
-        self.reset_totals(gpu);
+        gpu.queue.write_buffer(&self.totals.buf, 0, bytemuck::bytes_of(&at.totals.0));
         let steps = self.steps_per_epoch;
-        let mut totals = Totals::default();
-        for s in 0..steps {
+        let mut totals = at.totals;
+        for s in at.step..steps {
+            if s > at.step && stop() {
+                let mut enc = gpu.encoder("stop");
+                enc.copy_buffer_to_buffer(&self.totals.buf, 0, &self.staging, 0, 16);
+                gpu.queue.submit([enc.finish()]);
+                let totals = self.read_totals(gpu).await?;
+                return Ok(Err(Position { epochs_done: epoch, step: s, totals }));
+            }
             let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == steps;
             let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
             self.submit(gpu, &self.train_step, st, read);
@@ -357,7 +410,7 @@ impl Trainer {
                 progress(s + 1, steps, totals);
             }
         }
-        Ok(totals)
+        Ok(Ok(totals))
     }
 
     /// Runs `steps` training steps of epoch 0 back to back, then waits for the GPU once
@@ -401,26 +454,32 @@ impl Trainer {
         self.read_totals(gpu).await
     }
 
-    /// One epoch of training and a test evaluation, timed.
+    /// One epoch of training (from `at`, see [`Trainer::train_epoch`]) and a test
+    /// evaluation, timed; images/s counts the steps run in this call.
     pub async fn run_epoch(
         &mut self,
         gpu: &Gpu,
-        epoch: usize,
+        at: Position,
         progress: &mut dyn FnMut(usize, usize, Totals),
-    ) -> Result<EpochReport> {
+        stop: &dyn Fn() -> bool,
+    ) -> Result<EpochEnd> {
         let t0 = Instant::now();
-        let train = self.train_epoch(gpu, epoch, progress).await?;
+        let train = match self.train_epoch(gpu, at, progress, stop).await? {
+            Ok(t) => t,
+            Err(p) => return Ok(EpochEnd::Stopped(p)),
+        };
         let train_secs = t0.elapsed().as_secs_f32();
         let test = self.evaluate(gpu).await?;
-        Ok(EpochReport {
+        let epoch = at.epochs_done;
+        Ok(EpochEnd::Done(EpochReport {
             epoch: epoch + 1,
             train_loss: train.mean_loss(),
             train_acc: train.accuracy(),
             test_loss: test.mean_loss(),
             test_acc: test.accuracy(),
             lr: self.lr_at(epoch, self.steps_per_epoch.saturating_sub(1)),
-            images_per_s: (self.steps_per_epoch * self.cfg.batch) as f32 / train_secs,
+            images_per_s: ((self.steps_per_epoch - at.step) * self.cfg.batch) as f32 / train_secs,
             seconds: t0.elapsed().as_secs_f32(),
-        })
+        }))
     }
 }

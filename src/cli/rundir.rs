@@ -1,0 +1,191 @@
+//! A run directory: `config.toml` (the resolved options), `metrics.jsonl` (one object per
+//! epoch and event), `ranks.csv` (stable rank per tracked layer per epoch), `report.json`
+//! (the final summary), `checkpoint.safetensors`, and plots redrawn after every epoch
+//! from those files: `loss.svg`, `accuracy.svg`, `ranks.svg` (the switch marked).
+
+use plotters::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct RunDir {
+    pub dir: PathBuf,
+    metrics: std::fs::File,
+    ranks: Option<std::fs::File>,
+}
+
+impl RunDir {
+    /// Creates the directory, or with `append` continues its files (resume).
+    pub fn create(dir: &Path, append: bool) -> Result<RunDir, cuttle::Error> {
+        let err = |e: std::io::Error| cuttle::Error::Config(format!("run directory {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(dir.join("metrics.jsonl"))
+            .map_err(err)?;
+        let ranks =
+            if append { std::fs::OpenOptions::new().append(true).open(dir.join("ranks.csv")).ok() } else { None };
+        Ok(RunDir { dir: dir.to_path_buf(), metrics, ranks })
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> Result<(), cuttle::Error> {
+        std::fs::write(self.dir.join(name), text).map_err(|e| self.io(e))
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> cuttle::Error {
+        cuttle::Error::Config(format!("writing to {}: {e}", self.dir.display()))
+    }
+
+    pub fn metric(&mut self, v: &serde_json::Value) -> Result<(), cuttle::Error> {
+        writeln!(self.metrics, "{v}").map_err(|e| self.io(e))
+    }
+
+    pub fn ranks_header(&mut self, names: &[String]) -> Result<(), cuttle::Error> {
+        let mut f = std::fs::File::create(self.dir.join("ranks.csv")).map_err(|e| self.io(e))?;
+        writeln!(f, "epoch,{}", names.join(",")).map_err(|e| self.io(e))?;
+        self.ranks = Some(f);
+        Ok(())
+    }
+
+    pub fn ranks_row(&mut self, epoch: usize, s: &[f64]) -> Result<(), cuttle::Error> {
+        let row: Vec<String> = s.iter().map(|v| format!("{v:.4}")).collect();
+        let r = self.ranks.as_mut().map(|f| writeln!(f, "{epoch},{}", row.join(",")));
+        r.unwrap_or(Ok(())).map_err(|e| self.io(e))
+    }
+
+    pub fn report(&self, v: &impl serde::Serialize) -> Result<(), cuttle::Error> {
+        let text = serde_json::to_string_pretty(v).expect("report serialises");
+        self.write("report.json", &text)
+    }
+
+    /// Redraws the plots from `metrics.jsonl` and `ranks.csv`.
+    pub fn plots(&mut self) -> Result<(), cuttle::Error> {
+        self.metrics.flush().map_err(|e| self.io(e))?;
+        if let Some(f) = self.ranks.as_mut() {
+            f.flush().map_err(|e| self.io(e))?;
+        }
+        let h = History::read(&self.dir);
+        let epoch_series = |f: fn(&serde_json::Value) -> Option<f64>| -> Vec<(f64, f64)> {
+            h.epochs.iter().filter_map(|e| Some((e["epoch"].as_f64()?, f(e)?))).collect()
+        };
+        let loss = [
+            ("train", epoch_series(|e| e["train_loss"].as_f64())),
+            ("test", epoch_series(|e| e["test_loss"].as_f64())),
+        ];
+        let acc = [
+            ("train", epoch_series(|e| e["train_acc"].as_f64().map(|a| 100.0 * a))),
+            ("test", epoch_series(|e| e["test_acc"].as_f64().map(|a| 100.0 * a))),
+        ];
+        let draw = |file: &str, title: &str, y: &str, series: &[(&str, Vec<(f64, f64)>)], legend| {
+            line_chart(&self.dir.join(file), title, y, series, h.switch_epoch, legend).map_err(|e| self.io(e))
+        };
+        draw("loss.svg", "Loss (dashed: switch to low rank)", "cross-entropy", &loss, SeriesLabelPosition::UpperRight)?;
+        draw(
+            "accuracy.svg",
+            "Accuracy (dashed: switch to low rank)",
+            "% correct",
+            &acc,
+            SeriesLabelPosition::LowerRight,
+        )?;
+        if !h.ranks.is_empty() {
+            let series: Vec<(&str, Vec<(f64, f64)>)> = h.ranks.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+            let title = "Stable rank per layer (dashed: switch to low rank)";
+            draw("ranks.svg", title, "stable rank", &series, SeriesLabelPosition::UpperRight)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the plots need, read back from a run's files (so a resumed run plots its
+/// whole history).
+struct History {
+    epochs: Vec<serde_json::Value>,
+    /// Epochs trained before the switch.
+    switch_epoch: Option<f64>,
+    ranks: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl History {
+    fn read(dir: &Path) -> History {
+        let mut h = History { epochs: vec![], switch_epoch: None, ranks: vec![] };
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+        for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            if v["event"] == "switch" {
+                h.switch_epoch = v["epoch"].as_f64().map(|e| e - 1.0);
+            } else if v.get("train_loss").is_some() {
+                h.epochs.push(v);
+            }
+        }
+        let csv = std::fs::read_to_string(dir.join("ranks.csv")).unwrap_or_default();
+        let mut lines = csv.lines();
+        if let Some(head) = lines.next() {
+            h.ranks = head.split(',').skip(1).map(|n| (n.to_string(), vec![])).collect();
+            for line in lines {
+                let cells: Vec<f64> = line.split(',').filter_map(|c| c.parse().ok()).collect();
+                for (i, v) in cells.iter().skip(1).enumerate() {
+                    if let Some(s) = h.ranks.get_mut(i) {
+                        s.1.push((cells[0], *v));
+                    }
+                }
+            }
+        }
+        h
+    }
+}
+
+/// One SVG line chart over epochs; `mark` draws a dashed vertical line (the switch).
+fn line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    mark: Option<f64>,
+    legend: SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let points = series.iter().flat_map(|s| s.1.iter());
+    let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x1 = x1.max(x);
+        (y0, y1) = (y0.min(y), y1.max(y));
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.08).max(1e-3);
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x1, (y0 - pad)..(y1 + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .x_labels((x1 as usize + 1).min(12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    if let Some(e) = mark {
+        let dashes = (0..24).map(|i| {
+            let (a, b) = (i as f64 / 24.0, (i as f64 + 0.5) / 24.0);
+            let y = |t: f64| y0 - pad + t * (y1 - y0 + 2.0 * pad);
+            PathElement::new(vec![(e, y(a)), (e, y(b))], BLACK.stroke_width(1))
+        });
+        chart.draw_series(dashes)?;
+    }
+    chart.configure_series_labels().position(legend).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

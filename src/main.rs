@@ -265,8 +265,13 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         if json {
             println!("{line}");
         }
-        pollster::block_on(session.checkpoint(&gpu))?.save(&out)?;
+        let ck = pollster::block_on(session.checkpoint(&gpu))?;
+        ck.save(&out)?;
         run.plots()?;
+        if session.done() {
+            // The final model alone, as `cuttle export` writes it.
+            ck.model_only().write_atomic(&out.join("model.safetensors"))?;
+        }
     }
 
     let report = session.final_report();

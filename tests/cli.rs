@@ -127,6 +127,7 @@ fn flags_override_the_config_file_and_the_run_saves_the_resolved_options() {
         let svg = std::fs::read_to_string(out.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("epoch"), "{plot}");
     }
+    assert!(out.join("model.safetensors").exists(), "the final model is written");
     // The saved file is itself a valid config.
     let again = d.join("again");
     let (ok, stderr) =

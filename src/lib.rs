@@ -16,5 +16,7 @@ pub mod ops;
 pub mod rng;
 pub mod session;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

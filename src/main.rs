@@ -54,6 +54,8 @@ enum Command {
         #[arg(long)]
         data: Option<String>,
     },
+    /// Serve the browser demo (web/, built by `bash web/build.sh`) on 127.0.0.1.
+    Serve(cli::serve::ServeArgs),
     /// Write a run's model (weights and BatchNorm statistics, PyTorch names) to a
     /// safetensors file that `safetensors.torch.load_file` reads.
     Export {
@@ -426,6 +428,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(&cli.adapter, b),
         Command::Eval { run, data } => eval(&cli.adapter, &run, data),
         Command::Export { run, to } => export(&run, &to),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

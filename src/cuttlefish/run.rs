@@ -15,7 +15,7 @@ use crate::ops::gemm::{self, ConvShape, Layout};
 use crate::train::{Schedule, Trainer};
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::time::Instant;
+use web_time::Instant;
 
 /// Which layers to factorize at the switch.
 #[derive(Clone, Debug, PartialEq)]
@@ -317,7 +317,7 @@ impl Cuttlefish {
             let (c, input) = &convs[&name];
             let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
                 FactorizeMode::Auto if rank < full => {
-                    let (f, l) = time_layer(gpu, &c.shape(batch, *input), rank)?;
+                    let (f, l) = time_layer(gpu, &c.shape(batch, *input), rank).await?;
                     (Some(f * 1e3), Some(l * 1e3), l < f)
                 }
                 FactorizeMode::Auto => (None, None, false),
@@ -385,7 +385,7 @@ impl Cuttlefish {
         // back to the schedule over the re-warm epochs.
         let r = self.cfg.rewarm_epochs;
         trainer.lr_scale = (0..r).map(|i| (epochs_done + i, (1.0 + 7.0 * i as f32 / r as f32) / 8.0)).collect();
-        gpu.wait();
+        gpu.finished().await;
         self.switched = Some(SwitchReport { seconds: t0.elapsed().as_secs_f64(), ..report });
         Ok(self.switched.as_ref().expect("just set"))
     }
@@ -427,7 +427,7 @@ pub fn frobenius_decay_grad(
 
 /// Seconds for forward + backward of a conv layer at full rank and factorized at `rank`,
 /// on this adapter (median of three timed runs after a warm-up).
-pub fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
+pub async fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
     let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
     let (x, dx) = (t("x", &s.input_shape())?, t("dx", &s.input_shape())?);
     let (y, dy) = (t("y", &s.output_shape())?, t("dy", &s.output_shape())?);
@@ -449,21 +449,24 @@ pub fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
     low.extend(gemm::conv_backward_data(gpu, "u", &su, &dh, &wu, &dx, false)?);
 
     let reps = if gpu.adapter.is_cpu() { 1 } else { 10 };
-    let time = |ds: &[Dispatch]| {
-        let mut v = Vec::new();
-        for i in 0..4 {
-            let mut enc = gpu.encoder("time-layer");
-            for _ in 0..reps {
-                record_all(&mut enc, ds);
-            }
-            let t0 = Instant::now();
-            gpu.submit_and_wait(enc);
-            if i > 0 {
-                v.push(t0.elapsed().as_secs_f64() / reps as f64);
-            }
+    Ok((time_dispatches(gpu, &full, reps).await, time_dispatches(gpu, &low, reps).await))
+}
+
+/// Median seconds of `ds` recorded `reps` times, over three timed submits after a warm-up.
+async fn time_dispatches(gpu: &Gpu, ds: &[Dispatch], reps: usize) -> f64 {
+    let mut v = Vec::new();
+    for i in 0..4 {
+        let mut enc = gpu.encoder("time-layer");
+        for _ in 0..reps {
+            record_all(&mut enc, ds);
         }
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[1]
-    };
-    Ok((time(&full), time(&low)))
+        let t0 = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        gpu.finished().await;
+        if i > 0 {
+            v.push(t0.elapsed().as_secs_f64() / reps as f64);
+        }
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[1]
 }

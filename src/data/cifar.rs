@@ -113,11 +113,24 @@ fn read_class_names(path: &Path, classes: usize) -> Result<Vec<String>, DataErro
 }
 
 fn read_split(paths: &[PathBuf], format: &Format, split: &str, class_names: &[String]) -> Result<Dataset, DataError> {
+    let mut files = Vec::new();
+    for path in paths {
+        files.push((path.clone(), fs::read(path).map_err(|e| DataError::io(path, e))?));
+    }
+    parse_split(&files, format, split, class_names)
+}
+
+/// Records of `files` (name for errors, bytes) as one split.
+fn parse_split(
+    files: &[(PathBuf, Vec<u8>)],
+    format: &Format,
+    split: &str,
+    class_names: &[String],
+) -> Result<Dataset, DataError> {
     let record = format.label_bytes + PIXELS;
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    for path in paths {
-        let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    for (path, bytes) in files {
         if bytes.is_empty() {
             return Err(DataError::new(path, "empty file"));
         }
@@ -159,5 +172,57 @@ fn read_split(paths: &[PathBuf], format: &Format, split: &str, class_names: &[St
         width: SIDE,
         classes: format.classes,
         class_names: class_names.to_vec(),
+    })
+}
+
+/// CIFAR-10 from files already in memory (the browser's file picker): `(file name,
+/// bytes)`. `test_batch.bin` is the test split, every `data_batch_*.bin` given the
+/// training split; `batches.meta.txt` (class names) is optional; other names are errors.
+pub fn cifar10_from_memory(files: &[(String, Vec<u8>)]) -> Result<Splits, DataError> {
+    let (mut train, mut test, mut names) = (vec![], vec![], None);
+    for (name, bytes) in files {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let entry = (PathBuf::from(name), bytes.clone());
+        if base == CIFAR10.test_file {
+            test.push(entry);
+        } else if base.starts_with("data_batch_") && base.ends_with(".bin") {
+            train.push(entry);
+        } else if base == CIFAR10.names_file {
+            names = Some(
+                String::from_utf8_lossy(bytes)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            );
+        } else {
+            return Err(DataError::new(
+                Path::new(name),
+                "not a CIFAR-10 binary file (expected data_batch_N.bin, test_batch.bin or batches.meta.txt)",
+            ));
+        }
+    }
+    let missing = |what: &str| DataError::new(Path::new("CIFAR-10"), format!("no {what} among the chosen files"));
+    if train.is_empty() {
+        return Err(missing("data_batch_N.bin"));
+    }
+    if test.is_empty() {
+        return Err(missing("test_batch.bin"));
+    }
+    let class_names = match names {
+        Some(n) if n.len() == CIFAR10.classes => n,
+        Some(n) => {
+            return Err(DataError::new(
+                Path::new(CIFAR10.names_file),
+                format!("has {} class names, expected 10", n.len()),
+            ))
+        }
+        None => (0..CIFAR10.classes).map(|i| i.to_string()).collect(),
+    };
+    train.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Splits {
+        train: parse_split(&train, &CIFAR10, "train", &class_names)?,
+        test: parse_split(&test, &CIFAR10, "test", &class_names)?,
     })
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 mod cifar;
+pub use cifar::cifar10_from_memory;
 mod folder;
 mod idx;
 

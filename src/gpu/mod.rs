@@ -131,11 +131,13 @@ fn instance() -> wgpu::Instance {
 }
 
 /// Every adapter wgpu can see (honouring `WGPU_BACKEND`), for `cuttle info`.
+#[cfg(not(target_arch = "wasm32"))]
 pub async fn list_adapters() -> Vec<AdapterSummary> {
     let adapters = instance().enumerate_adapters(backends()).await;
     adapters.iter().map(AdapterSummary::of).collect()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn type_rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -200,6 +202,7 @@ impl Gpu {
                     power_preference: wgpu::PowerPreference::HighPerformance,
                     force_fallback_adapter: false,
                     compatible_surface: None,
+                    apply_limit_buckets: false,
                 })
                 .await
                 .map_err(|e| GpuError::NoAdapter(format!(" ({e})")))
@@ -265,6 +268,17 @@ impl Gpu {
         }
     }
 
+    /// Waits until everything submitted so far has run: blocking on native, awaiting the
+    /// queue's callback on the web (where blocking is impossible).
+    pub async fn finished(&self) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.wait();
+        let _ = rx.await;
+    }
+
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
@@ -272,6 +286,7 @@ impl Gpu {
 
 /// Opens the default device for tests. Without an adapter the test is skipped with a
 /// printed reason, unless `CUTTLE_REQUIRE_GPU=1` (set by CI), where it is a failure.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn test_gpu() -> Option<Gpu> {
     match pollster::block_on(Gpu::new(&GpuOptions::from_env())) {
         Ok(g) => Some(g),

@@ -82,6 +82,21 @@ impl Checkpoint {
     /// the old file or the new one.
     pub fn write_atomic(&self, path: &Path) -> Result<()> {
         let io = |e: std::io::Error| bad(path, e);
+        let data = self.to_bytes(path)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&data).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The safetensors bytes of this checkpoint, with its CRC-32 (`path` names it in errors;
+    /// the browser downloads these bytes).
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
         meta.insert("crc32".into(), crc(&self.tensors).to_string());
         let bytes: Vec<Vec<u8>> = self.tensors.values().map(|(_, v)| bytemuck::cast_slice(v).to_vec()).collect();
@@ -95,16 +110,7 @@ impl Checkpoint {
                 Ok((name.clone(), view))
             })
             .collect::<Result<_>>()?;
-        let data = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&data).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)
+        safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e))
     }
 
     /// Reads and verifies a checkpoint file.

@@ -13,7 +13,7 @@ use crate::ops::augment::{self, Augment, DeviceData};
 use crate::ops::sgd::{self, SgdConfig};
 use crate::ops::{loss, StepState};
 use crate::{Error, Result};
-use std::time::Instant;
+use web_time::Instant;
 
 /// How training batches are augmented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -452,6 +452,20 @@ impl Trainer {
             self.submit(gpu, &self.eval_step, st, s + 1 == steps);
         }
         self.read_totals(gpu).await
+    }
+
+    /// Predicted classes of the first `min(count, batch, test images)` test images (BatchNorm
+    /// in eval mode), for showing predictions next to the images.
+    pub async fn predict(&mut self, gpu: &Gpu, count: usize) -> Result<Vec<u32>> {
+        let n = count.min(self.cfg.batch).min(self.test_data.n);
+        self.submit(gpu, &self.eval_step, self.state(0, 0, n, 0.0), false);
+        let logits = crate::gpu::read_f32(gpu, &[self.net.logits()]).await?.remove(0);
+        let k = self.net.graph.classes;
+        Ok(logits
+            .chunks_exact(k)
+            .take(n)
+            .map(|row| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0) as u32)
+            .collect())
     }
 
     /// One epoch of training (from `at`, see [`Trainer::train_epoch`]) and a test

@@ -1,0 +1,286 @@
+//! The browser API (wasm-bindgen) behind the demo page in `web/`: the same engine and the
+//! same [`Session`] as the command line, driven from JavaScript one epoch at a time.
+//!
+//! Everything that waits is a Promise (device creation, readback, the layer timing of
+//! `--factorize auto`), so the page stays responsive while training. Results cross the
+//! boundary as JSON strings, the one format both sides already speak. `Engine` keeps its
+//! state behind `Rc<RefCell<..>>` so that a Promise can own a handle to it; a call made
+//! while an epoch is running is refused as busy rather than allowed to interleave.
+
+// The RefCell borrow held across awaits is the busy guard: every entry point takes it
+// with `try_borrow*` and reports "busy" instead of panicking.
+#![allow(clippy::await_holding_refcell_ref)]
+
+use crate::cuttlefish::{CuttlefishConfig, FactorizeMode};
+use crate::data::{self, Splits};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::session::Session;
+use crate::train::{AugmentKind, Schedule, TrainConfig};
+use serde_json::json;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Training options the page sends (JSON), with the CLI's meanings.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    model: String,
+    epochs: usize,
+    batch: usize,
+    lr: f32,
+    schedule: String,
+    seed: u64,
+    cuttlefish: bool,
+    factorize: String,
+    /// Read the loss back (and update the page) every this many steps.
+    report_every: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            model: "cnn".into(),
+            epochs: 6,
+            batch: 64,
+            lr: 0.05,
+            schedule: "onecycle".into(),
+            seed: 0,
+            cuttlefish: true,
+            factorize: "auto".into(),
+            report_every: 10,
+        }
+    }
+}
+
+struct State {
+    gpu: Gpu,
+    data: Option<Splits>,
+    session: Option<Session>,
+}
+
+/// The engine on this tab's GPU.
+#[wasm_bindgen]
+pub struct Engine {
+    state: Rc<RefCell<State>>,
+    /// Set by `pause()`; the running epoch stops after its current step.
+    stop: Rc<Cell<bool>>,
+    /// Why the device was lost, once it was.
+    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+fn err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+const BUSY: &str = "an epoch is running; pause it first";
+
+#[wasm_bindgen]
+impl Engine {
+    /// Opens the best adapter the browser offers. Rejects with a message naming what is
+    /// missing (no WebGPU, no adapter, a device refused).
+    pub async fn open() -> Result<Engine, JsError> {
+        let gpu = Gpu::new(&GpuOptions::default()).await.map_err(err)?;
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let l = lost.clone();
+        gpu.device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = l.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        gpu.device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
+            web_sys::console::error_1(&format!("WebGPU error: {e}").into());
+        }));
+        let state = State { gpu, data: None, session: None };
+        Ok(Engine { state: Rc::new(RefCell::new(state)), stop: Rc::new(Cell::new(false)), lost })
+    }
+
+    /// The adapter as JSON: name, backend, type, and the limits that size the work.
+    pub fn adapter(&self) -> String {
+        let s = self.state.borrow();
+        let a = &s.gpu.adapter;
+        json!({
+            "name": a.name, "backend": a.backend, "device_type": a.device_type, "driver": a.driver,
+            "cpu": a.is_cpu(), "max_storage_binding": a.max_storage_binding, "max_buffer": a.max_buffer,
+            "max_workgroup_invocations": a.max_workgroup_invocations,
+            "max_workgroup_storage": a.max_workgroup_storage,
+            "subgroups": a.features.contains(wgpu::Features::SUBGROUP),
+            "timestamps": a.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        })
+        .to_string()
+    }
+
+    /// Why the GPU device was lost, or `undefined` while it is fine.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Uses the Fashion-MNIST subset built into the module (class-balanced subsets of
+    /// `train` / `test` images; 0 = all). Returns the data description as JSON.
+    pub fn use_builtin(&self, train: usize, test: usize) -> Result<String, JsError> {
+        let mut splits = data::load(&data::DataSpec::Builtin).map_err(err)?;
+        if train > 0 {
+            splits.train = splits.train.subset(train);
+        }
+        if test > 0 {
+            splits.test = splits.test.subset(test);
+        }
+        self.set_data(splits)
+    }
+
+    /// Uses CIFAR-10 binary batches the visitor picked (`data_batch_N.bin`, `test_batch.bin`,
+    /// optionally `batches.meta.txt`); `names[i]` is the name of `files[i]`.
+    pub fn use_cifar10(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<String, JsError> {
+        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect();
+        let splits = data::cifar10_from_memory(&files).map_err(err)?;
+        self.set_data(splits)
+    }
+
+    fn set_data(&self, splits: Splits) -> Result<String, JsError> {
+        for d in [&splits.train, &splits.test] {
+            d.validate().map_err(err)?;
+        }
+        let mut s = self.state.try_borrow_mut().map_err(|_| err(BUSY))?;
+        let t = &splits.train;
+        let desc = json!({
+            "name": t.name, "train": t.n, "test": splits.test.n, "channels": t.channels,
+            "height": t.height, "width": t.width, "classes": t.class_names,
+        })
+        .to_string();
+        s.session = None;
+        s.data = Some(splits);
+        Ok(desc)
+    }
+
+    /// Starts a run with `options` (JSON; see `Options`), dropping any previous one and
+    /// its GPU buffers. Resolves to `{params, steps_per_epoch, tracked, initial_ranks}`.
+    pub fn start(&self, options: String) -> js_sys::Promise {
+        let state = self.state.clone();
+        self.stop.set(false);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let o: Options = serde_json::from_str(&options).map_err(|e| err(format!("options: {e}")))?;
+            let mut s = state.try_borrow_mut().map_err(|_| err(BUSY))?;
+            s.session = None;
+            let s = &mut *s;
+            let data = s.data.as_ref().ok_or_else(|| err("choose a data set first"))?;
+            let schedule: Schedule = o.schedule.parse().map_err(err)?;
+            let cfg = TrainConfig {
+                model: o.model,
+                epochs: o.epochs,
+                batch: o.batch,
+                lr: o.lr,
+                schedule,
+                seed: o.seed,
+                augment: AugmentKind::Auto,
+                report_every: o.report_every.max(1),
+                ..Default::default()
+            };
+            let cf = if o.cuttlefish {
+                let mut c = CuttlefishConfig::for_schedule(o.epochs, schedule);
+                c.factorize = o.factorize.parse::<FactorizeMode>().map_err(err)?;
+                Some(c)
+            } else {
+                None
+            };
+            let session = Session::new(&s.gpu, data, cfg, cf).await.map_err(err)?;
+            let out = json!({
+                "params": session.params_full,
+                "steps_per_epoch": session.trainer.steps_per_epoch,
+                "dispatches_per_step": session.trainer.dispatches_per_step(),
+                "tracked": session.cuttlefish.as_ref().map(|c| c.tracker.names.clone()),
+                "initial_ranks": session.initial_ranks(),
+            });
+            s.session = Some(session);
+            Ok(out.to_string().into())
+        })
+    }
+
+    /// Asks the running epoch to stop after its current step (`run_epoch` then resolves
+    /// to `null`; the next `run_epoch` continues from there).
+    pub fn pause(&self) {
+        self.stop.set(true);
+    }
+
+    /// Runs (or continues) the next epoch. `on_progress` receives a JSON string
+    /// `{step, steps, loss, acc}` at every readback. Resolves to the epoch as JSON
+    /// (`report`, `switch`, `stable_ranks`, `done`), or `null` if paused.
+    pub fn run_epoch(&self, on_progress: js_sys::Function) -> js_sys::Promise {
+        let (state, stop) = (self.state.clone(), self.stop.clone());
+        stop.set(false);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut s = state.try_borrow_mut().map_err(|_| err(BUSY))?;
+            let s = &mut *s;
+            let session = s.session.as_mut().ok_or_else(|| err("start a run first"))?;
+            if session.done() {
+                return Err(err("the run is finished; start a new one").into());
+            }
+            let mut progress = |step: usize, steps: usize, t: crate::train::trainer::Totals| {
+                let line = json!({"step": step, "steps": steps, "loss": t.mean_loss(), "acc": t.accuracy()});
+                let _ = on_progress.call1(&JsValue::NULL, &line.to_string().into());
+            };
+            let halt = || stop.get();
+            let Some(o) = session.next_epoch(&s.gpu, &mut progress, &halt).await.map_err(err)? else {
+                return Ok(JsValue::NULL);
+            };
+            let out = json!({
+                "report": o.report,
+                "switch": o.switch,
+                "stable_ranks": o.stable_ranks,
+                "done": session.done(),
+            });
+            Ok(out.to_string().into())
+        })
+    }
+
+    /// The run's summary as JSON (the CLI's `report.json`).
+    pub fn report(&self) -> Result<String, JsError> {
+        let s = self.state.try_borrow().map_err(|_| err(BUSY))?;
+        let session = s.session.as_ref().ok_or_else(|| err("start a run first"))?;
+        serde_json::to_string(&session.final_report()).map_err(err)
+    }
+
+    /// The first `count` test images as bytes, (count, channels, height, width) planar.
+    pub fn test_images(&self, count: usize) -> Result<Vec<u8>, JsError> {
+        let s = self.state.try_borrow().map_err(|_| err(BUSY))?;
+        let t = &s.data.as_ref().ok_or_else(|| err("choose a data set first"))?.test;
+        let n = count.min(t.n);
+        Ok(t.images[..n * t.image_bytes()].to_vec())
+    }
+
+    /// Labels and predicted classes of the first `count` test images (at most one batch),
+    /// as JSON `{labels, predictions}`.
+    pub fn predictions(&self, count: usize) -> js_sys::Promise {
+        let state = self.state.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut s = state.try_borrow_mut().map_err(|_| err(BUSY))?;
+            let s = &mut *s;
+            let session = s.session.as_mut().ok_or_else(|| err("start a run first"))?;
+            let p = session.trainer.predict(&s.gpu, count).await.map_err(err)?;
+            let labels = &s.data.as_ref().expect("a session has data").test.labels[..p.len()];
+            Ok(json!({"labels": labels, "predictions": p}).to_string().into())
+        })
+    }
+
+    /// The trained model as a safetensors file (the CLI's `cuttle export` format).
+    pub fn export_model(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let s = state.try_borrow().map_err(|_| err(BUSY))?;
+            let session = s.session.as_ref().ok_or_else(|| err("start a run first"))?;
+            let ck = session.checkpoint(&s.gpu).await.map_err(err)?;
+            let bytes = ck.model_only().to_bytes(std::path::Path::new("model.safetensors")).map_err(err)?;
+            Ok(js_sys::Uint8Array::from(&bytes[..]).into())
+        })
+    }
+
+    /// Drops the run and its GPU buffers (the data set stays).
+    pub fn reset(&self) -> Result<(), JsError> {
+        self.state.try_borrow_mut().map_err(|_| err(BUSY))?.session = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+// The headless browser test of the demo page: Debian's chromium (driven by playwright-core)
+// on its SwiftShader WebGPU adapter loads the page served by `cuttle serve`, trains the
+// tiny `test` preset to the end (through the Cuttlefish switch), then runs twice more,
+// pausing and resuming the second run, and checks that wasm memory stays flat.
+//
+// Fails on any console error or page error, on a loss that does not go down, on a run
+// that never switches, on a missing report or prediction grid. Prints one JSON line of
+// figures (steps/s in the browser, page load to first readback). Screenshot and log go to
+// web/test/out/. Usage: node web/test/browser.mjs (after web/build.sh); env CUTTLE_BIN
+// (default target/debug/cuttle), CHROMIUM (default /usr/bin/chromium), TIMEOUT_S.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(WEB, '..');
+const OUT = path.join(WEB, 'test', 'out');
+const TIMEOUT = 1000 * +(process.env.TIMEOUT_S || 600);
+fs.mkdirSync(OUT, { recursive: true });
+
+function check(ok, what) {
+  if (!ok) throw new Error(`check failed: ${what}`);
+}
+
+// `cuttle serve --port 0` prints the address it got.
+async function serve() {
+  const bin = process.env.CUTTLE_BIN || path.join(ROOT, 'target', 'debug', 'cuttle');
+  const child = spawn(bin, ['serve', '--port', '0', '--dir', WEB], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout.on('data', (d) => {
+      text += d;
+      const m = text.match(/http:\/\/127\.0\.0\.1:\d+\//);
+      if (m) resolve(m[0]);
+    });
+    child.on('exit', (code) => reject(new Error(`cuttle serve exited (${code}) before printing its address`)));
+  });
+  return { child, url };
+}
+
+const { child: server, url } = await serve();
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cuttle-chromium-'));
+const log = [];
+const problems = [];
+let ctx;
+let code = 1;
+try {
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    // Playwright's own --headless would clash with --headless=new.
+    ignoreDefaultArgs: ['--headless'],
+    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+    timeout: 60000,
+  });
+  const page = ctx.pages()[0] ?? (await ctx.newPage());
+  page.on('console', (m) => {
+    log.push(`[${m.type()}] ${m.text()}`);
+    if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.stack || e}`));
+  page.on('crash', () => problems.push('the page crashed'));
+
+  const t0 = Date.now();
+  await page.goto(`${url}?preset=test&autostart=1`);
+  const finished = () => page.waitForFunction(() => window.cuttle.done || window.cuttle.error, null, { timeout: TIMEOUT, polling: 250 });
+  await finished();
+  const state = async () => page.evaluate(() => window.cuttle);
+  let s = await state();
+  check(!s.error, `the page reported an error: ${s.error}`);
+  await page.screenshot({ path: path.join(OUT, 'page.png'), fullPage: true });
+  const first = s.events.find((e) => e.kind === 'progress');
+  const epochs = s.events.filter((e) => e.kind === 'epoch');
+  const report = s.events.find((e) => e.kind === 'report').report;
+  check(epochs.length === 4, `4 epochs reported, got ${epochs.length}`);
+  const lastLoss = epochs.at(-1).report.train_loss;
+  check(first && lastLoss < first.loss, `loss goes down: first readback ${first?.loss}, last epoch ${lastLoss}`);
+  check(s.events.some((e) => e.kind === 'switch'), 'the forced short schedule reaches the switch');
+  check(report.switch_epoch && report.params_final < report.params_full, `the report shows fewer parameters: ${JSON.stringify(report)}`);
+  check(await page.isVisible('#report-panel') && (await page.locator('#report tr').count()) >= 6, 'the report is on the page');
+  check((await page.locator('#grid .cell').count()) === 24, 'a grid of 24 test predictions');
+  const firstStep = s.events.find((e) => e.kind === 'first-step');
+
+  // Two more runs in the same tab; pause and resume the first of them.
+  const second = page.evaluate(() => window.cuttleApp.start());
+  await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.filter((e) => e.kind === 'progress').length > 0 && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
+  await page.evaluate(() => window.cuttleApp.pause());
+  await page.waitForFunction(() => window.cuttle.events.at(-1).kind === 'paused', null, { timeout: TIMEOUT });
+  await second;
+  check(!(await state()).done, 'a paused run is not done');
+  await page.evaluate(() => window.cuttleApp.resume());
+  await finished();
+  await page.evaluate(() => window.cuttleApp.start());
+  s = await state();
+  check(!s.error, `the page reported an error: ${s.error}`);
+  const [m1, m2, m3] = s.memory;
+  check(s.memory.length === 3, `three runs finished: ${s.memory}`);
+  check(m3 <= m2 * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
+  check(problems.length === 0, problems.join('\n'));
+
+  const stepsPerS = epochs.map((e) => e.steps_per_s);
+  console.log(JSON.stringify({
+    test: 'browser', ok: true, adapter: s.events.find((e) => e.kind === 'adapter'),
+    steps_per_s_by_epoch: stepsPerS.map((v) => +v.toFixed(2)), batch: 50,
+    load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), readback_after_steps: firstStep.steps,
+    wasm_memory_bytes: s.memory, wall_s: (Date.now() - t0) / 1000,
+  }));
+  code = 0;
+} catch (e) {
+  console.error(`browser test FAILED: ${e.message}`);
+  for (const p of problems) console.error(p);
+  code = 1;
+} finally {
+  fs.writeFileSync(path.join(OUT, 'console.log'), log.join('\n') + '\n');
+  await ctx?.close().catch(() => {});
+  server.kill();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+process.exit(code);

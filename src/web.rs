@@ -141,6 +141,14 @@ impl Engine {
         self.set_data(splits)
     }
 
+    /// Uses an image folder the visitor picked: `names[i]` is the relative path of
+    /// `files[i]` (`.../train/<class>/x.png`, `.../test/<class>/y.jpg`).
+    pub fn use_folder(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<String, JsError> {
+        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect();
+        let splits = data::folder_from_memory(&files).map_err(err)?;
+        self.set_data(splits)
+    }
+
     fn set_data(&self, splits: Splits) -> Result<String, JsError> {
         for d in [&splits.train, &splits.test] {
             d.validate().map_err(err)?;

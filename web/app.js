@@ -105,6 +105,11 @@ async function loadData(preset) {
     if (files.length === 0) throw new Error('choose the CIFAR-10 .bin files first (data_batch_1.bin … test_batch.bin)');
     const bytes = await Promise.all(files.map(async (f) => new Uint8Array(await f.arrayBuffer())));
     desc = JSON.parse(engine.use_cifar10(files.map((f) => f.name), bytes));
+  } else if (choice === 'folder') {
+    const files = [...$('folder-files').files].filter((f) => /\.(png|jpe?g)$/i.test(f.name));
+    if (files.length === 0) throw new Error('choose a folder holding train/<class>/ and test/<class>/ images first');
+    const bytes = await Promise.all(files.map(async (f) => new Uint8Array(await f.arrayBuffer())));
+    desc = JSON.parse(engine.use_folder(files.map((f) => f.webkitRelativePath || f.name), bytes));
   } else {
     desc = JSON.parse(engine.use_builtin(preset.data[0], preset.data[1]));
   }

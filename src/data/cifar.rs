@@ -226,3 +226,34 @@ pub fn cifar10_from_memory(files: &[(String, Vec<u8>)]) -> Result<Splits, DataEr
         test: parse_split(&test, &CIFAR10, "test", &class_names)?,
     })
 }
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    fn records(labels: &[u8]) -> Vec<u8> {
+        labels.iter().flat_map(|&l| std::iter::once(l).chain(std::iter::repeat_n(l * 10, PIXELS))).collect()
+    }
+
+    #[test]
+    fn cifar10_batches_from_memory() {
+        let files = vec![
+            ("data_batch_2.bin".to_string(), records(&[3])),
+            ("cifar-10-batches-bin/data_batch_1.bin".to_string(), records(&[1, 2])),
+            ("test_batch.bin".to_string(), records(&[9])),
+        ];
+        let s = cifar10_from_memory(&files).unwrap();
+        assert_eq!(s.train.labels, [1, 2, 3], "batches in name order");
+        assert_eq!((s.test.n, s.train.class_names.len()), (1, 10));
+        let mut bad = files.clone();
+        bad[2].1.pop();
+        assert!(cifar10_from_memory(&bad).unwrap_err().to_string().contains("truncated record"));
+        let e = cifar10_from_memory(&files[..2]).unwrap_err().to_string();
+        assert!(e.contains("test_batch.bin"), "{e}");
+        let e = cifar10_from_memory(&[("photo.jpg".into(), vec![0])]).unwrap_err().to_string();
+        assert!(e.contains("photo.jpg") && e.contains("not a CIFAR-10 binary file"), "{e}");
+        let mut labels = files.clone();
+        labels[2].1[0] = 10;
+        assert!(cifar10_from_memory(&labels).unwrap_err().to_string().contains("label 10 out of range"));
+    }
+}

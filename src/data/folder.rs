@@ -127,9 +127,13 @@ fn list_images(classes: &[(String, PathBuf)]) -> Result<Vec<(PathBuf, u32)>, Dat
 
 fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_bytes(path, &bytes)
+}
+
+fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage, DataError> {
     // A decoder bug on a hostile file must become an error naming the file, not take
     // down the whole process.
-    let decoded = std::panic::catch_unwind(|| image::load_from_memory(&bytes))
+    let decoded = std::panic::catch_unwind(|| image::load_from_memory(bytes))
         .map_err(|_| DataError::new(path, "the image decoder panicked on this file"))?
         .map_err(|e| DataError::new(path, format!("cannot decode image: {e}")))?;
     Ok(decoded.into_rgb8())
@@ -201,7 +205,10 @@ fn decode_split(
 
 /// Decodes one file into `dst`, (3, height, width) planar.
 fn decode_into(path: &Path, size: &Size, dst: &mut [u8]) -> Result<(), DataError> {
-    let rgb = decode(path)?;
+    planar_into(path, decode(path)?, size, dst)
+}
+
+fn planar_into(path: &Path, rgb: image::RgbImage, size: &Size, dst: &mut [u8]) -> Result<(), DataError> {
     if (rgb.width(), rgb.height()) != (size.width, size.height) {
         return Err(DataError::new(
             path,
@@ -224,4 +231,121 @@ fn decode_into(path: &Path, size: &Size, dst: &mut [u8]) -> Result<(), DataError
         b[p] = px[2];
     }
     Ok(())
+}
+
+/// An image folder already in memory (the browser's folder picker): `(relative path,
+/// bytes)` with paths like `any/prefix/train/<class>/<file>.png` and `.../test/<class>/...`.
+/// The same rules as on disk: classes sorted, test classes equal to train's, files sorted
+/// within a class, one image size, hidden and non-image files skipped.
+pub fn folder_from_memory(files: &[(String, Vec<u8>)]) -> Result<Splits, DataError> {
+    let mut split_files: [Vec<(&str, &str, &[u8])>; 2] = [vec![], vec![]];
+    for (name, bytes) in files {
+        let parts: Vec<&str> = name.split('/').collect();
+        let n = parts.len();
+        let is_image = |f: &str| {
+            let lower = f.to_ascii_lowercase();
+            !f.starts_with('.') && [".jpg", ".jpeg", ".png"].iter().any(|x| lower.ends_with(x))
+        };
+        if n < 3 || !is_image(parts[n - 1]) || parts[n - 2].starts_with('.') {
+            continue;
+        }
+        match parts[n - 3] {
+            "train" => split_files[0].push((parts[n - 2], name.as_str(), bytes.as_slice())),
+            "test" => split_files[1].push((parts[n - 2], name.as_str(), bytes.as_slice())),
+            _ => {}
+        }
+    }
+    let top = Path::new("the chosen folder");
+    for (split, f) in ["train", "test"].iter().zip(&split_files) {
+        if f.is_empty() {
+            return Err(DataError::new(
+                top,
+                format!("no images in {split}/<class>/ (expected train/ and test/ of class folders)"),
+            ));
+        }
+    }
+    for f in split_files.iter_mut() {
+        f.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    }
+    let classes = |f: &[(&str, &str, &[u8])]| {
+        let mut c: Vec<String> = f.iter().map(|x| x.0.to_string()).collect();
+        c.dedup();
+        c
+    };
+    let class_names = classes(&split_files[0]);
+    if classes(&split_files[1]) != class_names {
+        return Err(DataError::new(
+            top,
+            format!("test/ has classes {:?}, train/ has {class_names:?}", classes(&split_files[1])),
+        ));
+    }
+    let first_path = Path::new(split_files[0][0].1);
+    let first = decode_bytes(first_path, split_files[0][0].2)?;
+    let size = Size { width: first.width(), height: first.height(), example: first_path };
+    let image_bytes = CHANNELS * first.width() as usize * first.height() as usize;
+    let mut out = Vec::new();
+    for (split, f) in ["train", "test"].iter().zip(&split_files) {
+        let mut images = vec![0u8; f.len() * image_bytes];
+        for ((_, name, bytes), dst) in f.iter().zip(images.chunks_exact_mut(image_bytes)) {
+            let path = Path::new(name);
+            planar_into(path, decode_bytes(path, bytes)?, &size, dst)?;
+        }
+        out.push(Dataset {
+            name: format!("folder/{split}"),
+            images,
+            labels: f.iter().map(|x| class_names.iter().position(|c| c == x.0).unwrap_or(0) as u32).collect(),
+            n: f.len(),
+            channels: CHANNELS,
+            height: size.height as usize,
+            width: size.width as usize,
+            classes: class_names.len(),
+            class_names: class_names.clone(),
+        });
+    }
+    let test = out.pop().expect("two splits");
+    let train = out.pop().expect("two splits");
+    Ok(Splits { train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn folders_in_memory_read_like_folders_on_disk() {
+        let files = vec![
+            ("set/train/dog/b.png".to_string(), png(4, 3, 200)),
+            ("set/train/cat/a.png".to_string(), png(4, 3, 10)),
+            ("set/train/cat/.hidden.png".to_string(), vec![1, 2, 3]),
+            ("set/train/cat/notes.txt".to_string(), vec![1, 2, 3]),
+            ("set/test/cat/c.PNG".to_string(), png(4, 3, 20)),
+            ("set/test/dog/d.png".to_string(), png(4, 3, 30)),
+        ];
+        let s = folder_from_memory(&files).unwrap();
+        assert_eq!(s.train.class_names, ["cat", "dog"]);
+        assert_eq!((s.train.n, s.test.n, s.train.height, s.train.width), (2, 2, 3, 4));
+        assert_eq!(s.train.labels, [0, 1]);
+        assert_eq!(s.train.images[0], 10, "planar R of the first (cat) image");
+        assert_eq!(s.train.images[12], 5, "planar G");
+
+        let mut bad = files.clone();
+        bad.push(("set/test/dog/e.png".into(), png(5, 3, 1)));
+        let e = folder_from_memory(&bad).unwrap_err().to_string();
+        assert!(e.contains("e.png") && e.contains("5x3"), "{e}");
+        bad.pop();
+        bad.push(("set/test/cow/f.png".into(), png(4, 3, 1)));
+        assert!(folder_from_memory(&bad).unwrap_err().to_string().contains("cow"));
+        bad.pop();
+        bad.push(("set/train/dog/g.png".into(), b"not a png".to_vec()));
+        assert!(folder_from_memory(&bad).unwrap_err().to_string().contains("g.png"));
+        let only_train: Vec<_> = files.iter().filter(|f| f.0.contains("/train/")).cloned().collect();
+        assert!(folder_from_memory(&only_train).unwrap_err().to_string().contains("test/"));
+    }
 }

@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 mod cifar;
 pub use cifar::cifar10_from_memory;
+pub use folder::folder_from_memory;
 mod folder;
 mod idx;
 

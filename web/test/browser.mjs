@@ -84,6 +84,7 @@ try {
   check(await page.isVisible('#report-panel') && (await page.locator('#report tr').count()) >= 6, 'the report is on the page');
   check((await page.locator('#grid .cell').count()) === 24, 'a grid of 24 test predictions');
   const firstStep = s.events.find((e) => e.kind === 'first-step');
+  const planned = s.events.find((e) => e.kind === 'start');
 
   // Two more runs in the same tab; pause and resume the first of them.
   const second = page.evaluate(() => window.cuttleApp.start());
@@ -106,6 +107,7 @@ try {
   console.log(JSON.stringify({
     test: 'browser', ok: true, adapter: s.events.find((e) => e.kind === 'adapter'),
     steps_per_s_by_epoch: stepsPerS.map((v) => +v.toFixed(2)), batch: 50,
+    load_to_run_planned_s: +(planned.t / 1000).toFixed(2),
     load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), readback_after_steps: firstStep.steps,
     wasm_memory_bytes: s.memory, wall_s: (Date.now() - t0) / 1000,
   }));

@@ -72,6 +72,8 @@ pub struct Engine {
     stop: Rc<Cell<bool>>,
     /// Why the device was lost, once it was.
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The device, outside the busy guard (to destroy it mid-epoch in the test).
+    device: wgpu::Device,
 }
 
 fn err(e: impl std::fmt::Display) -> JsError {
@@ -96,23 +98,24 @@ impl Engine {
         gpu.device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
             web_sys::console::error_1(&format!("WebGPU error: {e}").into());
         }));
+        let device = gpu.device.clone();
         let state = State { gpu, data: None, session: None };
-        Ok(Engine { state: Rc::new(RefCell::new(state)), stop: Rc::new(Cell::new(false)), lost })
+        Ok(Engine { state: Rc::new(RefCell::new(state)), stop: Rc::new(Cell::new(false)), lost, device })
     }
 
     /// The adapter as JSON: name, backend, type, and the limits that size the work.
-    pub fn adapter(&self) -> String {
-        let s = self.state.borrow();
+    pub fn adapter(&self) -> Result<String, JsError> {
+        let s = self.state.try_borrow().map_err(|_| err(BUSY))?;
         let a = &s.gpu.adapter;
-        json!({
+        let out = json!({
             "name": a.name, "backend": a.backend, "device_type": a.device_type, "driver": a.driver,
             "cpu": a.is_cpu(), "max_storage_binding": a.max_storage_binding, "max_buffer": a.max_buffer,
             "max_workgroup_invocations": a.max_workgroup_invocations,
             "max_workgroup_storage": a.max_workgroup_storage,
             "subgroups": a.features.contains(wgpu::Features::SUBGROUP),
             "timestamps": a.features.contains(wgpu::Features::TIMESTAMP_QUERY),
-        })
-        .to_string()
+        });
+        Ok(out.to_string())
     }
 
     /// Why the GPU device was lost, or `undefined` while it is fine.
@@ -284,6 +287,12 @@ impl Engine {
             let bytes = ck.model_only().to_bytes(std::path::Path::new("model.safetensors")).map_err(err)?;
             Ok(js_sys::Uint8Array::from(&bytes[..]).into())
         })
+    }
+
+    /// Destroys the GPU device, as a driver reset or a lost GPU would: for the browser test
+    /// that checks the page reports a lost device instead of hanging.
+    pub fn destroy_device_for_test(&self) {
+        self.device.destroy();
     }
 
     /// Drops the run and its GPU buffers (the data set stays).

@@ -35,7 +35,7 @@ function drawChart(canvas, series, { mark = null, xLabel = 'epoch', yFormat = (v
   if (pts.length === 0) return;
   let [x0, x1] = [Math.min(...pts.map((p) => p[0]), 0), Math.max(...pts.map((p) => p[0]), 1)];
   let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-  const pad = Math.max((y1 - y0) * 0.08, 1e-3);
+  const pad = Math.max((y1 - y0) * 0.08, Math.abs(y1) * 0.05, 1e-3);
   [y0, y1] = [y0 - pad, y1 + pad];
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
@@ -85,7 +85,10 @@ function buttons({ start, pause, reset, download }) {
   $('download').disabled = !download;
 }
 
-function fail(where, e) {
+async function fail(where, e) {
+  // A lost device also fails the readback in flight, often before the lost callback
+  // runs: give it a moment so the page can say what really happened.
+  await new Promise((r) => setTimeout(r, 250));
   const lost = engine && engine.lost();
   const text = lost ? `The GPU device was lost (${lost}). Reload the page to start again.` : `${where}: ${e.message || e}`;
   app.error = text;
@@ -337,5 +340,6 @@ $('pause').onclick = () => {
 };
 $('reset').onclick = reset;
 $('download').onclick = () => download().catch((e) => fail('download', e));
-window.cuttleApp = { start, reset, pause: () => engine.pause(), resume: () => loop(), download };
+window.cuttleApp = { start, reset, pause: () => engine.pause(), resume: () => loop(), download,
+  loseDevice: () => engine.destroy_device_for_test() };
 main().catch((e) => fail('loading', e));

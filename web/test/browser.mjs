@@ -103,6 +103,16 @@ try {
   check(m3 <= m2 * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
   check(problems.length === 0, problems.join('\n'));
 
+  // A lost device mid-run is reported on the page, not a silent hang.
+  const fourth = page.evaluate(() => window.cuttleApp.start());
+  await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
+  await page.evaluate(() => window.cuttleApp.loseDevice());
+  await page.waitForFunction(() => window.cuttle.error, null, { timeout: 60000 });
+  await fourth;
+  const lostText = await page.textContent('#status');
+  check(/lost/i.test(lostText), `the page says the device was lost: ${lostText}`);
+  await page.screenshot({ path: path.join(OUT, 'device-lost.png') });
+
   const stepsPerS = epochs.map((e) => e.steps_per_s);
   console.log(JSON.stringify({
     test: 'browser', ok: true, adapter: s.events.find((e) => e.kind === 'adapter'),

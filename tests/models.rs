@@ -72,3 +72,22 @@ fn every_model_takes_a_training_step() {
         assert!(totals.mean_loss().is_finite() && totals.mean_loss() > 0.0, "{model}: loss {}", totals.mean_loss());
     }
 }
+
+/// Activation gradients share buffers when their backward lifetimes do not overlap: a
+/// ResNet-18 plan holds a handful of gradient buffers, not one per activation (the
+/// gradient checks in net_grad.rs cover the correctness of the sharing).
+#[test]
+fn activation_gradients_share_buffers() {
+    let Some(gpu) = cuttle::gpu::test_gpu() else { return };
+    let g = model_by_name("resnet18", [3, 32, 32], 10).unwrap();
+    let acts = g.acts.len();
+    let net = cuttle::nn::Net::new(&gpu, g, 2).unwrap();
+    let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+    for t in &net.grads[1..] {
+        if !buffers.contains(&&t.buf) {
+            buffers.push(&t.buf);
+        }
+    }
+    eprintln!("{acts} activations, {} gradient buffers", buffers.len());
+    assert!(buffers.len() * 4 <= acts, "{} gradient buffers for {acts} activations", buffers.len());
+}

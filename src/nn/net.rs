@@ -36,18 +36,77 @@ pub struct Net {
     pub backward: Vec<Dispatch>,
 }
 
+/// Gradient tensors for every activation, sharing buffers where their lifetimes in the
+/// backward pass do not overlap (so the memory plan holds about as many gradients as are
+/// live at once, not one per activation).
+///
+/// Backward visits nodes in reverse; at node i it reads the gradient of i's output and
+/// writes (or accumulates into) the gradients of its input and residual input. An
+/// activation's gradient is therefore live from its first write (its consumer with the
+/// highest index) to the visit of its producer, inclusive at both ends so that a node never
+/// reads and writes the same buffer. The logits' gradient is written by the loss before
+/// backward starts. Greedy by start time: each gradient takes the free buffer whose size
+/// is closest to its own (growing it if needed).
+fn shared_gradients(gpu: &Gpu, g: &Graph, acts: &[Tensor]) -> Result<Vec<Tensor>, GpuError> {
+    let n = g.nodes.len() as i64;
+    let step = |node: usize| n - 1 - node as i64; // backward time of node `node`
+    let mut start = vec![i64::MAX; g.acts.len()];
+    let mut end = vec![i64::MIN; g.acts.len()];
+    start[g.output()] = -1;
+    for (i, node) in g.nodes.iter().enumerate() {
+        end[node.output] = step(i);
+        let mut first_write = |a: usize| start[a] = start[a].min(step(i));
+        first_write(node.input);
+        if let Op::BatchNorm(p) = &node.op {
+            if let Some(r) = p.residual {
+                first_write(r);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (1..g.acts.len()).collect();
+    for &a in &order {
+        // An activation nobody consumes (none in our models) still gets its own interval.
+        start[a] = start[a].min(end[a]);
+    }
+    order.sort_by_key(|&a| (start[a], a));
+    // (size in elements, last step in use) per buffer, and each gradient's buffer.
+    let mut pool: Vec<(usize, i64)> = Vec::new();
+    let mut assigned = vec![usize::MAX; g.acts.len()];
+    for &a in &order {
+        let len = acts[a].len();
+        let free =
+            (0..pool.len()).filter(|&b| pool[b].1 < start[a]).min_by_key(|&b| (pool[b].0 as i64 - len as i64).abs());
+        let b = free.unwrap_or_else(|| {
+            pool.push((0, i64::MIN));
+            pool.len() - 1
+        });
+        pool[b] = (pool[b].0.max(len), end[a]);
+        assigned[a] = b;
+    }
+    let buffers: Vec<Tensor> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, &(len, _))| Tensor::zeros(gpu, &format!("gradients.{i}"), &[len]))
+        .collect::<Result<_, _>>()?;
+    let mut grads = vec![Tensor::zeros(gpu, "input.grad", &[1])?];
+    for a in 1..g.acts.len() {
+        let buf = &buffers[assigned[a]];
+        grads.push(Tensor::view(&format!("{}.grad", acts[a].name), &acts[a].shape, &buf.buf, 0));
+    }
+    Ok(grads)
+}
+
 impl Net {
     pub fn new(gpu: &Gpu, graph: Graph, batch: usize) -> Result<Net, GpuError> {
         assert!(batch > 0, "batch size must be positive");
         let params = ParamStore::new(gpu, &graph.params)?;
         let mut acts = Vec::with_capacity(graph.acts.len());
-        let mut grads = Vec::with_capacity(graph.acts.len());
         for (i, s) in graph.acts.iter().enumerate() {
             let shape = [batch, s[0], s[1], s[2]];
             let name = if i == 0 { "input".to_string() } else { graph.nodes[i - 1].name.clone() };
             acts.push(Tensor::zeros(gpu, &name, &shape)?);
-            grads.push(Tensor::zeros(gpu, &format!("{name}.grad"), if i == 0 { &[1] } else { &shape })?);
         }
+        let grads = shared_gradients(gpu, &graph, &acts)?;
         let labels = Tensor::zeros(gpu, "labels", &[batch])?;
         let mut net = Net {
             graph,

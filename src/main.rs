@@ -25,7 +25,7 @@ struct Cli {
     /// WGPU_BACKEND=vulkan|metal|dx12|gl restricts the backends searched.
     #[arg(long, global = true)]
     adapter: Option<String>,
-    /// Without a subcommand: the main job, Cuttlefish training of the small CNN on the
+    /// Without a subcommand: the main job, Cuttlefish training of ResNet-6 on the
     /// Fashion-MNIST subset that ships inside cuttle (`train --cuttlefish` with defaults).
     #[command(subcommand)]
     command: Option<Command>,

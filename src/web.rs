@@ -45,7 +45,7 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            model: "cnn".into(),
+            model: "resnet6".into(),
             epochs: 6,
             batch: 64,
             lr: 0.05,

@@ -122,7 +122,7 @@ fn flags_override_the_config_file_and_the_run_saves_the_resolved_options() {
     assert_eq!(saved["epochs"].as_integer(), Some(1), "the flag wins: {saved}");
     assert_eq!(saved["seed"].as_integer(), Some(7), "the file's value is kept: {saved}");
     assert_eq!(saved["batch"].as_integer(), Some(25));
-    assert_eq!(saved["model"].as_str(), Some("cnn"), "defaults are written out too: {saved}");
+    assert_eq!(saved["model"].as_str(), Some("resnet6"), "defaults are written out too: {saved}");
     for plot in ["loss.svg", "accuracy.svg"] {
         let svg = std::fs::read_to_string(out.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("epoch"), "{plot}");

@@ -12,6 +12,9 @@ fn reference_parameter_counts() {
     assert_eq!(count("resnet18", 100), 11_220_132);
     assert_eq!(count("vgg19", 10), 20_035_018);
     assert!(count("resnet8", 10) < 100_000);
+    // resnet6 on 28x28 grayscale (the main job): stem 144 + BN 32, layer1 2x(2304 + 32),
+    // layer2 4608 + 64 + 9216 + 64 + projection 512 + 64, linear 330.
+    assert_eq!(model_by_name("resnet6", [1, 28, 28], 10).unwrap().param_count(), 19_706);
     assert!(model_by_name("resnet19", [3, 32, 32], 10).unwrap_err().contains("known models"));
 }
 
@@ -57,7 +60,7 @@ fn every_model_takes_a_training_step() {
         }
     };
     let data = Splits { train: make(1), test: make(2) };
-    for model in ["resnet18", "vgg19", "resnet8", "cnn"] {
+    for model in ["resnet18", "vgg19", "resnet8", "resnet6", "cnn"] {
         let cfg = TrainConfig {
             model: model.into(),
             epochs: 1,

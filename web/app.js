@@ -9,8 +9,9 @@ const params = new URLSearchParams(location.search);
 
 // Presets sized for a browser. `data`: class-balanced [train, test] subsets (0 = all).
 const PRESETS = {
-  quick: { data: [3000, 1000], options: { model: 'cnn', epochs: 4, batch: 64, lr: 0.05 } },
-  full: { data: [0, 0], options: { model: 'cnn', epochs: 6, batch: 64, lr: 0.05 } },
+  quick: { data: [3000, 1000], options: { model: 'resnet6', epochs: 4, batch: 64, lr: 0.05 } },
+  full: { data: [0, 0], options: { model: 'resnet6', epochs: 6, batch: 64, lr: 0.05 } },
+  cnn: { data: [3000, 1000], options: { model: 'cnn', epochs: 4, batch: 64, lr: 0.05 } },
   resnet8: { data: [0, 0], options: { model: 'resnet8', epochs: 6, batch: 50, lr: 0.05 } },
   // The headless test: tiny, and a short schedule that reaches the switch.
   test: { data: [400, 200], options: { model: 'cnn', epochs: 4, batch: 50, lr: 0.05, factorize: 'reference', report_every: 2 } },
@@ -131,7 +132,9 @@ async function start() {
   $('grid-panel').hidden = true;
   try {
     const data = await loadData(preset);
-    const options = { ...preset.options, cuttlefish: $('cuttlefish').checked };
+    // URL overrides (e.g. ?preset=test&model=resnet6&factorize=auto) for trying variants.
+    const overrides = Object.fromEntries(['model', 'factorize'].filter((k) => params.has(k)).map((k) => [k, params.get(k)]));
+    const options = { ...preset.options, ...overrides, cuttlefish: $('cuttlefish').checked };
     status('Planning the model and measuring the initial stable ranks…');
     const info = JSON.parse(await engine.start(JSON.stringify(options)));
     run = { options, data, info, loss: [], acc: [], ranks: [], tracked: info.tracked, switchEpoch: null, epochs: [], switch: null, started: performance.now() };

@@ -23,8 +23,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Model: resnet18, resnet8, vgg19 or cnn.
-    #[arg(long, default_value = "cnn")]
+    /// Model: resnet18, resnet8, resnet6, vgg19 or cnn.
+    #[arg(long, default_value = "resnet6")]
     pub model: String,
     /// Data: cifar10:DIR, cifar100:DIR, folder:DIR (train/ and test/ of class folders),
     /// mnist:DIR, fashion-mnist:DIR, or builtin (the Fashion-MNIST subset inside cuttle).
@@ -208,10 +208,10 @@ mod tests {
     #[test]
     fn default_run_directory_names_model_method_and_seed() {
         let mut a = defaults();
-        assert_eq!(a.run_dir(), Path::new("runs/cnn-seed0"));
+        assert_eq!(a.run_dir(), Path::new("runs/resnet6-seed0"));
         a.cuttlefish = true;
         a.seed = 3;
-        assert_eq!(a.run_dir(), Path::new("runs/cnn-cuttlefish-seed3"));
+        assert_eq!(a.run_dir(), Path::new("runs/resnet6-cuttlefish-seed3"));
         a.name = Some("mine".into());
         assert_eq!(a.run_dir(), Path::new("runs/mine"));
     }

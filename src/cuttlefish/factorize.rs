@@ -44,7 +44,7 @@ pub fn candidates(g: &Graph) -> Vec<String> {
 pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
     let c = candidates(g);
     match g.name.as_str() {
-        "resnet18" | "resnet8" => Ok(c.into_iter().filter(|n| !n.starts_with("layer1.")).collect()),
+        "resnet18" | "resnet8" | "resnet6" => Ok(c.into_iter().filter(|n| !n.starts_with("layer1.")).collect()),
         // candidates() already drops the stem (conv1 of 16): conv5.. is the 4th candidate on.
         "vgg19" => Ok(c.into_iter().skip(3).collect()),
         "cnn" => Ok(c),

@@ -6,6 +6,10 @@
 //! - `vgg19`: VGG-19 with BatchNorm, CIFAR variant (convs without bias, one linear head):
 //!   20,035,018 parameters for 10 classes.
 //! - `resnet8`: the same design with stages 16/32/64 of one block each, for fast runs.
+//! - `resnet6`: the smallest ResNet, for 28x28 images on any adapter: 3x3 stem of 16,
+//!   2x2 max-pool, one BasicBlock of 16 and one of 32 (stride 2, projection), global
+//!   average pool, linear: 20k parameters, 1.7M multiply-adds per 28x28 image. The main
+//!   job's model.
 //! - `cnn`: a small conv net for MNIST-sized images (conv 16, pool, conv 32, pool, conv 64,
 //!   pool, linear over the 64x3x3 features): 29k parameters, most of them in the two 3x3
 //!   convs Cuttlefish may factorize, so the main job shows the method on a CPU adapter.
@@ -13,13 +17,14 @@
 use super::graph::{ActId, Graph};
 
 /// The names `model_by_name` accepts.
-pub const MODELS: &[&str] = &["resnet18", "resnet8", "vgg19", "cnn"];
+pub const MODELS: &[&str] = &["resnet18", "resnet8", "resnet6", "vgg19", "cnn"];
 
 /// Builds a model for inputs of `input` = (C, H, W) and `classes` outputs.
 pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
     match name {
         "resnet18" => Ok(resnet(name, input, classes, &[64, 128, 256, 512], 2, 64)),
         "resnet8" => Ok(resnet(name, input, classes, &[16, 32, 64], 1, 16)),
+        "resnet6" => Ok(resnet6(input, classes)),
         "vgg19" => Ok(vgg19(input, classes)),
         "cnn" => Ok(cnn(input, classes)),
         _ => Err(format!("unknown model {name:?}; known models: {}", MODELS.join(", "))),
@@ -51,6 +56,19 @@ fn resnet(name: &str, input: [usize; 3], classes: usize, stages: &[usize], block
             x = basic_block(&mut g, &format!("layer{}.{j}", i + 1), x, planes, stride);
         }
     }
+    let x = g.global_avg_pool("avgpool", x);
+    g.linear("linear", x, classes);
+    g
+}
+
+fn resnet6(input: [usize; 3], classes: usize) -> Graph {
+    let mut g = Graph::new("resnet6", input, classes);
+    let x = g.conv("conv1", Graph::INPUT, 16, 3, 1, 1);
+    let x = g.batchnorm("bn1", x, true, None);
+    // Pooling before the blocks keeps the cost at a small CNN's on CPU adapters.
+    let x = g.max_pool2("pool", x);
+    let x = basic_block(&mut g, "layer1.0", x, 16, 1);
+    let x = basic_block(&mut g, "layer2.0", x, 32, 2);
     let x = g.global_avg_pool("avgpool", x);
     g.linear("linear", x, classes);
     g

@@ -135,3 +135,23 @@ fn flags_override_the_config_file_and_the_run_saves_the_resolved_options() {
     assert!(ok, "{stderr}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn the_step_profile_accounts_for_the_whole_step() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let args = ["bench", "train", "--model", "cnn", "--batch", "4", "--steps", "1", "--profile", "--json"];
+    let out = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&serde_json::Value> = lines.iter().filter(|l| l["by"] == "kind").collect();
+    let share: f64 = kinds.iter().map(|l| l["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "kinds cover the step: {share}");
+    for kind in ["gemm.conv-forward", "gemm.conv-data-grad", "gemm.conv-weight-grad", "sgd.update"] {
+        assert!(kinds.iter().any(|l| l["name"] == kind), "{kind} in the profile: {kinds:?}");
+    }
+    assert!(lines.iter().any(|l| l["by"] == "layer" && l["name"] == "conv2"), "per-layer rows");
+    assert!(lines.iter().all(|l| l["ms"].as_f64().is_none_or(|ms| ms.is_finite() && ms >= 0.0)));
+}

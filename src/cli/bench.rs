@@ -256,19 +256,8 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
     run(3)?;
     let secs = run(steps)?;
     if profile {
-        let mut prof = trainer.profile_step(gpu);
-        let total: f64 = prof.iter().map(|p| p.1).sum();
-        prof.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (label, t) in prof.iter().take(25) {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"bench": "profile", "dispatch": label, "ms": t * 1e3, "share": t / total})
-                );
-            } else {
-                println!("  {:>8.2} ms {:>5.1}%  {label}", t * 1e3, 100.0 * t / total);
-            }
-        }
+        let (prof, timestamps) = pollster::block_on(trainer.profile_step(gpu))?;
+        print_profile(&prof, timestamps, json);
     }
     let images_per_s = (steps * batch) as f64 / secs;
     if json {
@@ -285,4 +274,51 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
         );
     }
     Ok(())
+}
+
+/// The profile of one training step: the slowest dispatches, then the time per layer (a
+/// node's forward and backward dispatches together) and per kernel kind.
+fn print_profile(prof: &[(&cuttle::gpu::Dispatch, f64)], timestamps: bool, json: bool) {
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    let method = if timestamps { "GPU timestamps" } else { "submit and wait per dispatch" };
+    let group = |key: &dyn Fn(&cuttle::gpu::Dispatch) -> String| {
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for (d, t) in prof {
+            let k = key(d);
+            match sums.iter_mut().find(|s| s.0 == k) {
+                Some(s) => s.1 += t,
+                None => sums.push((k, *t)),
+            }
+        }
+        sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+        sums
+    };
+    // A node's dispatches are labelled NAME, NAME.backward, NAME.backward.sum-slices, ...
+    let layer = |d: &cuttle::gpu::Dispatch| d.label.split(".backward").next().unwrap_or(&d.label).to_string();
+    let mut slowest: Vec<(String, f64)> = prof.iter().map(|(d, t)| (format!("{} [{}]", d.label, d.kind), *t)).collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let sections = [
+        ("dispatch", slowest.into_iter().take(15).collect::<Vec<_>>()),
+        ("layer", group(&layer).into_iter().take(20).collect()),
+        ("kind", group(&|d| d.kind.clone())),
+    ];
+    if !json {
+        println!("profile of one step ({method}): {:.2} ms in {} dispatches", total * 1e3, prof.len());
+    }
+    for (what, rows) in sections {
+        if !json {
+            println!("  by {what}:");
+        }
+        for (name, t) in rows {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "profile", "by": what, "name": name, "ms": t * 1e3,
+                        "share": t / total, "timestamps": timestamps})
+                );
+            } else {
+                println!("  {:>9.3} ms {:>5.1}%  {name}", t * 1e3, 100.0 * t / total);
+            }
+        }
+    }
 }

@@ -87,6 +87,9 @@ impl PipelineCache {
 #[derive(Clone)]
 pub struct Dispatch {
     pub label: String,
+    /// What kind of kernel this is, for profiles: `shader.entry`, and for the GEMM core
+    /// the operation its operand views make (`gemm.conv-forward`, `gemm.matmul`, ...).
+    pub kind: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     /// Workgroups along x, y, z.
@@ -153,7 +156,14 @@ impl Dispatch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Dispatch { label: label.to_string(), pipeline, bind_group, groups }
+        let kind = match (shader, constants.iter().find(|c| c.0 == "B_MODE").map(|c| c.1 as u32)) {
+            ("gemm", Some(2)) => "gemm.conv-forward".to_string(),
+            ("gemm", Some(3)) => "gemm.conv-data-grad".to_string(),
+            ("gemm", Some(4)) => "gemm.conv-weight-grad".to_string(),
+            ("gemm", _) => "gemm.matmul".to_string(),
+            _ => format!("{shader}.{entry}"),
+        };
+        Dispatch { label: label.to_string(), kind, pipeline, bind_group, groups }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {

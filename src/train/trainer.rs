@@ -425,21 +425,82 @@ impl Trainer {
         self.read_totals(gpu).await
     }
 
-    /// Times every dispatch of one training step on its own (submit and wait each), for
-    /// `cuttle bench train --profile`: (label, seconds) in step order. Coarse
-    /// (it includes a submit per dispatch) but portable: no timestamp queries needed.
-    pub fn profile_step(&mut self, gpu: &Gpu) -> Vec<(String, f64)> {
+    /// Times every dispatch of one training step, for `cuttle bench train --profile`:
+    /// (dispatch, seconds) in step order, and whether GPU timestamps measured them. With
+    /// the adapter's timestamp queries each dispatch runs in its own compute pass between
+    /// two timestamps, all in one submit; without them each is submitted and waited for
+    /// on its own (coarse: it includes the submit).
+    pub async fn profile_step(&mut self, gpu: &Gpu) -> Result<(Vec<(&Dispatch, f64)>, bool)> {
         let st = self.state(0, 0, self.cfg.batch, self.cfg.lr);
         gpu.queue.write_buffer(&self.step_state.buf, 0, bytemuck::bytes_of(&st));
-        let mut out = Vec::new();
-        for d in &self.train_step {
-            let mut enc = gpu.encoder("profile");
-            record_all(&mut enc, std::iter::once(d));
-            let t0 = Instant::now();
-            gpu.submit_and_wait(enc);
-            out.push((d.label.clone(), t0.elapsed().as_secs_f64()));
+        let n = self.train_step.len();
+        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+            || 2 * n > wgpu::QUERY_SET_MAX_QUERIES as usize
+        {
+            let mut out = Vec::new();
+            for d in &self.train_step {
+                let mut enc = gpu.encoder("profile");
+                record_all(&mut enc, std::iter::once(d));
+                let t0 = Instant::now();
+                gpu.queue.submit([enc.finish()]);
+                gpu.finished().await;
+                out.push((d, t0.elapsed().as_secs_f64()));
+            }
+            return Ok((out, false));
         }
-        out
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * n as u32,
+        });
+        let bytes = 16 * n as u64;
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile-resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile-readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.encoder("profile");
+        for (i, d) in self.train_step.iter().enumerate() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&d.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            d.record(&mut pass);
+        }
+        enc.resolve_query_set(&queries, 0..2 * n as u32, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
+        gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait();
+        rx.await
+            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let ticks: Vec<u64> = {
+            let view = readback.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
+        let out = self
+            .train_step
+            .iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(d, t)| (d, t[1].saturating_sub(t[0]) as f64 * ns_per_tick * 1e-9))
+            .collect();
+        Ok((out, true))
     }
 
     /// Loss and accuracy on the whole test split (BatchNorm in eval mode).

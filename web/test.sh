@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser test: builds the wasm (web/build.sh), installs playwright-core from
 # web/package-lock.json, and runs web/test/browser.mjs on Debian's chromium (its
-# SwiftShader WebGPU adapter; `apt-get install chromium`). Screenshot: web/test/out/.
+# SwiftShader WebGPU adapter; `apt-get install chromium`), then web/test/firefox.mjs on
+# Firefox ESR where installed. Screenshot: web/test/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
@@ -12,3 +13,9 @@ bash web/build.sh
 cargo build --bin cuttle
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 node web/test/browser.mjs
+# The same page in Firefox ESR (WebGPU by prefs; driven without playwright, see the file).
+if [ -x "${FIREFOX:-/usr/bin/firefox-esr}" ]; then
+  node web/test/firefox.mjs
+else
+  echo "skipped the Firefox test: no ${FIREFOX:-/usr/bin/firefox-esr} (apt-get install firefox-esr)"
+fi

@@ -1,0 +1,79 @@
+// The demo page in Firefox ESR (WebGPU enabled by prefs), without playwright: stock
+// Firefox does not speak playwright's protocol, so this serves web/ itself and injects a
+// small reporter into the page that posts console errors and, once the run ends, its
+// summary back to the server. Trains the `test` preset to the end and checks the same
+// things as browser.mjs's first run. Usage: node web/test/firefox.mjs (after web/build.sh).
+
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const TIMEOUT = 1000 * +(process.env.TIMEOUT_S || 600);
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
+const REPORTER = `<script>
+  const post = (kind, body) => fetch('/report', { method: 'POST', body: JSON.stringify({ kind, body }) });
+  const err = console.error; console.error = (...a) => { err(...a); post('console-error', a.map(String).join(' ')); };
+  addEventListener('error', (e) => post('page-error', String(e.message)));
+  const timer = setInterval(() => {
+    const c = window.cuttle;
+    if (c && (c.done || c.error)) { clearInterval(timer); post('done', { error: c.error, events: c.events.filter((e) => e.kind !== 'progress' || e.step <= 2) }); }
+  }, 500);
+</script>`;
+
+const problems = [];
+let finish;
+const finished = new Promise((r) => (finish = r));
+const server = http.createServer((req, res) => {
+  if (req.method === 'POST') {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const m = JSON.parse(body);
+      if (m.kind === 'done') finish(m.body);
+      else problems.push(`${m.kind}: ${m.body}`);
+      res.end();
+    });
+    return;
+  }
+  const url = new URL(req.url, 'http://x');
+  const file = path.join(WEB, path.normalize(url.pathname === '/' ? '/index.html' : url.pathname));
+  if (!file.startsWith(WEB)) return res.writeHead(403).end();
+  fs.readFile(file, (e, data) => {
+    if (e) return res.writeHead(404).end();
+    if (file.endsWith('index.html')) data = String(data).replace('<script type="module"', `${REPORTER}<script type="module"`);
+    res.writeHead(200, { 'content-type': MIME[path.extname(file)] || 'application/octet-stream' }).end(data);
+  });
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cuttle-firefox-'));
+const prefs = ['dom.webgpu.enabled', 'gfx.webgpu.ignore-blocklist'].map((k) => `user_pref("${k}", true);`);
+fs.writeFileSync(path.join(profile, 'user.js'), [...prefs, 'user_pref("browser.shell.checkDefaultBrowser", false);'].join('\n'));
+const t0 = Date.now();
+const page = `http://127.0.0.1:${server.address().port}/?preset=test&autostart=1`;
+const ff = spawn(process.env.FIREFOX || '/usr/bin/firefox-esr', ['--headless', '--no-remote', '--profile', profile, page], { stdio: 'ignore' });
+let code = 1;
+try {
+  const s = await Promise.race([finished, new Promise((_, rej) => setTimeout(() => rej(new Error('timed out')), TIMEOUT))]);
+  if (s.error) throw new Error(`the page reported: ${s.error}`);
+  const first = s.events.find((e) => e.kind === 'progress');
+  const epochs = s.events.filter((e) => e.kind === 'epoch');
+  const report = s.events.find((e) => e.kind === 'report')?.report;
+  if (!(first && epochs.length === 4 && epochs.at(-1).report.train_loss < first.loss)) throw new Error('loss did not go down over 4 epochs');
+  if (!(report && report.switch_epoch && report.params_final < report.params_full)) throw new Error(`no switch in ${JSON.stringify(report)}`);
+  if (problems.length) throw new Error(problems.join('\n'));
+  const adapter = s.events.find((e) => e.kind === 'adapter');
+  console.log(JSON.stringify({ test: 'firefox', ok: true, adapter: adapter.info || adapter.adapter.name, fallback: adapter.fallback,
+    steps_per_s_by_epoch: epochs.map((e) => +e.steps_per_s.toFixed(2)), wall_s: (Date.now() - t0) / 1000 }));
+  code = 0;
+} catch (e) {
+  console.error(`firefox test FAILED: ${e.message}`);
+} finally {
+  ff.kill('SIGTERM');
+  server.close();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+process.exit(code);

@@ -101,24 +101,37 @@ async fn read_raw(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<u8>>, GpuErr
         at += t.bytes();
     }
     gpu.queue.submit([enc.finish()]);
+    map_read(gpu, &staging, |bytes| {
+        let mut at = 0usize;
+        tensors
+            .iter()
+            .map(|t| {
+                let n = t.bytes() as usize;
+                at += n;
+                bytes[at - n..at].to_vec()
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Maps a MAP_READ buffer whose copies are already submitted, hands its bytes to `f`, and
+/// unmaps it. The one place that waits for a readback: awaited on the web, polled on
+/// native; it allocates nothing itself, so the training loop can use it.
+pub async fn map_read<T>(gpu: &Gpu, buf: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T, GpuError> {
     let (tx, rx) = futures_channel::oneshot::channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
     gpu.wait();
     rx.await
         .map_err(|_| GpuError::Readback("map callback dropped".into()))?
         .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-    let mut out = Vec::with_capacity(tensors.len());
-    let mut at = 0usize;
-    for t in tensors {
-        let n = t.bytes() as usize;
-        out.push(view[at..at + n].to_vec());
-        at += n;
-    }
-    drop(view);
-    staging.unmap();
+    let out = {
+        let view = buf.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+        f(&view)
+    };
+    buf.unmap();
     Ok(out)
 }
 

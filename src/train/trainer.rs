@@ -7,7 +7,7 @@
 use super::checkpoint::Checkpoint;
 use super::Schedule;
 use crate::data::{epoch_permutation, Splits};
-use crate::gpu::{record_all, Dispatch, Gpu, GpuError, Tensor};
+use crate::gpu::{map_read, record_all, Dispatch, Gpu, Tensor};
 use crate::nn::{models::model_by_name, Net};
 use crate::ops::augment::{self, Augment, DeviceData};
 use crate::ops::sgd::{self, SgdConfig};
@@ -346,20 +346,8 @@ impl Trainer {
     }
 
     async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait();
-        rx.await
-            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
         let mut t = [0.0f32; 4];
-        {
-            let view = self.staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-            t.copy_from_slice(bytemuck::cast_slice(&view));
-        }
-        self.staging.unmap();
+        map_read(gpu, &self.staging, |bytes| t.copy_from_slice(bytemuck::cast_slice(bytes))).await?;
         Ok(Totals(t))
     }
 
@@ -481,18 +469,7 @@ impl Trainer {
         enc.resolve_query_set(&queries, 0..2 * n as u32, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
         gpu.queue.submit([enc.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait();
-        rx.await
-            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let ticks: Vec<u64> = {
-            let view = readback.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice(&view).to_vec()
-        };
+        let ticks: Vec<u64> = map_read(gpu, &readback, bytemuck::pod_collect_to_vec).await?;
         let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
         let out = self
             .train_step

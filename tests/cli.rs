@@ -29,6 +29,7 @@ fn bad_arguments_are_clear_errors() {
     fails_with(&["train", "--cuttlefish", "--extra-bn"], "mutually exclusive");
     fails_with(&["train", "--cuttlefish", "--factorize", "conv9"], "not a factorizable conv");
     fails_with(&["bench", "matmul", "--shapes", "12x"], "bad shape");
+    fails_with(&["bench", "train", "--lowrank", "1"], "--lowrank 1: the rank divisor must be at least 2");
 }
 
 #[test]
@@ -154,4 +155,22 @@ fn the_step_profile_accounts_for_the_whole_step() {
     }
     assert!(lines.iter().any(|l| l["by"] == "layer" && l["name"] == "conv2"), "per-layer rows");
     assert!(lines.iter().all(|l| l["ms"].as_f64().is_none_or(|ms| ms.is_finite() && ms >= 0.0)));
+}
+
+/// `bench train --lowrank`: the fixed low-rank model trains, and the step allocates nothing
+/// (the count after the timed steps is the plan).
+#[test]
+fn the_low_rank_benchmark_trains_within_its_plan() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let args = ["bench", "train", "--model", "cnn", "--batch", "4", "--steps", "2", "--lowrank", "4", "--json"];
+    let out = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(line["lowrank"], 4);
+    let full = cuttle::nn::models::model_by_name("cnn", [3, 32, 32], 10).unwrap().param_count();
+    assert!(line["params"].as_u64().unwrap() < full as u64, "{line}");
+    assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(line["allocated_after_steps_bytes"], line["plan_bytes"]);
 }

@@ -166,6 +166,21 @@ fn frobenius_decay_gradient_matches_finite_differences_and_the_gpu() {
     assert_close("FD grad V", &got[1], &want_v, 1e-5, 1e-4);
 }
 
+/// The benchmarks' fixed low-rank ResNet-18 is torch_baseline.py's: the 3x3 convs of
+/// stages 2-4 as 3x3 to c_out/4 then 1x1, 3,389,514 parameters (counted by hand from its
+/// module list: 11,173,962 less 370,688 + 1,482,752 + 5,931,008 saved in stages 2, 3, 4).
+#[test]
+fn the_fixed_low_rank_benchmark_model_is_torch_baselines() {
+    use cuttle::cuttlefish::factorize::fixed_lowrank;
+    use cuttle::nn::models::model_by_name;
+    let g = model_by_name("resnet18", [3, 32, 32], 10).unwrap();
+    let f = fixed_lowrank(&g, 4).unwrap();
+    assert_eq!(f.param_count(), 3_389_514);
+    assert!(f.params.iter().any(|p| p.name == "layer4.1.conv2.1.weight" && p.shape == vec![512, 128, 1, 1]));
+    assert!(f.params.iter().any(|p| p.name == "layer1.0.conv1.weight"), "stage 1 stays full-rank");
+    assert!(fixed_lowrank(&g, 1).unwrap_err().contains("at least 2"));
+}
+
 /// ResNet-18 and VGG-19 with their reference layers factorized at half rank: the rewritten
 /// graphs plan, take a training step with a finite loss, and have fewer parameters.
 #[test]

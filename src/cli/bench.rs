@@ -7,8 +7,11 @@
 //!
 //! Part of the binary, not the library: it only drives public APIs.
 
+use cuttle::cuttlefish::factorize::fixed_lowrank;
 use cuttle::data::{Dataset, Splits};
 use cuttle::gpu::{read_f32, record_all, Gpu, GpuOptions, Tensor};
+use cuttle::nn::graph::Graph;
+use cuttle::nn::models::model_by_name;
 use cuttle::ops::gemm::{self, Layout};
 use cuttle::rng::SplitMix64;
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
@@ -25,7 +28,8 @@ enum Bench {
     /// GFLOP/s of C = A·B for each shape.
     Matmul {
         /// Shapes as MxKxN, comma-separated. Default: 1024, 2048, 4096 squares and the
-        /// low-rank shapes 8192x4608x128, 8192x128x512 (256, 512, 1024 squares on a CPU
+        /// low-rank shapes 8192x4608x128, 8192x128x512, 16384x1152x256, the shapes of
+        /// `torch_baseline.py` (256, 512, 1024 squares on a CPU
         /// adapter, where the large ones take minutes).
         #[arg(long, value_delimiter = ',')]
         shapes: Vec<String>,
@@ -58,6 +62,11 @@ enum Bench {
         /// Also time each dispatch of one step on its own and print the slowest.
         #[arg(long)]
         profile: bool,
+        /// Train a fixed low-rank variant instead: every layer of the reference's
+        /// factorization (ResNet-18: the 3x3 convs of stages 2-4) as a k x k conv to
+        /// c_out/DIV channels then a 1x1 conv, as `torch_baseline.py`'s low-rank model.
+        #[arg(long, value_name = "DIV")]
+        lowrank: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -91,18 +100,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> {
-    // Bad shapes fail before any GPU work.
-    if let Bench::Matmul { shapes, .. } = &a.what {
-        for s in shapes {
-            parse_shape(s)?;
+    // Bad shapes and models fail before any GPU work.
+    match &a.what {
+        Bench::Matmul { shapes, .. } => {
+            for s in shapes {
+                parse_shape(s)?;
+            }
         }
+        Bench::Train { model, lowrank, .. } => drop(bench_graph(model, *lowrank)?),
+        Bench::Srank { .. } => {}
     }
     let gpu = gpu(adapter)?;
     eprintln!("adapter: {}", gpu.adapter);
     match a.what {
         Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),
         Bench::Srank { model, batch, json } => srank(&gpu, model, batch, json),
-        Bench::Train { model, batch, steps, profile, json } => train(&gpu, model, batch, steps.max(1), profile, json),
+        Bench::Train { model, batch, steps, profile, lowrank, json } => {
+            train(&gpu, model, batch, steps.max(1), profile, lowrank, json)
+        }
     }
 }
 
@@ -112,7 +127,10 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
     } else if gpu.adapter.is_cpu() {
         vec!["256".into(), "512".into(), "1024".into()]
     } else {
-        ["1024", "2048", "4096", "8192x4608x128", "8192x128x512"].iter().map(|s| s.to_string()).collect()
+        ["1024", "2048", "4096", "8192x4608x128", "8192x128x512", "16384x1152x256"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     let mut rng = SplitMix64::new(1);
     for s in shapes {
@@ -123,17 +141,21 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
         let b = Tensor::from_slice(gpu, "B", &[k, n], &bv)?;
         let c = Tensor::zeros(gpu, "C", &[m, n])?;
         let ds = gemm::matmul(gpu, "bench", Layout::AB, (m, k, n), &a, &b, None, &c, false)?;
-        let mut times = Vec::new();
-        for rep in 0..=reps {
+        // One submit of `inner` back-to-back products per timing, so the submit and the
+        // wait (tens of microseconds) do not count against a skinny product that itself
+        // takes a fraction of a millisecond on a large GPU.
+        let time = |inner: usize| {
             let mut enc = gpu.encoder("bench");
-            record_all(&mut enc, &ds);
+            for _ in 0..inner {
+                record_all(&mut enc, &ds);
+            }
             let t0 = Instant::now();
             gpu.submit_and_wait(enc);
-            if rep > 0 {
-                times.push(t0.elapsed().as_secs_f64());
-            }
-        }
-        let secs = median(times);
+            t0.elapsed().as_secs_f64() / inner as f64
+        };
+        let first = time(1);
+        let inner = ((0.02 / first.max(1e-6)) as usize).clamp(1, 200);
+        let secs = median((0..reps).map(|_| time(inner)).collect());
         let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
         // Check 64 sampled entries against an f64 dot product.
         let got = pollster::block_on(read_f32(gpu, &[&c]))?.remove(0);
@@ -233,7 +255,26 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
     Ok(())
 }
 
-fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, json: bool) -> Result<(), cuttle::Error> {
+/// The model `bench train` times: the zoo's, or its fixed low-rank variant (ranks c_out/div).
+fn bench_graph(model: &str, lowrank: Option<usize>) -> Result<Graph, cuttle::Error> {
+    let g = model_by_name(model, [3, 32, 32], 10).map_err(cuttle::Error::Config)?;
+    match lowrank {
+        None => Ok(g),
+        Some(div) => fixed_lowrank(&g, div).map_err(|e| cuttle::Error::Config(format!("--lowrank {div}: {e}"))),
+    }
+}
+
+fn train(
+    gpu: &Gpu,
+    model: String,
+    batch: usize,
+    steps: usize,
+    profile: bool,
+    lowrank: Option<usize>,
+    json: bool,
+) -> Result<(), cuttle::Error> {
+    let graph = bench_graph(&model, lowrank)?;
+    let params = graph.param_count();
     let splits = synthetic(batch);
     let before = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed);
     let cfg = TrainConfig {
@@ -246,7 +287,7 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
         report_every: usize::MAX,
         ..Default::default()
     };
-    let mut trainer = Trainer::new(gpu, &splits, cfg)?;
+    let mut trainer = Trainer::with_graph(gpu, &splits, cfg, graph)?;
     let plan_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
     let mut run = |steps: usize| -> Result<f64, cuttle::Error> {
         let t0 = Instant::now();
@@ -255,6 +296,8 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
     };
     run(3)?;
     let secs = run(steps)?;
+    // Everything is allocated at plan time: the count after the timed steps shows it.
+    let after_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
     if profile {
         let (prof, timestamps) = pollster::block_on(trainer.profile_step(gpu))?;
         print_profile(&prof, timestamps, json);
@@ -263,12 +306,13 @@ fn train(gpu: &Gpu, model: String, batch: usize, steps: usize, profile: bool, js
     if json {
         println!(
             "{}",
-            serde_json::json!({"bench": "train", "model": model, "batch": batch, "steps": steps, "images_per_s": images_per_s,
-                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
+            serde_json::json!({"bench": "train", "model": model, "lowrank": lowrank, "params": params, "batch": batch, "steps": steps, "images_per_s": images_per_s,
+                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
         );
     } else {
         println!(
-            "train {model} batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB",
+            "train {model}{} ({params} parameters) batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB",
+            lowrank.map(|d| format!(" low-rank c_out/{d}")).unwrap_or_default(),
             secs * 1e3 / steps as f64,
             plan_bytes as f64 / 1048576.0
         );

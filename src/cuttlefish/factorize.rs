@@ -91,6 +91,29 @@ pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius
     out
 }
 
+/// The model with a fixed rank instead of Cuttlefish's: every layer of the reference's
+/// choice factorized at c_out/`div` (at least 1), no BatchNorm between the factors. With
+/// `div` = 4 on ResNet-18 this is `torch_baseline.py`'s low-rank model (3,389,514
+/// parameters), the one the benchmarks compare.
+pub fn fixed_lowrank(g: &Graph, div: usize) -> Result<Graph, String> {
+    if div < 2 {
+        return Err(format!("the rank divisor must be at least 2, not {div}"));
+    }
+    let layers = reference_layers(g)?;
+    let factors: Vec<Factor> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv(c) if layers.contains(&n.name) => {
+                let full_rank = c.c_out.min(c.c_in * c.k * c.k);
+                Some(Factor { layer: n.name.clone(), rank: (c.c_out / div).max(1), full_rank })
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(factorized_graph(g, &factors, false, false))
+}
+
 /// Truncated SVD factors of W (rows x cols, row-major) at rank r:
 /// (first = S_r^½ V_rᵀ (r x cols), second = U_r S_r^½ (rows x r)).
 pub fn svd_factors(w: &[f32], rows: usize, cols: usize, r: usize) -> Result<(Vec<f32>, Vec<f32>), String> {

@@ -167,6 +167,14 @@ pub struct Trainer {
 impl Trainer {
     /// Plans the model and uploads both splits. Weights are initialised from `cfg.seed`.
     pub fn new(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> Result<Trainer> {
+        let d = &data.train;
+        let graph = model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes).map_err(Error::Config)?;
+        Trainer::with_graph(gpu, data, cfg, graph)
+    }
+
+    /// As `new`, for a graph built by the caller (a fixed low-rank model for benchmarks);
+    /// `cfg.model` is then only a name.
+    pub fn with_graph(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: crate::nn::graph::Graph) -> Result<Trainer> {
         cfg.validate(data.train.n)?;
         let d = &data.train;
         if d.channels > 4 {
@@ -175,7 +183,17 @@ impl Trainer {
         if (data.test.channels, data.test.height, data.test.width) != (d.channels, d.height, d.width) {
             return Err(Error::Config(format!("{} and {} have different image shapes", d.name, data.test.name)));
         }
-        let graph = model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes).map_err(Error::Config)?;
+        if graph.acts[0] != [d.channels, d.height, d.width] || graph.classes != d.classes {
+            return Err(Error::Config(format!(
+                "model {} expects {:?} inputs and {} classes; {} has {:?} and {}",
+                graph.name,
+                graph.acts[0],
+                graph.classes,
+                d.name,
+                [d.channels, d.height, d.width],
+                d.classes
+            )));
+        }
         let net = Net::new(gpu, graph, cfg.batch)?;
         net.params.initialise(gpu, cfg.seed);
         let crop_flip = match cfg.augment {

@@ -15,16 +15,27 @@
 //
 //   A (M x K)  0: a[m*K + k]                      row-major
 //              1: a[k*M + m]                      stored transposed (K x M)
-//              2: conv weight (c_out, c_in, kh, kw) read as (c_in) x (c_out*kh*kw)
+//              2: conv weight (c_out, c_in, kh, kw) read as (c_in) x (c_out*t_h*t_w), the
+//                 taps of one stride phase: k = (co, ty, tx), tap (ph_y + ty*stride, ph_x + tx*stride)
 //              3: NCHW tensor (batch, c_out, h_out, w_out) read as (c_out) x (batch*h_out*w_out)
 //   B (K x N)  0: b[k*N + n]                      row-major
 //              1: b[n*K + k]                      stored transposed (N x K)
 //              2: im2col of x (batch, c_in, h_in, w_in): k = (ci, r, s), n = (img, oy, ox)
-//              3: dY (batch, c_out, h_out, w_out) gathered for the data gradient:
-//                 k = (co, r, s), n = (img, iy, ix)
+//              3: dY (batch, c_out, h_out, w_out) gathered for the data gradient of one
+//                 stride phase: k = (co, ty, tx), n = (img, qy, qx) (see "stride phases")
 //              4: im2col of x transposed for the weight gradient: k = (img, oy, ox), n = (ci, r, s)
 //   C (M x N)  0: c[z*M*N + m*N + n]              row-major, one slice per split
 //              1: NCHW scatter: n = (img, hw), c[(img*M + m)*(N/batch) + hw]
+//              2: NCHW scatter of one stride phase: n = (img, qy, qx) is pixel
+//                 (y0 + qy*stride, x0 + qx*stride) of c (batch, M, h_in, w_in)
+//
+// Stride phases (the data gradient). Input row iy receives from output row
+// oy = (iy + pad - r) / stride only for the taps r with r = (iy + pad) mod stride: under
+// stride 2 a 3x3 kernel gives each input pixel 1, 2 or 4 of its 9 taps. So the host runs
+// one GEMM per phase (ph_y, ph_x) of (iy + pad, ix + pad) mod stride, over that phase's
+// pixels (iy = y0 + qy*stride; q_h x q_w of them) and its taps only (t_h x t_w), with
+// oy = base_y + qy - ty: every K step is useful work, none a multiplication by a skipped
+// zero. Under stride 1 there is one phase and this is the plain transposed convolution.
 
 struct Params {
     m: u32, n: u32, k: u32,
@@ -34,7 +45,13 @@ struct Params {
     kw: u32, stride: u32, pad: u32,
     k_split: u32,   // K elements per z slice (= k when not split)
     alpha: f32,     // scale of the product (1 except for regularisers)
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    // One stride phase of the data gradient (A_MODE 2, B_MODE 3, C_MODE 2):
+    ph_y: u32, ph_x: u32,       // the taps' offsets: r = ph_y + ty*stride
+    y0: u32, x0: u32,           // the phase's first input pixel
+    q_h: u32, q_w: u32,         // its pixels per image: q_h x q_w
+    t_h: u32, t_w: u32,         // its taps: t_h x t_w
+    base_y: u32, base_x: u32,   // oy = base_y + qy - ty
+    _pad0: u32,
 }
 
 override A_MODE: u32 = 0u;
@@ -71,10 +88,13 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
         base = k * p.m + m;
         stride = 1u;
     } else if (A_MODE == 2u) {
-        // conv weight (c_out, c_in, kh, kw) read as c_in x (c_out*kh*kw)
-        let khw = p.kh * p.kw;
-        base = ((k / khw) * p.c_in + m) * khw + k % khw;
-        stride = khw;
+        // conv weight (c_out, c_in, kh, kw) read as c_in x (c_out*t_h*t_w), one phase's taps
+        let tt = p.t_h * p.t_w;
+        let co = k / tt;
+        let r = p.ph_y + ((k % tt) / p.t_w) * p.stride;
+        let s = p.ph_x + (k % p.t_w) * p.stride;
+        stride = p.kh * p.kw;
+        base = (co * p.c_in + m) * stride + r * p.kw + s;
     } else {
         // NCHW (batch, c_out, h_out, w_out) read as c_out x (batch*h_out*w_out)
         let hw = p.h_out * p.w_out;
@@ -130,28 +150,24 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
         return out;
     }
     if (B_MODE == 3u) {
-        // k = (co, r, s), n = (img, iy, ix): output row oy reads input row
-        // oy*stride - pad + r, so input row iy receives from oy = (iy + pad - r) / stride
-        // when that division is exact.
-        let co = k / khw;
-        let r = (k % khw) / p.kw;
-        let s = k % p.kw;
-        let hw = p.h_in * p.w_in;
-        var img = n / hw;
-        var iy = (n % hw) / p.w_in;
-        var ix = n % p.w_in;
+        // k = (co, ty, tx), n = (img, qy, qx) of one stride phase: dY[img, co, oy, ox] with
+        // oy = base_y + qy - ty (zero outside the output)
+        let tt = p.t_h * p.t_w;
+        let co = k / tt;
+        let oy0 = i32(p.base_y) - i32((k % tt) / p.t_w);
+        let ox0 = i32(p.base_x) - i32(k % p.t_w);
+        let qhw = p.q_h * p.q_w;
+        var img = n / qhw;
+        var qy = (n % qhw) / p.q_w;
+        var qx = n % p.q_w;
         for (var j = 0u; j < 4u; j++) {
-            let ty = i32(iy + p.pad) - i32(r);
-            let tx = i32(ix + p.pad) - i32(s);
-            if (n + j < p.n && ty >= 0 && tx >= 0 && u32(ty) % p.stride == 0u && u32(tx) % p.stride == 0u) {
-                let oy = u32(ty) / p.stride;
-                let ox = u32(tx) / p.stride;
-                if (oy < p.h_out && ox < p.w_out) {
-                    out[j] = b[((img * p.c_out + co) * p.h_out + oy) * p.w_out + ox];
-                }
+            let oy = oy0 + i32(qy);
+            let ox = ox0 + i32(qx);
+            if (n + j < p.n && oy >= 0 && ox >= 0 && u32(oy) < p.h_out && u32(ox) < p.w_out) {
+                out[j] = b[((img * p.c_out + co) * p.h_out + u32(oy)) * p.w_out + u32(ox)];
             }
-            ix += 1u;
-            if (ix == p.w_in) { ix = 0u; iy += 1u; if (iy == p.h_in) { iy = 0u; img += 1u; } }
+            qx += 1u;
+            if (qx == p.q_w) { qx = 0u; qy += 1u; if (qy == p.q_h) { qy = 0u; img += 1u; } }
         }
         return out;
     }
@@ -181,9 +197,14 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
             var idx: u32;
             if (C_MODE == 0u) {
                 idx = z * p.m * p.n + m * p.n + n;
-            } else {
+            } else if (C_MODE == 1u) {
                 let hw = p.n / p.batch;
                 idx = ((n / hw) * p.m + m) * hw + n % hw;
+            } else {
+                let qhw = p.q_h * p.q_w;
+                let iy = p.y0 + ((n % qhw) / p.q_w) * p.stride;
+                let ix = p.x0 + (n % p.q_w) * p.stride;
+                idx = (((n / qhw) * p.m + m) * p.h_in + iy) * p.w_in + ix;
             }
             if ((p.flags & 2u) != 0u) { x += c[idx]; }
             c[idx] = x;

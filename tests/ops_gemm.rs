@@ -94,7 +94,9 @@ fn check_conv(gpu: &Gpu, s: ConvShape, seed: u64) {
     let (dx_want, dw_want) = cpu::conv_backward(&s, &x, &w, &dy);
     let (tx, tw, tdy) = (t(gpu, "x", &x), t(gpu, "w", &w), t(gpu, "dy", &dy));
     let ty = Tensor::zeros(gpu, "y", &[y_len]).unwrap();
-    let tdx = Tensor::zeros(gpu, "dx", &[x.len()]).unwrap();
+    // NaN until written: every element of dx must be written, also pixels that no kernel
+    // tap reaches (a 1x1 kernel under stride 2).
+    let tdx = t(gpu, "dx", &vec![f64::NAN; x.len()]);
     let tdw = Tensor::zeros(gpu, "dw", &[w.len()]).unwrap();
     let mut ds = gemm::conv_forward(gpu, "fwd", &s, &tx, &tw, &ty).unwrap();
     ds.extend(gemm::conv_backward_data(gpu, "bwd-data", &s, &tdy, &tw, &tdx, false).unwrap());
@@ -105,6 +107,31 @@ fn check_conv(gpu: &Gpu, s: ConvShape, seed: u64) {
     assert_close(&format!("conv fwd {s:?}"), &read(gpu, &ty), &y_want, 1e-5 * k_fwd.sqrt(), 1e-4);
     assert_close(&format!("conv dx {s:?}"), &read(gpu, &tdx), &dx_want, 1e-5 * k_fwd.sqrt() * 2.0, 1e-4);
     assert_close(&format!("conv dw {s:?}"), &read(gpu, &tdw), &dw_want, 1e-5 * k_w.sqrt(), 1e-4);
+}
+
+/// The data gradient accumulates into dx under stride: every phase adds, and the pixels
+/// no tap reaches keep their value.
+#[test]
+fn conv_data_grad_accumulates_under_stride() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(77);
+    for s in [
+        ConvShape { batch: 2, c_in: 3, h_in: 9, w_in: 8, c_out: 4, kh: 3, kw: 3, stride: 2, pad: 1 },
+        ConvShape { batch: 2, c_in: 3, h_in: 7, w_in: 7, c_out: 4, kh: 1, kw: 1, stride: 2, pad: 0 },
+    ] {
+        let x = rng.vec(s.input_shape().iter().product());
+        let w = rng.vec(s.weight_shape().iter().product());
+        let dy = rng.vec(s.output_shape().iter().product());
+        let dx0 = rng.vec(x.len());
+        let (mut want, _) = cpu::conv_backward(&s, &x, &w, &dy);
+        want.iter_mut().zip(&dx0).for_each(|(w, d)| *w += d);
+        let tdx = t(&gpu, "dx", &dx0);
+        run(
+            &gpu,
+            &gemm::conv_backward_data(&gpu, "dx", &s, &t(&gpu, "dy", &dy), &t(&gpu, "w", &w), &tdx, true).unwrap(),
+        );
+        assert_close(&format!("accumulated dx {s:?}"), &read(&gpu, &tdx), &want, 1e-5, 1e-4);
+    }
 }
 
 #[test]
@@ -135,6 +162,16 @@ fn conv_random_shapes() {
         ConvShape { batch: 2, c_in: 16, h_in: 13, w_in: 11, c_out: 29, kh: 3, kw: 3, stride: 1, pad: 1 },
         // A long weight-gradient K (4*24*24 = 2304) with few output tiles: split-K.
         ConvShape { batch: 4, c_in: 2, h_in: 24, w_in: 24, c_out: 5, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // Stride phases of the data gradient: ResNet's 3x3/2 on even sizes, taps that do
+        // not divide by the stride (3x3/3, 2x2/2, 5x5/2 pad 2), phases no tap reaches
+        // (1x1/3), a non-square kernel and odd sizes, more channels than one tile.
+        ConvShape { batch: 2, c_in: 6, h_in: 8, w_in: 8, c_out: 7, kh: 3, kw: 3, stride: 2, pad: 1 },
+        ConvShape { batch: 2, c_in: 3, h_in: 10, w_in: 11, c_out: 4, kh: 3, kw: 3, stride: 3, pad: 0 },
+        ConvShape { batch: 1, c_in: 2, h_in: 9, w_in: 8, c_out: 3, kh: 2, kw: 2, stride: 2, pad: 0 },
+        ConvShape { batch: 2, c_in: 3, h_in: 9, w_in: 10, c_out: 5, kh: 5, kw: 5, stride: 2, pad: 2 },
+        ConvShape { batch: 2, c_in: 4, h_in: 7, w_in: 8, c_out: 6, kh: 1, kw: 1, stride: 3, pad: 0 },
+        ConvShape { batch: 3, c_in: 5, h_in: 11, w_in: 7, c_out: 4, kh: 3, kw: 2, stride: 2, pad: 1 },
+        ConvShape { batch: 2, c_in: 70, h_in: 6, w_in: 6, c_out: 33, kh: 3, kw: 3, stride: 2, pad: 1 },
     ];
     for (i, s) in shapes.into_iter().enumerate() {
         check_conv(&gpu, s, 100 + i as u64);

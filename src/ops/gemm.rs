@@ -36,7 +36,18 @@ pub struct Params {
     pub pad: u32,
     pub k_split: u32,
     pub alpha: f32,
-    pub _pad: [u32; 3],
+    /// One stride phase of the data gradient: see "stride phases" in gemm.wgsl.
+    pub ph_y: u32,
+    pub ph_x: u32,
+    pub y0: u32,
+    pub x0: u32,
+    pub q_h: u32,
+    pub q_w: u32,
+    pub t_h: u32,
+    pub t_w: u32,
+    pub base_y: u32,
+    pub base_x: u32,
+    pub _pad: u32,
 }
 
 impl Default for Params {
@@ -59,7 +70,17 @@ impl Default for Params {
             pad: 0,
             k_split: 0,
             alpha: 1.0,
-            _pad: [0; 3],
+            ph_y: 0,
+            ph_x: 0,
+            y0: 0,
+            x0: 0,
+            q_h: 0,
+            q_w: 0,
+            t_h: 0,
+            t_w: 0,
+            base_y: 0,
+            base_x: 0,
+            _pad: 0,
         }
     }
 }
@@ -333,7 +354,23 @@ pub fn conv_forward(
     gemm(gpu, label, (0, 2, 1), p, w, x, None, y, false)
 }
 
-/// dx (B,Ci,H,W) (+)= data gradient of the convolution given dy (B,Co,Ho,Wo) and w.
+/// One stride phase of a data gradient: the input pixels whose (coordinate + pad) is
+/// `ph` modulo the stride, along one axis of `size` pixels and a kernel of `k` taps.
+/// Returns (first pixel, pixels, taps, base) with output index = base + q - t.
+fn phase(size: usize, k: usize, stride: usize, pad: usize, ph: usize) -> (usize, usize, usize, usize) {
+    let first = (ph + stride - pad % stride) % stride;
+    let pixels = if first < size { (size - first).div_ceil(stride) } else { 0 };
+    let taps = if ph < k { (k - ph).div_ceil(stride) } else { 0 };
+    // first + pad ≡ ph (mod stride) and first + pad >= ph, so this divides exactly.
+    let base = (first + pad - ph) / stride;
+    (first, pixels, taps, base)
+}
+
+/// dx (B,Ci,H,W) (+)= data gradient of the convolution given dy (B,Co,Ho,Wo) and w: one
+/// GEMM per stride phase (stride² of them; one under stride 1), each over its own pixels
+/// and only the taps that reach them. A phase no tap reaches (a 1x1 kernel under stride
+/// 2) still runs, with K = 0, so its pixels are written (zero, or left as they were when
+/// accumulating).
 pub fn conv_backward_data(
     gpu: &Gpu,
     label: &str,
@@ -343,12 +380,37 @@ pub fn conv_backward_data(
     dx: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let mut p = s.params();
-    p.m = s.c_in as u32;
-    p.n = (s.batch * s.h_in * s.w_in) as u32;
-    p.k = (s.c_out * s.kh * s.kw) as u32;
-    p.flags = if accumulate { FLAG_ACCUMULATE } else { 0 };
-    gemm(gpu, label, (2, 3, 1), p, w, dy, None, dx, false)
+    assert_eq!(dx.len(), s.input_shape().iter().product::<usize>(), "conv `{label}` data gradient");
+    let mut out = Vec::new();
+    for ph_y in 0..s.stride {
+        let (y0, q_h, t_h, base_y) = phase(s.h_in, s.kh, s.stride, s.pad, ph_y);
+        for ph_x in 0..s.stride {
+            let (x0, q_w, t_w, base_x) = phase(s.w_in, s.kw, s.stride, s.pad, ph_x);
+            if q_h * q_w == 0 {
+                continue;
+            }
+            let p = Params {
+                m: s.c_in as u32,
+                n: (s.batch * q_h * q_w) as u32,
+                k: (s.c_out * t_h * t_w) as u32,
+                flags: if accumulate { FLAG_ACCUMULATE } else { 0 },
+                ph_y: ph_y as u32,
+                ph_x: ph_x as u32,
+                y0: y0 as u32,
+                x0: x0 as u32,
+                q_h: q_h as u32,
+                q_w: q_w as u32,
+                t_h: t_h as u32,
+                t_w: t_w as u32,
+                base_y: base_y as u32,
+                base_x: base_x as u32,
+                ..s.params()
+            };
+            let name = if s.stride == 1 { label.to_string() } else { format!("{label}.phase{ph_y}{ph_x}") };
+            out.extend(gemm(gpu, &name, (2, 3, 2), p, w, dy, None, dx, false)?);
+        }
+    }
+    Ok(out)
 }
 
 /// dw (Co,Ci,kh,kw) (+)= weight gradient given dy (B,Co,Ho,Wo) and x (B,Ci,H,W).

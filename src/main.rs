@@ -65,8 +65,21 @@ enum Command {
     },
 }
 
+/// Says what choosing GEMM tiles by measurement cost, when it measured anything: the
+/// first run on an adapter is slower to start, later runs read the choices back.
+fn report_tuning(gpu: &Gpu, since: std::time::Instant) {
+    let measured = gpu.tiles.measured();
+    if measured > 0 {
+        let kept = gpu.tiles.path().map(|p| format!(", kept in {}", p.display())).unwrap_or_default();
+        eprintln!(
+            "tiles: measured {measured} GEMM shapes on this adapter in {:.1} s (once{kept}; CUTTLE_TUNE=0 skips)",
+            since.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
-    let mut opts = GpuOptions::from_env();
+    let mut opts = GpuOptions::for_cli();
     if adapter.is_some() {
         opts.name = adapter.clone();
     }
@@ -150,10 +163,12 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     let gpu = gpu(cli_adapter)?;
     eprintln!("adapter: {}", gpu.adapter);
     let cf = a.cuttlefish.then_some(cf_cfg);
+    let planning = std::time::Instant::now();
     let mut session = match &checkpoint {
         Some((ck, path)) => pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, ck, path))?,
         None => pollster::block_on(Session::new(&gpu, &splits, cfg, cf))?,
     };
+    report_tuning(&gpu, planning);
     let trainer = &session.trainer;
     eprintln!(
         "model {} ({} parameters), data {} ({} train / {} test images), {} steps per epoch, {} dispatches per step",

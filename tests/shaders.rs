@@ -13,7 +13,7 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
         for a in 0..4 {
             for b in 0..5 {
                 for c in 0..3 {
-                    for t in [Tile::SQUARE, Tile::WIDE, Tile::MEDIUM, Tile::TALL, Tile::SMALL] {
+                    for t in Tile::ALL {
                         v.push(vec![
                             ("A_MODE", a as f64),
                             ("B_MODE", b as f64),

@@ -73,7 +73,7 @@ enum Bench {
 }
 
 fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
-    let mut opts = GpuOptions::from_env();
+    let mut opts = GpuOptions::for_cli();
     if adapter.is_some() {
         opts.name = adapter.clone();
     }
@@ -303,15 +303,16 @@ fn train(
         print_profile(&prof, timestamps, json);
     }
     let images_per_s = (steps * batch) as f64 / secs;
+    let tiles = if gpu.tiles.enabled() { "tuned" } else { "by shape" };
     if json {
         println!(
             "{}",
             serde_json::json!({"bench": "train", "model": model, "lowrank": lowrank, "params": params, "batch": batch, "steps": steps, "images_per_s": images_per_s,
-                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
+                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "tiles": tiles, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
         );
     } else {
         println!(
-            "train {model}{} ({params} parameters) batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB",
+            "train {model}{} ({params} parameters) batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB, tiles {tiles}",
             lowrank.map(|d| format!(" low-rank c_out/{d}")).unwrap_or_default(),
             secs * 1e3 / steps as f64,
             plan_bytes as f64 / 1048576.0

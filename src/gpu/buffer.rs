@@ -42,6 +42,21 @@ impl Tensor {
         Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
     }
 
+    /// A zero-filled tensor outside the memory plan: checked against the limits but not
+    /// counted in `Gpu::allocated`, for short-lived work at plan time (timing tile
+    /// candidates) that is freed before training starts.
+    pub fn scratch(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
+        let bytes = (shape.iter().product::<usize>().max(1) * 4) as u64;
+        gpu.check_limits(name, bytes)?;
+        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
+    }
+
     /// A tensor initialised from host data (f32 or u32).
     pub fn from_slice<T: bytemuck::Pod>(
         gpu: &Gpu,

@@ -38,15 +38,26 @@ pub enum GpuError {
 
 /// How to choose the adapter. `name` is matched as a case-insensitive substring; the
 /// `CUTTLE_ADAPTER` environment variable fills it when unset. `WGPU_BACKEND` (read by wgpu)
-/// restricts the backends searched.
+/// restricts the backends searched. `tune`: choose GEMM tiles by measurement and cache
+/// them (`ops::tune`); `CUTTLE_TUNE=1` sets it, `CUTTLE_TUNE=0` clears it.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     pub name: Option<String>,
+    pub tune: bool,
 }
 
 impl GpuOptions {
     pub fn from_env() -> Self {
-        GpuOptions { name: std::env::var("CUTTLE_ADAPTER").ok().filter(|s| !s.is_empty()) }
+        GpuOptions {
+            name: std::env::var("CUTTLE_ADAPTER").ok().filter(|s| !s.is_empty()),
+            tune: std::env::var("CUTTLE_TUNE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// The command line's defaults: as `from_env`, but tuning unless `CUTTLE_TUNE=0`
+    /// (a run pays for measuring once per adapter; the library and its tests do not).
+    pub fn for_cli() -> Self {
+        GpuOptions { tune: std::env::var("CUTTLE_TUNE").map_or(true, |v| v != "0"), ..GpuOptions::from_env() }
     }
 }
 
@@ -115,6 +126,8 @@ pub struct Gpu {
     /// Bytes of tensors created on this device so far (the memory plan's size; buffers
     /// are never freed during training, so this is also its peak).
     pub allocated: std::sync::atomic::AtomicU64,
+    /// GEMM tiles measured on this device (`ops::tune`); off unless `GpuOptions::tune`.
+    pub tiles: crate::ops::tune::TileCache,
 }
 
 /// The backends searched: `WGPU_BACKEND` if set, else Vulkan, Metal, DX12 and browser
@@ -154,7 +167,11 @@ impl Gpu {
     pub async fn new(opts: &GpuOptions) -> Result<Gpu, GpuError> {
         let instance = instance();
         let adapter = Self::pick(&instance, opts).await?;
-        Self::with_adapter(adapter).await
+        let mut gpu = Self::with_adapter(adapter).await?;
+        if opts.tune {
+            gpu.tiles = crate::ops::tune::TileCache::open(&gpu.adapter);
+        }
+        Ok(gpu)
     }
 
     async fn pick(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
@@ -229,13 +246,28 @@ impl Gpu {
             .map_err(|e| GpuError::Device { adapter: summary.name.clone(), why: e.to_string() })?;
         log::info!("adapter: {summary}");
         let pipelines = PipelineCache::default();
-        Ok(Gpu { device, queue, adapter: summary, limits, pipelines, allocated: Default::default() })
+        Ok(Gpu {
+            device,
+            queue,
+            adapter: summary,
+            limits,
+            pipelines,
+            allocated: Default::default(),
+            tiles: Default::default(),
+        })
     }
 
     /// Checks a buffer size against the device limits before wgpu sees it, so that an
     /// oversized tensor is an error naming it rather than a validation panic; counts it in
     /// `allocated` when it fits.
     pub fn check_size(&self, tensor: &str, bytes: u64) -> Result<(), GpuError> {
+        self.check_limits(tensor, bytes)?;
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `check_size` without counting the bytes.
+    pub fn check_limits(&self, tensor: &str, bytes: u64) -> Result<(), GpuError> {
         let too = |limit, what| GpuError::TooLarge {
             tensor: tensor.to_string(),
             bytes,
@@ -249,7 +281,6 @@ impl Gpu {
         if bytes > self.limits.max_storage_buffer_binding_size {
             return Err(too(self.limits.max_storage_buffer_binding_size, "storage binding"));
         }
-        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -98,9 +98,10 @@ pub struct EwParams {
 pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
 
-/// A workgroup tile: `wg_m` x `wg_n` invocations (256, or 32 for SMALL) of 4x4 outputs each, and the
-/// K step. Sizes of workgroup memory: 16·bk·(wg_m + wg_n) bytes, within WebGPU's 16 KiB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A workgroup tile: `wg_m` x `wg_n` invocations (at most 256, WebGPU's default limit) of
+/// 4x4 outputs each, and the K step. Workgroup memory: 16·bk·(wg_m + wg_n) bytes, within
+/// WebGPU's default 16 KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tile {
     pub wg_m: u32,
     pub wg_n: u32,
@@ -115,6 +116,26 @@ impl Tile {
     /// 16x32 outputs from 32 invocations: weight gradients of small layers, whose whole
     /// output fits one tile and whose work is all in K (split-K spreads it).
     pub const SMALL: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32 };
+    /// SQUARE with twice the K step: half the barriers, 16 KiB of workgroup memory.
+    pub const SQUARE_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 32 };
+    /// 32x32 outputs from 64 invocations.
+    pub const QUARTER: Tile = Tile { wg_m: 8, wg_n: 8, bk: 32 };
+    /// 16x64 outputs from 64 invocations: 16-channel layers over a moderate N.
+    pub const NARROW: Tile = Tile { wg_m: 4, wg_n: 16, bk: 32 };
+    /// Every tile the tuner may choose (`tune.rs`).
+    pub const ALL: [Tile; 8] = [
+        Tile::SQUARE,
+        Tile::SQUARE_DEEP,
+        Tile::WIDE,
+        Tile::MEDIUM,
+        Tile::TALL,
+        Tile::SMALL,
+        Tile::QUARTER,
+        Tile::NARROW,
+    ];
+    /// The largest K step of any tile: split-K slices are multiples of it, so the
+    /// partition of K, and with it every rounding, is the same whatever the tile.
+    pub const MAX_BK: usize = 32;
 
     /// The tile that wastes least on an M x N output: a narrow M (a conv with 16 or 32
     /// output channels) gets a wide tile, a narrow N a tall one.
@@ -130,6 +151,13 @@ impl Tile {
         } else {
             Tile::SQUARE
         }
+    }
+    /// Whether the adapter can run this tile (invocations and workgroup memory).
+    pub fn fits(&self, a: &crate::gpu::AdapterSummary) -> bool {
+        self.wg_m * self.wg_n <= a.max_workgroup_invocations
+            && 16 * self.bk * (self.wg_m + self.wg_n) <= a.max_workgroup_storage
+            && self.bk <= Tile::MAX_BK as u32
+            && self.bk > 0
     }
     pub fn rows(&self) -> usize {
         4 * self.wg_m as usize
@@ -230,17 +258,6 @@ fn gemm(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let splits = if allow_split && bias.is_none() { split_count(gpu, m, n, k) } else { 1 };
-    let tile = Tile::for_shape(m, n);
-    let consts = |c_mode: u32| {
-        [
-            ("A_MODE", modes.0 as f64),
-            ("B_MODE", modes.1 as f64),
-            ("C_MODE", c_mode as f64),
-            ("WG_M", tile.wg_m as f64),
-            ("WG_N", tile.wg_n as f64),
-            ("BK", tile.bk as f64),
-        ]
-    };
     let dummy;
     let bias_t = match bias {
         Some(t) => {
@@ -252,23 +269,36 @@ fn gemm(
             &dummy
         }
     };
-    let groups = |z: usize| [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, z as u32];
-    if splits == 1 {
-        p.k_split = k as u32;
-        let d = Dispatch::new(gpu, label, ("gemm", "main"), &consts(modes.2), &p, &[a, b, bias_t, c], groups(1));
-        return Ok(vec![d]);
-    }
-    // Each slice's K range is a multiple of the K step.
-    let bk = tile.bk as usize;
-    let k_split = k.div_ceil(splits).div_ceil(bk) * bk;
-    let splits = k.div_ceil(k_split);
-    let scratch = Tensor::zeros(gpu, &format!("{label}.split-k"), &[splits, m, n])?;
+    // Slices of K are multiples of the largest K step, so the partition is the tile's
+    // business no more than the result is (see tune.rs).
+    let k_split = if splits == 1 { k } else { k.div_ceil(splits).div_ceil(Tile::MAX_BK) * Tile::MAX_BK };
+    let splits = k.div_ceil(k_split.max(1)).max(1);
     let accumulate = p.flags & FLAG_ACCUMULATE;
-    p.flags &= !FLAG_ACCUMULATE;
+    if splits > 1 {
+        assert_eq!(modes.2, 0, "split-K writes row-major slices");
+        p.flags &= !FLAG_ACCUMULATE;
+    }
     p.k_split = k_split as u32;
-    assert_eq!(modes.2, 0, "split-K writes row-major slices");
-    let partial =
-        Dispatch::new(gpu, label, ("gemm", "main"), &consts(0), &p, &[a, b, bias_t, &scratch], groups(splits));
+    let c_mode = if splits > 1 { 0 } else { modes.2 };
+    let main = |tile: Tile, label: &str, ops: [&Tensor; 4]| {
+        let consts = [
+            ("A_MODE", modes.0 as f64),
+            ("B_MODE", modes.1 as f64),
+            ("C_MODE", c_mode as f64),
+            ("WG_M", tile.wg_m as f64),
+            ("WG_N", tile.wg_n as f64),
+            ("BK", tile.bk as f64),
+        ];
+        let groups = [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, splits as u32];
+        Dispatch::new(gpu, label, ("gemm", "main"), &consts, &p, &ops, groups)
+    };
+    let c_len = if splits > 1 { splits * m * n } else { c.len() };
+    let tile = super::tune::choose(gpu, modes, &p, splits, (a.len(), b.len(), c_len), |t, ops| main(t, "tune", ops))?;
+    if splits == 1 {
+        return Ok(vec![main(tile, label, [a, b, bias_t, c])]);
+    }
+    let scratch = Tensor::zeros(gpu, &format!("{label}.split-k"), &[splits, m, n])?;
+    let partial = main(tile, label, [a, b, bias_t, &scratch]);
     let ew = EwParams { len: (m * n) as u32, rows: splits as u32, flags: accumulate, _pad: 0 };
     let reduce = Dispatch::new(
         gpu,

@@ -1,0 +1,219 @@
+//! GEMM tiles chosen by measurement on the adapter in hand, and remembered.
+//!
+//! No one tile suits every GPU and shape: a CPU adapter wants few, deep workgroups (its
+//! barriers are expensive), a large GPU many, and a narrow layer wastes most of a square
+//! tile. With tuning on (`GpuOptions::tune`: the CLI's default, `CUTTLE_TUNE=1` elsewhere),
+//! the first GEMM of each shape and operand layout runs every candidate tile that fits the
+//! adapter on scratch operands of the same sizes, keeps the fastest, and writes the choice
+//! to a JSON file per adapter and driver, so later runs plan without measuring. With it
+//! off, `Tile::for_shape` picks by shape alone.
+//!
+//! The tile never changes a result: each output sums its K range in the same order in
+//! every tile, and the split-K partition does not depend on the tile. Tuned and untuned
+//! runs are bit-identical (tested), so a cache filled by another run cannot change this one.
+
+use super::gemm::{Params, Tile};
+use crate::gpu::{record_all, AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use web_time::Instant;
+
+/// The tiles chosen so far on one device, and where they are kept.
+#[derive(Default)]
+pub struct TileCache {
+    enabled: bool,
+    /// The JSON file for this adapter and driver; none keeps the choices in memory only.
+    path: Option<PathBuf>,
+    chosen: Mutex<BTreeMap<String, Tile>>,
+    /// One tile for every GEMM, whatever the shape (tests and experiments).
+    forced: Mutex<Option<Tile>>,
+    /// Shapes measured by this process (the rest came from the file or the rule).
+    measured: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    adapter: String,
+    driver: String,
+    tiles: BTreeMap<String, Tile>,
+}
+
+/// Where tile choices are kept: `CUTTLE_CACHE_DIR`, else `$XDG_CACHE_HOME/cuttle`, else
+/// `~/.cache/cuttle`.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("CUTTLE_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("cuttle")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("cuttle")))
+}
+
+/// FNV-1a: a stable name for an adapter and driver in a file name.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+impl TileCache {
+    /// Tuning on for `adapter`, with the choices of earlier runs read from its cache file
+    /// (an unreadable or foreign file is reported and set aside: it only costs a re-tune).
+    pub fn open(adapter: &AdapterSummary) -> TileCache {
+        TileCache::open_in(adapter, cache_dir())
+    }
+
+    /// As `open`, with the cache file in `dir` (None: in memory only).
+    pub fn open_in(adapter: &AdapterSummary, dir: Option<PathBuf>) -> TileCache {
+        let ident = format!("{} {} {}", adapter.name, adapter.backend, adapter.driver);
+        let path = dir.map(|d| d.join(format!("tiles-{:016x}.json", fnv(&ident))));
+        let mut chosen = BTreeMap::new();
+        if let Some(p) = &path {
+            match std::fs::read_to_string(p) {
+                Ok(text) => match serde_json::from_str::<CacheFile>(&text) {
+                    Ok(f) if f.adapter == adapter.name && f.driver == adapter.driver => {
+                        chosen = f.tiles.into_iter().filter(|(_, t)| t.fits(adapter)).collect();
+                    }
+                    Ok(_) => log::warn!("{}: tile cache of another adapter; tuning afresh", p.display()),
+                    Err(e) => log::warn!("{}: unreadable tile cache ({e}); tuning afresh", p.display()),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("{}: {e}; tuning afresh", p.display()),
+            }
+        }
+        TileCache { enabled: true, path, chosen: Mutex::new(chosen), ..Default::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Uses `tile` for every GEMM planned from now on (None: back to tuning or the shape rule).
+    pub fn force(&self, tile: Option<Tile>) {
+        *self.forced.lock().expect("tile cache lock") = tile;
+    }
+
+    /// The cache file, if the choices are kept on disk.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// How many shapes this process measured (not found in the file).
+    pub fn measured(&self) -> usize {
+        self.measured.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many shapes have a measured tile.
+    pub fn len(&self) -> usize {
+        self.chosen.lock().expect("tile cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn save(&self, adapter: &AdapterSummary) {
+        let Some(path) = &self.path else { return };
+        let file = CacheFile {
+            adapter: adapter.name.clone(),
+            driver: adapter.driver.clone(),
+            tiles: self.chosen.lock().expect("tile cache lock").clone(),
+        };
+        // Write-then-rename: a run stopped mid-write leaves the old file, not half of one.
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, serde_json::to_vec_pretty(&file).expect("tiles serialise")))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            log::warn!("{}: could not save tile choices ({e}); they are kept for this run only", path.display());
+        }
+    }
+}
+
+/// What a tile choice depends on: the operand views and every size in the parameters
+/// (not the flags, scale or K slice, which do not change the memory traffic's shape).
+fn key(modes: (u32, u32, u32), p: &Params, splits: usize) -> String {
+    let mut q = *p;
+    q.flags = 0;
+    q.alpha = 0.0;
+    q.k_split = 0;
+    let words: &[u32] = bytemuck::cast_slice(std::slice::from_ref(&q));
+    let sizes: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    format!("{}{}{} s{splits} {}", modes.0, modes.1, modes.2, sizes.join(","))
+}
+
+/// The tile for one GEMM: forced, cached, measured now (tuning on), or by shape.
+/// `build(tile, c)` makes the GEMM's main dispatch with that tile writing to `c`;
+/// `a_len`, `b_len`, `c_len` size the scratch operands it is timed on.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn choose(
+    gpu: &Gpu,
+    modes: (u32, u32, u32),
+    p: &Params,
+    splits: usize,
+    (a_len, b_len, c_len): (usize, usize, usize),
+    build: impl Fn(Tile, [&Tensor; 4]) -> Dispatch,
+) -> Result<Tile, GpuError> {
+    let cache = &gpu.tiles;
+    let (m, n) = (p.m as usize, p.n as usize);
+    let rule = Tile::for_shape(m, n);
+    if let Some(t) = *cache.forced.lock().expect("tile cache lock") {
+        return Ok(t);
+    }
+    if !cache.enabled || cfg!(target_arch = "wasm32") {
+        return Ok(rule);
+    }
+    let key = key(modes, p, splits);
+    if let Some(t) = cache.chosen.lock().expect("tile cache lock").get(&key) {
+        return Ok(*t);
+    }
+    // Candidates: the tiles that fit the adapter and pad the output by at most twice
+    // what the best-fitting one does (the others cannot win), and the shape rule's.
+    let fitting: Vec<Tile> = Tile::ALL.iter().copied().filter(|t| t.fits(&gpu.adapter)).collect();
+    let padded = |t: &Tile| m.div_ceil(t.rows()) * t.rows() * n.div_ceil(t.cols()) * t.cols();
+    let least = fitting.iter().map(padded).min().unwrap_or(0);
+    let mut candidates: Vec<Tile> = fitting.into_iter().filter(|t| padded(t) <= 2 * least).collect();
+    if !candidates.contains(&rule) {
+        candidates.push(rule);
+    }
+    let best = if candidates.len() == 1 {
+        rule
+    } else {
+        let a = Tensor::scratch(gpu, "tune.a", &[a_len])?;
+        let b = Tensor::scratch(gpu, "tune.b", &[b_len])?;
+        let bias = Tensor::scratch(gpu, "tune.bias", &[n])?;
+        let c = Tensor::scratch(gpu, "tune.c", &[c_len])?;
+        let mut best = (f64::INFINITY, rule);
+        for t in candidates {
+            let d = build(t, [&a, &b, &bias, &c]);
+            let secs = time(gpu, &d, best.0);
+            log::debug!("tile {t:?} for {key}: {:.3} ms", secs * 1e3);
+            if secs < best.0 {
+                best = (secs, t);
+            }
+        }
+        best.1
+    };
+    cache.measured.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cache.chosen.lock().expect("tile cache lock").insert(key, best);
+    cache.save(&gpu.adapter);
+    Ok(best)
+}
+
+/// Seconds per run of `d`: the best of two timings of enough back-to-back runs in one
+/// submit to last about 5 ms. A candidate whose first run is half again slower than the
+/// best so far is not timed further.
+fn time(gpu: &Gpu, d: &Dispatch, best: f64) -> f64 {
+    let run = |reps: usize| {
+        let mut enc = gpu.encoder("tune");
+        record_all(&mut enc, std::iter::repeat_n(d, reps));
+        let t0 = Instant::now();
+        gpu.submit_and_wait(enc);
+        t0.elapsed().as_secs_f64() / reps as f64
+    };
+    let first = run(1);
+    if first > 1.5 * best {
+        return first;
+    }
+    let reps = ((0.005 / first.max(1e-7)) as usize).clamp(1, 64);
+    run(reps).min(run(reps))
+}

@@ -67,6 +67,10 @@ enum Bench {
         /// c_out/DIV channels then a 1x1 conv, as `torch_baseline.py`'s low-rank model.
         #[arg(long, value_name = "DIV")]
         lowrank: Option<usize>,
+        /// Plan only: print the memory plan's size and run no step (sizes a large batch on
+        /// a slow adapter).
+        #[arg(long)]
+        plan_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -115,8 +119,9 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
     match a.what {
         Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),
         Bench::Srank { model, batch, json } => srank(&gpu, model, batch, json),
-        Bench::Train { model, batch, steps, profile, lowrank, json } => {
-            train(&gpu, model, batch, steps.max(1), profile, lowrank, json)
+        Bench::Train { model, batch, steps, profile, lowrank, plan_only, json } => {
+            let steps = if plan_only { 0 } else { steps.max(1) };
+            train(&gpu, model, batch, steps, profile, lowrank, json)
         }
     }
 }
@@ -289,6 +294,18 @@ fn train(
     };
     let mut trainer = Trainer::with_graph(gpu, &splits, cfg, graph)?;
     let plan_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
+    if steps == 0 {
+        let mib = plan_bytes as f64 / 1048576.0;
+        match json {
+            true => println!(
+                "{}",
+                serde_json::json!({"bench": "plan", "model": model, "lowrank": lowrank, "params": params, "batch": batch,
+                    "plan_bytes": plan_bytes, "adapter": gpu.adapter.name})
+            ),
+            false => println!("plan {model} ({params} parameters) batch {batch}: {mib:.1} MiB"),
+        }
+        return Ok(());
+    }
     let mut run = |steps: usize| -> Result<f64, cuttle::Error> {
         let t0 = Instant::now();
         pollster::block_on(trainer.bench_steps(gpu, steps))?;

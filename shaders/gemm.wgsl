@@ -1,9 +1,10 @@
 // gemm.wgsl: C = alpha * A * B (+ bias[col]) (+ C when accumulating), tiled.
 //
-// One workgroup of WG_N x WG_M invocations computes a (4*WG_M) x (4*WG_N) tile of C; each
-// invocation keeps a 4x4 register block in four vec4 accumulators. K is walked in steps of
-// BK through workgroup memory. The tile shape is chosen per GEMM by the host (square
-// 64x64 by default, 16x256 when M is a narrow channel count) so small layers do not
+// One workgroup of WG_N x WG_M invocations computes a (TM*WG_M) x (TM*WG_N) tile of C;
+// each invocation keeps a TM x TM register block in vec4 accumulators: 4x4 (`main`) or
+// 8x8 (`main_8x8`, for large GPUs: twice the multiply-adds per workgroup-memory read). K
+// is walked in steps of BK through workgroup memory. The host picks the entry and tile
+// per GEMM (ops/tune.rs: by measurement, or by output shape) so small layers do not
 // compute mostly padding. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
 // own slice of C (split-K for shapes with few output tiles and a long K); the slices are
 // then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
@@ -64,11 +65,14 @@ override C_MODE: u32 = 0u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N,) or a dummy when flags bit 0 is clear
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;  // see C_MODE
 
-override WG_M: u32 = 16u;      // invocations along M (each computes 4 rows)
-override WG_N: u32 = 16u;      // invocations along N (each computes 4 columns)
+override WG_M: u32 = 16u;      // invocations along M (each computes TM rows)
+override WG_N: u32 = 16u;      // invocations along N (each computes TM columns)
 override BK: u32 = 16u;        // K step through workgroup memory
-override AS_LEN: u32 = BK * WG_M;
-override BS_LEN: u32 = BK * WG_N;
+override TM: u32 = 4u;         // rows and columns per invocation: 4 (main) or 8 (main_8x8)
+override RM: u32 = WG_M * TM / 4u;   // vec4 row groups in a tile
+override RN: u32 = WG_N * TM / 4u;   // vec4 column groups in a tile
+override AS_LEN: u32 = BK * RM;
+override BS_LEN: u32 = BK * RN;
 
 var<workgroup> As: array<vec4<f32>, AS_LEN>;   // [kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
 var<workgroup> Bs: array<vec4<f32>, BS_LEN>;   // [kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
@@ -212,6 +216,28 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
     }
 }
 
+// Stages K step [k0, k0 + BK) of the tile's A rows and B columns in workgroup memory,
+// zero past k_end; invocation t of the workgroup loads every (WG_M*WG_N)-th vec4.
+fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32) {
+    let threads = WG_M * WG_N;
+    for (var i = t; i < AS_LEN; i += threads) {
+        let k = k0 + i / RM;
+        if (k < k_end) {
+            As[i] = load_a4(m0 + 4u * (i % RM), k);
+        } else {
+            As[i] = vec4<f32>(0.0);
+        }
+    }
+    for (var i = t; i < BS_LEN; i += threads) {
+        let k = k0 + i / RN;
+        if (k < k_end) {
+            Bs[i] = load_b4(k, n0 + 4u * (i % RN));
+        } else {
+            Bs[i] = vec4<f32>(0.0);
+        }
+    }
+}
+
 @compute @workgroup_size(WG_N, WG_M, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m0 = wg.y * 4u * WG_M;
@@ -220,7 +246,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let k_begin = z * p.k_split;
     let k_end = min(p.k, k_begin + p.k_split);
     let t = lid.y * WG_N + lid.x;
-    let threads = WG_M * WG_N;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -228,28 +253,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        for (var i = t; i < AS_LEN; i += threads) {
-            let k = k0 + i / WG_M;
-            let mm = m0 + 4u * (i % WG_M);
-            if (k < k_end) {
-                As[i] = load_a4(mm, k);
-            } else {
-                As[i] = vec4<f32>(0.0);
-            }
-        }
-        for (var i = t; i < BS_LEN; i += threads) {
-            let k = k0 + i / WG_N;
-            let nn = n0 + 4u * (i % WG_N);
-            if (k < k_end) {
-                Bs[i] = load_b4(k, nn);
-            } else {
-                Bs[i] = vec4<f32>(0.0);
-            }
-        }
+        stage(t, m0, n0, k0, k_end);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let av = As[kk * WG_M + lid.y];
-            let bv = Bs[kk * WG_N + lid.x];
+            let av = As[kk * RM + lid.y];
+            let bv = Bs[kk * RN + lid.x];
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;
@@ -264,4 +272,59 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     store_c(z, m + 1u, n, acc1);
     store_c(z, m + 2u, n, acc2);
     store_c(z, m + 3u, n, acc3);
+}
+
+// The 8x8 register block (TM = 8). An invocation's rows are the two groups of four
+// 4*ly.. and 4*(ly + WG_M).. of the tile, and likewise its columns, so neighbouring
+// invocations read neighbouring vec4s of workgroup memory. Each output still sums its K
+// range in order, so the result is bit for bit that of `main`.
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn main_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m0 = wg.y * 8u * WG_M;
+    let n0 = wg.x * 8u * WG_N;
+    let z = wg.z;
+    let k_begin = z * p.k_split;
+    let k_end = min(p.k, k_begin + p.k_split);
+    let t = lid.y * WG_N + lid.x;
+
+    // acc[8*h + 2*r + g]: row r of row group h, column group g.
+    var acc: array<vec4<f32>, 16>;
+
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        stage(t, m0, n0, k0, k_end);
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = As[kk * RM + lid.y];
+            let a1 = As[kk * RM + lid.y + WG_M];
+            let b0 = Bs[kk * RN + lid.x];
+            let b1 = Bs[kk * RN + lid.x + WG_N];
+            acc[0] += a0.x * b0;
+            acc[1] += a0.x * b1;
+            acc[2] += a0.y * b0;
+            acc[3] += a0.y * b1;
+            acc[4] += a0.z * b0;
+            acc[5] += a0.z * b1;
+            acc[6] += a0.w * b0;
+            acc[7] += a0.w * b1;
+            acc[8] += a1.x * b0;
+            acc[9] += a1.x * b1;
+            acc[10] += a1.y * b0;
+            acc[11] += a1.y * b1;
+            acc[12] += a1.z * b0;
+            acc[13] += a1.z * b1;
+            acc[14] += a1.w * b0;
+            acc[15] += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+
+    let n_lo = n0 + 4u * lid.x;
+    let n_hi = n0 + 4u * (lid.x + WG_N);
+    for (var h = 0u; h < 2u; h++) {
+        let m = m0 + 4u * (lid.y + h * WG_M);
+        for (var r = 0u; r < 4u; r++) {
+            store_c(z, m + r, n_lo, acc[8u * h + 2u * r]);
+            store_c(z, m + r, n_hi, acc[8u * h + 2u * r + 1u]);
+        }
+    }
 }

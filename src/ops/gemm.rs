@@ -99,31 +99,43 @@ pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
 
 /// A workgroup tile: `wg_m` x `wg_n` invocations (at most 256, WebGPU's default limit) of
-/// 4x4 outputs each, and the K step. Workgroup memory: 16·bk·(wg_m + wg_n) bytes, within
-/// WebGPU's default 16 KiB.
+/// `tm` x `tm` outputs each (4: gemm.wgsl `main`, 8: `main_8x8`), and the K step.
+/// Workgroup memory: 4·bk·(wg_m + wg_n)·tm bytes, within WebGPU's default 16 KiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tile {
     pub wg_m: u32,
     pub wg_n: u32,
     pub bk: u32,
+    #[serde(default = "four")]
+    pub tm: u32,
+}
+
+fn four() -> u32 {
+    4
 }
 
 impl Tile {
-    pub const SQUARE: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16 };
-    pub const WIDE: Tile = Tile { wg_m: 4, wg_n: 64, bk: 8 };
-    pub const MEDIUM: Tile = Tile { wg_m: 8, wg_n: 32, bk: 16 };
-    pub const TALL: Tile = Tile { wg_m: 64, wg_n: 4, bk: 8 };
+    pub const SQUARE: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16, tm: 4 };
+    pub const WIDE: Tile = Tile { wg_m: 4, wg_n: 64, bk: 8, tm: 4 };
+    pub const MEDIUM: Tile = Tile { wg_m: 8, wg_n: 32, bk: 16, tm: 4 };
+    pub const TALL: Tile = Tile { wg_m: 64, wg_n: 4, bk: 8, tm: 4 };
     /// 16x32 outputs from 32 invocations: weight gradients of small layers, whose whole
     /// output fits one tile and whose work is all in K (split-K spreads it).
-    pub const SMALL: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32 };
+    pub const SMALL: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32, tm: 4 };
     /// SQUARE with twice the K step: half the barriers, 16 KiB of workgroup memory.
-    pub const SQUARE_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 32 };
+    pub const SQUARE_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 32, tm: 4 };
     /// 32x32 outputs from 64 invocations.
-    pub const QUARTER: Tile = Tile { wg_m: 8, wg_n: 8, bk: 32 };
+    pub const QUARTER: Tile = Tile { wg_m: 8, wg_n: 8, bk: 32, tm: 4 };
     /// 16x64 outputs from 64 invocations: 16-channel layers over a moderate N.
-    pub const NARROW: Tile = Tile { wg_m: 4, wg_n: 16, bk: 32 };
+    pub const NARROW: Tile = Tile { wg_m: 4, wg_n: 16, bk: 32, tm: 4 };
+    /// 128x128 outputs from 256 invocations of 8x8: the large-GPU tile.
+    pub const BIG: Tile = Tile { wg_m: 16, wg_n: 16, bk: 8, tm: 8 };
+    /// BIG with twice the K step (16 KiB of workgroup memory).
+    pub const BIG_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16, tm: 8 };
+    /// 64x64 outputs from 64 invocations of 8x8.
+    pub const SQUARE_8X8: Tile = Tile { wg_m: 8, wg_n: 8, bk: 16, tm: 8 };
     /// Every tile the tuner may choose (`tune.rs`).
-    pub const ALL: [Tile; 8] = [
+    pub const ALL: [Tile; 11] = [
         Tile::SQUARE,
         Tile::SQUARE_DEEP,
         Tile::WIDE,
@@ -132,6 +144,9 @@ impl Tile {
         Tile::SMALL,
         Tile::QUARTER,
         Tile::NARROW,
+        Tile::BIG,
+        Tile::BIG_DEEP,
+        Tile::SQUARE_8X8,
     ];
     /// The largest K step of any tile: split-K slices are multiples of it, so the
     /// partition of K, and with it every rounding, is the same whatever the tile.
@@ -155,15 +170,24 @@ impl Tile {
     /// Whether the adapter can run this tile (invocations and workgroup memory).
     pub fn fits(&self, a: &crate::gpu::AdapterSummary) -> bool {
         self.wg_m * self.wg_n <= a.max_workgroup_invocations
-            && 16 * self.bk * (self.wg_m + self.wg_n) <= a.max_workgroup_storage
+            && 4 * self.bk * (self.wg_m + self.wg_n) * self.tm <= a.max_workgroup_storage
             && self.bk <= Tile::MAX_BK as u32
             && self.bk > 0
+            && (self.tm == 4 || self.tm == 8)
     }
     pub fn rows(&self) -> usize {
-        4 * self.wg_m as usize
+        (self.tm * self.wg_m) as usize
     }
     pub fn cols(&self) -> usize {
-        4 * self.wg_n as usize
+        (self.tm * self.wg_n) as usize
+    }
+    /// The gemm.wgsl entry point that computes this tile.
+    pub fn entry(&self) -> &'static str {
+        if self.tm == 8 {
+            "main_8x8"
+        } else {
+            "main"
+        }
     }
 }
 
@@ -288,9 +312,10 @@ fn gemm(
             ("WG_M", tile.wg_m as f64),
             ("WG_N", tile.wg_n as f64),
             ("BK", tile.bk as f64),
+            ("TM", tile.tm as f64),
         ];
         let groups = [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, splits as u32];
-        Dispatch::new(gpu, label, ("gemm", "main"), &consts, &p, &ops, groups)
+        Dispatch::new(gpu, label, ("gemm", tile.entry()), &consts, &p, &ops, groups)
     };
     let c_len = if splits > 1 { splits * m * n } else { c.len() };
     let tile = super::tune::choose(gpu, modes, &p, splits, (a.len(), b.len(), c_len), |t, ops| main(t, "tune", ops))?;

@@ -418,6 +418,11 @@ fn info(model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
     for a in adapters {
         println!("{a}");
         println!("  features: {:?}", a.features);
+        let tiles = cuttle::ops::tune::TileCache::open(&a);
+        match tiles.path() {
+            Some(p) => println!("  GEMM tiles measured: {} shapes ({})", tiles.len(), p.display()),
+            None => println!("  GEMM tiles: no cache folder (set CUTTLE_CACHE_DIR or HOME)"),
+        }
     }
     Ok(())
 }

@@ -31,30 +31,30 @@ impl Tensor {
 
     /// A zero-filled tensor, checked against the device limits first.
     pub fn zeros(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
-        let bytes = (shape.iter().product::<usize>().max(1) * 4) as u64;
-        gpu.check_size(name, bytes)?;
-        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(name),
-            size: bytes,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
-        Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
+        gpu.check_size(name, Self::bytes_of(shape))?;
+        Ok(Self::create(gpu, name, shape))
     }
 
     /// A zero-filled tensor outside the memory plan: checked against the limits but not
     /// counted in `Gpu::allocated`, for short-lived work at plan time (timing tile
     /// candidates) that is freed before training starts.
     pub fn scratch(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
-        let bytes = (shape.iter().product::<usize>().max(1) * 4) as u64;
-        gpu.check_limits(name, bytes)?;
+        gpu.check_limits(name, Self::bytes_of(shape))?;
+        Ok(Self::create(gpu, name, shape))
+    }
+
+    fn bytes_of(shape: &[usize]) -> u64 {
+        (shape.iter().product::<usize>().max(1) * 4) as u64
+    }
+
+    fn create(gpu: &Gpu, name: &str, shape: &[usize]) -> Tensor {
         let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
-            size: bytes,
+            size: Self::bytes_of(shape),
             usage: USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
+        Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 }
     }
 
     /// A tensor initialised from host data (f32 or u32).

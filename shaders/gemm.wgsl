@@ -69,13 +69,16 @@ override WG_M: u32 = 16u;      // invocations along M (each computes TM rows)
 override WG_N: u32 = 16u;      // invocations along N (each computes TM columns)
 override BK: u32 = 16u;        // K step through workgroup memory
 override TM: u32 = 4u;         // rows and columns per invocation: 4 (main) or 8 (main_8x8)
+override STAGES: u32 = 1u;     // workgroup-memory copies of the tile: 2 for main_db
 override RM: u32 = WG_M * TM / 4u;   // vec4 row groups in a tile
 override RN: u32 = WG_N * TM / 4u;   // vec4 column groups in a tile
-override AS_LEN: u32 = BK * RM;
+override AS_LEN: u32 = BK * RM;      // one copy of the A tile
 override BS_LEN: u32 = BK * RN;
+override AS_ALL: u32 = AS_LEN * STAGES;
+override BS_ALL: u32 = BS_LEN * STAGES;
 
-var<workgroup> As: array<vec4<f32>, AS_LEN>;   // [kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
-var<workgroup> Bs: array<vec4<f32>, BS_LEN>;   // [kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
+var<workgroup> As: array<vec4<f32>, AS_ALL>;   // [copy][kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
+var<workgroup> Bs: array<vec4<f32>, BS_ALL>;   // [copy][kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
 
 // A[m .. m+3, k] as a vec4 (zero outside M x K). The index arithmetic for k is done once
 // per vec4, and the four rows step by a fixed stride: integer division is slow on CPU
@@ -216,24 +219,25 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
     }
 }
 
-// Stages K step [k0, k0 + BK) of the tile's A rows and B columns in workgroup memory,
-// zero past k_end; invocation t of the workgroup loads every (WG_M*WG_N)-th vec4.
-fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32) {
+// Stages K step [k0, k0 + BK) of the tile's A rows and B columns into workgroup-memory
+// copy `copy`, zero past k_end; invocation t of the workgroup loads every
+// (WG_M*WG_N)-th vec4.
+fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32, copy: u32) {
     let threads = WG_M * WG_N;
     for (var i = t; i < AS_LEN; i += threads) {
         let k = k0 + i / RM;
         if (k < k_end) {
-            As[i] = load_a4(m0 + 4u * (i % RM), k);
+            As[copy * AS_LEN + i] = load_a4(m0 + 4u * (i % RM), k);
         } else {
-            As[i] = vec4<f32>(0.0);
+            As[copy * AS_LEN + i] = vec4<f32>(0.0);
         }
     }
     for (var i = t; i < BS_LEN; i += threads) {
         let k = k0 + i / RN;
         if (k < k_end) {
-            Bs[i] = load_b4(k, n0 + 4u * (i % RN));
+            Bs[copy * BS_LEN + i] = load_b4(k, n0 + 4u * (i % RN));
         } else {
-            Bs[i] = vec4<f32>(0.0);
+            Bs[copy * BS_LEN + i] = vec4<f32>(0.0);
         }
     }
 }
@@ -253,7 +257,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        stage(t, m0, n0, k0, k_end);
+        stage(t, m0, n0, k0, k_end, 0u);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let av = As[kk * RM + lid.y];
@@ -264,6 +268,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             acc3 += av.w * bv;
         }
         workgroupBarrier();
+    }
+
+    let m = m0 + 4u * lid.y;
+    let n = n0 + 4u * lid.x;
+    store_c(z, m, n, acc0);
+    store_c(z, m + 1u, n, acc1);
+    store_c(z, m + 2u, n, acc2);
+    store_c(z, m + 3u, n, acc3);
+}
+
+// `main` with two copies of the tile in workgroup memory (STAGES = 2): step i+1 is staged
+// into one copy while step i is computed from the other, so each K step needs one
+// barrier instead of two. Barriers are what CPU adapters pay most for; on a GPU the loads
+// of the next step overlap the arithmetic. Same order of the sum, same bits as `main`.
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn main_db(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m0 = wg.y * 4u * WG_M;
+    let n0 = wg.x * 4u * WG_N;
+    let z = wg.z;
+    let k_begin = z * p.k_split;
+    let k_end = min(p.k, k_begin + p.k_split);
+    let t = lid.y * WG_N + lid.x;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+
+    stage(t, m0, n0, k_begin, k_end, 0u);
+    workgroupBarrier();
+    var cur = 0u;
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        // The copy being written was last read before the previous barrier.
+        if (k0 + BK < k_end) {
+            stage(t, m0, n0, k0 + BK, k_end, 1u - cur);
+        }
+        let a_off = cur * AS_LEN;
+        let b_off = cur * BS_LEN;
+        for (var kk = 0u; kk < BK; kk++) {
+            let av = As[a_off + kk * RM + lid.y];
+            let bv = Bs[b_off + kk * RN + lid.x];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier();
+        cur = 1u - cur;
     }
 
     let m = m0 + 4u * lid.y;
@@ -291,7 +343,7 @@ fn main_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var acc: array<vec4<f32>, 16>;
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        stage(t, m0, n0, k0, k_end);
+        stage(t, m0, n0, k0, k_end, 0u);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = As[kk * RM + lid.y];

@@ -22,6 +22,7 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
                             ("WG_N", t.wg_n as f64),
                             ("BK", t.bk as f64),
                             ("TM", t.tm as f64),
+                            ("STAGES", t.stages as f64),
                         ]);
                     }
                 }
@@ -45,10 +46,13 @@ fn every_shader_validates_and_translates() {
         assert!(!module.entry_points.is_empty(), "{name}.wgsl has no entry point");
         for ep in &module.entry_points {
             for set in override_sets(name) {
-                // gemm's entry points each serve the tiles of one register block.
-                let tm = set.iter().find(|c| c.0 == "TM").map(|c| c.1 as u32);
-                if tm.is_some_and(|tm| (ep.name == "main_8x8") != (tm == 8)) {
-                    continue;
+                // gemm's entry points each serve their own tiles (`Tile::entry`).
+                let tile = |k: &str| set.iter().find(|c| c.0 == k).map(|c| c.1 as u32);
+                if let (Some(tm), Some(stages)) = (tile("TM"), tile("STAGES")) {
+                    let t = Tile { wg_m: 1, wg_n: 1, bk: 1, tm, stages };
+                    if t.entry() != ep.name {
+                        continue;
+                    }
                 }
                 let mut consts = PipelineConstants::default();
                 for (k, v) in &set {

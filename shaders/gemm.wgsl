@@ -1,8 +1,9 @@
 // gemm.wgsl: C = alpha * A * B (+ bias[col]) (+ C when accumulating), tiled.
 //
 // One workgroup of WG_N x WG_M invocations computes a (TM*WG_M) x (TM*WG_N) tile of C;
-// each invocation keeps a TM x TM register block in vec4 accumulators: 4x4 (`main`) or
-// 8x8 (`main_8x8`, for large GPUs: twice the multiply-adds per workgroup-memory read). K
+// each invocation keeps a TM x TM register block in vec4 accumulators: 4x4 (`main`,
+// single or double-buffered) or 8x8 (`main_8x8`, for large GPUs: twice the multiply-adds
+// per workgroup-memory read). K
 // is walked in steps of BK through workgroup memory. The host picks the entry and tile
 // per GEMM (ops/tune.rs: by measurement, or by output shape) so small layers do not
 // compute mostly padding. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
@@ -69,7 +70,7 @@ override WG_M: u32 = 16u;      // invocations along M (each computes TM rows)
 override WG_N: u32 = 16u;      // invocations along N (each computes TM columns)
 override BK: u32 = 16u;        // K step through workgroup memory
 override TM: u32 = 4u;         // rows and columns per invocation: 4 (main) or 8 (main_8x8)
-override STAGES: u32 = 1u;     // workgroup-memory copies of the tile: 2 for main_db
+override STAGES: u32 = 1u;     // workgroup-memory copies of the tile: 1 or 2 (main only)
 override RM: u32 = WG_M * TM / 4u;   // vec4 row groups in a tile
 override RN: u32 = WG_N * TM / 4u;   // vec4 column groups in a tile
 override AS_LEN: u32 = BK * RM;      // one copy of the A tile
@@ -242,6 +243,11 @@ fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32, copy: u32) {
     }
 }
 
+// The 4x4 register block. With STAGES = 2 the tile has two copies in workgroup memory:
+// step i+1 is staged into one while step i is computed from the other, so each K step
+// needs one barrier instead of two (barriers are what CPU adapters pay most for; on a
+// GPU the next step's loads overlap the arithmetic). STAGES is an override, so the
+// branches on it are resolved when the pipeline is built. Same sum order either way.
 @compute @workgroup_size(WG_N, WG_M, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m0 = wg.y * 4u * WG_M;
@@ -256,52 +262,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
-    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        stage(t, m0, n0, k0, k_end, 0u);
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let av = As[kk * RM + lid.y];
-            let bv = Bs[kk * RN + lid.x];
-            acc0 += av.x * bv;
-            acc1 += av.y * bv;
-            acc2 += av.z * bv;
-            acc3 += av.w * bv;
-        }
+    if (STAGES == 2u) {
+        stage(t, m0, n0, k_begin, k_end, 0u);
         workgroupBarrier();
     }
-
-    let m = m0 + 4u * lid.y;
-    let n = n0 + 4u * lid.x;
-    store_c(z, m, n, acc0);
-    store_c(z, m + 1u, n, acc1);
-    store_c(z, m + 2u, n, acc2);
-    store_c(z, m + 3u, n, acc3);
-}
-
-// `main` with two copies of the tile in workgroup memory (STAGES = 2): step i+1 is staged
-// into one copy while step i is computed from the other, so each K step needs one
-// barrier instead of two. Barriers are what CPU adapters pay most for; on a GPU the loads
-// of the next step overlap the arithmetic. Same order of the sum, same bits as `main`.
-@compute @workgroup_size(WG_N, WG_M, 1)
-fn main_db(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wg.y * 4u * WG_M;
-    let n0 = wg.x * 4u * WG_N;
-    let z = wg.z;
-    let k_begin = z * p.k_split;
-    let k_end = min(p.k, k_begin + p.k_split);
-    let t = lid.y * WG_N + lid.x;
-
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-
-    stage(t, m0, n0, k_begin, k_end, 0u);
-    workgroupBarrier();
     var cur = 0u;
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        // The copy being written was last read before the previous barrier.
-        if (k0 + BK < k_end) {
+        if (STAGES == 1u) {
+            stage(t, m0, n0, k0, k_end, 0u);
+            workgroupBarrier();
+        } else if (k0 + BK < k_end) {
+            // The other copy was last read before the previous barrier.
             stage(t, m0, n0, k0 + BK, k_end, 1u - cur);
         }
         let a_off = cur * AS_LEN;
@@ -315,7 +286,9 @@ fn main_db(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             acc3 += av.w * bv;
         }
         workgroupBarrier();
-        cur = 1u - cur;
+        if (STAGES == 2u) {
+            cur = 1u - cur;
+        }
     }
 
     let m = m0 + 4u * lid.y;

@@ -99,7 +99,7 @@ pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
 
 /// A workgroup tile: `wg_m` x `wg_n` invocations (at most 256, WebGPU's default limit) of
-/// `tm` x `tm` outputs each (4: gemm.wgsl `main` or `main_db`, 8: `main_8x8`), the K step
+/// `tm` x `tm` outputs each (4: gemm.wgsl `main`, 8: `main_8x8`), the K step
 /// and the copies of the tile in workgroup memory. Workgroup memory:
 /// 4·bk·(wg_m + wg_n)·tm·stages bytes, checked against the adapter's limit (`fits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,7 +110,7 @@ pub struct Tile {
     #[serde(default = "four")]
     pub tm: u32,
     /// Copies of the tile in workgroup memory: 2 overlaps staging the next K step with
-    /// computing this one (`main_db`, 4x4 only).
+    /// computing this one (4x4 only).
     #[serde(default = "one")]
     pub stages: u32,
 }
@@ -201,10 +201,10 @@ impl Tile {
     }
     /// The gemm.wgsl entry point that computes this tile.
     pub fn entry(&self) -> &'static str {
-        match (self.tm, self.stages) {
-            (8, _) => "main_8x8",
-            (_, 2) => "main_db",
-            _ => "main",
+        if self.tm == 8 {
+            "main_8x8"
+        } else {
+            "main"
         }
     }
 }

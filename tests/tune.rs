@@ -1,11 +1,12 @@
-//! GEMM tiles chosen by measurement (`ops::tune`): the tile never changes a result, the
-//! choices persist per adapter, and a damaged cache file costs a re-tune, not a run.
+//! GEMM tiles chosen by measurement (`ops::tune`): every tile matches the CPU reference
+//! bit for bit the same as the shape rule's tile, the choices persist per adapter, and a
+//! damaged cache file costs a re-tune, not a run.
 
 mod common;
 
-use common::Rng;
+use common::{assert_close, Rng};
 use cuttle::gpu::{read_f32, record_all, Gpu, Tensor};
-use cuttle::ops::gemm::{self, ConvShape, Layout, Tile};
+use cuttle::ops::gemm::{self, cpu, ConvShape, Layout, Tile};
 use cuttle::ops::tune::TileCache;
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
@@ -15,11 +16,11 @@ fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
 
 /// Plans and runs a mix of GEMMs (three matmul layouts with bias and accumulation,
 /// conv forward, data gradient under stride 2, weight gradient with split-K) and returns
-/// every output's bits.
-fn outputs(gpu: &Gpu) -> Vec<Vec<u32>> {
+/// every output's bits, with the f64 CPU reference of each.
+fn outputs(gpu: &Gpu) -> (Vec<Vec<u32>>, Vec<Vec<f64>>) {
     let mut rng = Rng(5);
     let mut ds = Vec::new();
-    let mut outs = Vec::new();
+    let (mut outs, mut wants) = (Vec::new(), Vec::new());
     for (i, layout) in [Layout::AB, Layout::AtB, Layout::ABt].into_iter().enumerate() {
         let (m, k, n) = (37 + i, 300, 70 - i);
         let (a, b, bias, c0) = (rng.vec(m * k), rng.vec(k * n), rng.vec(n), rng.vec(m * n));
@@ -29,14 +30,17 @@ fn outputs(gpu: &Gpu) -> Vec<Vec<u32>> {
         let c2 = t(gpu, "c2", &c0);
         ds.extend(gemm::matmul(gpu, "mm-acc", layout, (m, k, n), &ta, &tb, None, &c2, true).unwrap());
         outs.extend([c, c2]);
+        wants.push(cpu::matmul(layout, (m, k, n), &a, &b, Some(&bias)));
+        let product = cpu::matmul(layout, (m, k, n), &a, &b, None);
+        wants.push(product.iter().zip(&c0).map(|(p, c)| p + c).collect());
     }
     for s in [
         ConvShape { batch: 3, c_in: 5, h_in: 12, w_in: 11, c_out: 18, kh: 3, kw: 3, stride: 2, pad: 1 },
         ConvShape { batch: 8, c_in: 3, h_in: 24, w_in: 24, c_out: 6, kh: 3, kw: 3, stride: 1, pad: 1 },
     ] {
-        let x = t(gpu, "x", &rng.vec(s.input_shape().iter().product()));
-        let w = t(gpu, "w", &rng.vec(s.weight_shape().iter().product()));
-        let dy = t(gpu, "dy", &rng.vec(s.output_shape().iter().product()));
+        let (xv, wv) = (rng.vec(s.input_shape().iter().product()), rng.vec(s.weight_shape().iter().product()));
+        let dyv = rng.vec(s.output_shape().iter().product());
+        let (x, w, dy) = (t(gpu, "x", &xv), t(gpu, "w", &wv), t(gpu, "dy", &dyv));
         let y = Tensor::zeros(gpu, "y", &s.output_shape()).unwrap();
         let dx = Tensor::zeros(gpu, "dx", &s.input_shape()).unwrap();
         let dw = Tensor::zeros(gpu, "dw", &s.weight_shape()).unwrap();
@@ -44,25 +48,35 @@ fn outputs(gpu: &Gpu) -> Vec<Vec<u32>> {
         ds.extend(gemm::conv_backward_data(gpu, "dx", &s, &dy, &w, &dx, false).unwrap());
         ds.extend(gemm::conv_backward_weight(gpu, "dw", &s, &dy, &x, &dw, false).unwrap());
         outs.extend([y, dx, dw]);
+        let (dx_want, dw_want) = cpu::conv_backward(&s, &xv, &wv, &dyv);
+        wants.extend([cpu::conv_forward(&s, &xv, &wv), dx_want, dw_want]);
     }
     let mut enc = gpu.encoder("tune-test");
     record_all(&mut enc, &ds);
     gpu.submit_and_wait(enc);
     let refs: Vec<&Tensor> = outs.iter().collect();
     let vals = pollster::block_on(read_f32(gpu, &refs)).unwrap();
-    vals.into_iter().map(|v| v.into_iter().map(f32::to_bits).collect()).collect()
+    (vals.into_iter().map(|v| v.into_iter().map(f32::to_bits).collect()).collect(), wants)
+}
+
+fn bits(gpu: &Gpu) -> Vec<Vec<u32>> {
+    outputs(gpu).0
 }
 
 #[test]
 fn tiles_change_no_bit_and_choices_persist() {
     let Some(mut gpu) = cuttle::gpu::test_gpu() else { return };
-    let by_rule = outputs(&gpu);
-    assert!(by_rule.iter().flatten().all(|&b| f32::from_bits(b).is_finite()));
+    // The shape rule's tiles against the CPU (K up to 8*24*24 = 4608: error grows like √K).
+    let (by_rule, wants) = outputs(&gpu);
+    for (i, (got, want)) in by_rule.iter().zip(&wants).enumerate() {
+        let got: Vec<f32> = got.iter().map(|&b| f32::from_bits(b)).collect();
+        assert_close(&format!("output {i}"), &got, want, 1e-5 * 4608f64.sqrt(), 1e-4);
+    }
 
     // Every tile the adapter can run gives the same bits as the shape rule's.
     for tile in Tile::ALL.into_iter().filter(|t| t.fits(&gpu.adapter)) {
         gpu.tiles.force(Some(tile));
-        assert!(outputs(&gpu) == by_rule, "tile {tile:?} changed a result");
+        assert!(bits(&gpu) == by_rule, "tile {tile:?} changed a result");
     }
     gpu.tiles.force(None);
 
@@ -70,7 +84,7 @@ fn tiles_change_no_bit_and_choices_persist() {
     let dir = std::env::temp_dir().join(format!("cuttle-tiles-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
-    assert!(outputs(&gpu) == by_rule, "tuned tiles changed a result");
+    assert!(bits(&gpu) == by_rule, "tuned tiles changed a result");
     let measured = gpu.tiles.measured();
     assert!(measured >= 8, "every GEMM shape measured: {measured}");
     let path = gpu.tiles.path().unwrap().to_path_buf();
@@ -79,7 +93,7 @@ fn tiles_change_no_bit_and_choices_persist() {
     // A new run on the same adapter plans from the file without measuring.
     gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
     assert_eq!(gpu.tiles.len(), measured);
-    assert!(outputs(&gpu) == by_rule);
+    assert!(bits(&gpu) == by_rule);
     assert_eq!(gpu.tiles.measured(), 0, "choices came from the file");
 
     // A tile this adapter cannot run (hand-edited file) is dropped, not dispatched.
@@ -96,7 +110,7 @@ fn tiles_change_no_bit_and_choices_persist() {
     std::fs::write(&path, "{ not json").unwrap();
     gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
     assert!(gpu.tiles.is_empty());
-    assert!(outputs(&gpu) == by_rule);
+    assert!(bits(&gpu) == by_rule);
     assert_eq!(gpu.tiles.measured(), measured);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,7 @@
 
 use cuttle::cuttlefish::factorize::fixed_lowrank;
 use cuttle::data::{Dataset, Splits};
-use cuttle::gpu::{read_f32, record_all, Gpu, GpuOptions, Tensor};
+use cuttle::gpu::{read_f32, seconds_per_run, Gpu, GpuOptions, Tensor};
 use cuttle::nn::graph::Graph;
 use cuttle::nn::models::model_by_name;
 use cuttle::ops::gemm::{self, Layout};
@@ -146,21 +146,11 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
         let b = Tensor::from_slice(gpu, "B", &[k, n], &bv)?;
         let c = Tensor::zeros(gpu, "C", &[m, n])?;
         let ds = gemm::matmul(gpu, "bench", Layout::AB, (m, k, n), &a, &b, None, &c, false)?;
-        // One submit of `inner` back-to-back products per timing, so the submit and the
-        // wait (tens of microseconds) do not count against a skinny product that itself
-        // takes a fraction of a millisecond on a large GPU.
-        let time = |inner: usize| {
-            let mut enc = gpu.encoder("bench");
-            for _ in 0..inner {
-                record_all(&mut enc, &ds);
-            }
-            let t0 = Instant::now();
-            gpu.submit_and_wait(enc);
-            t0.elapsed().as_secs_f64() / inner as f64
-        };
-        let first = time(1);
-        let inner = ((0.02 / first.max(1e-6)) as usize).clamp(1, 200);
-        let secs = median((0..reps).map(|_| time(inner)).collect());
+        // Enough back-to-back products per timing to last ~20 ms: a skinny product takes a
+        // fraction of a millisecond on a large GPU, less than the submit itself.
+        let first = seconds_per_run(gpu, &ds, 1);
+        let runs = ((0.02 / first.max(1e-6)) as usize).clamp(1, 200);
+        let secs = median((0..reps).map(|_| seconds_per_run(gpu, &ds, runs)).collect());
         let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
         // Check 64 sampled entries against an f64 dot product.
         let got = pollster::block_on(read_f32(gpu, &[&c]))?.remove(0);

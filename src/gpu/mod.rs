@@ -10,7 +10,7 @@ mod buffer;
 mod pipeline;
 
 pub use buffer::{map_read, read_f32, read_u32, Tensor};
-pub use pipeline::{grid_1d, record_all, Dispatch, PipelineCache, ShaderId, MAX_GROUPS, SHADERS};
+pub use pipeline::{grid_1d, record_all, seconds_per_run, Dispatch, PipelineCache, ShaderId, MAX_GROUPS, SHADERS};
 
 use std::fmt;
 

@@ -183,3 +183,14 @@ pub fn record_all<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoI
         d.record(&mut pass);
     }
 }
+
+/// Wall-clock seconds per run of `dispatches`, from `runs` back-to-back runs in one submit
+/// (so the submit and the wait, tens of microseconds, are shared by all of them). For
+/// benchmarks and tile tuning at plan time; it blocks, so native only in practice.
+pub fn seconds_per_run(gpu: &Gpu, dispatches: &[Dispatch], runs: usize) -> f64 {
+    let mut enc = gpu.encoder("timing");
+    record_all(&mut enc, (0..runs).flat_map(|_| dispatches));
+    let t0 = web_time::Instant::now();
+    gpu.submit_and_wait(enc);
+    t0.elapsed().as_secs_f64() / runs.max(1) as f64
+}

@@ -11,7 +11,8 @@
 //! - conv weight grad: dW (Co,Ci,kh,kw) = dy · im2col(x)ᵀ           [M=Co, N=Ci·kh·kw, K=B·Ho·Wo]
 //!
 //! Functions here build `Dispatch`es at plan time and allocate what they need then (the
-//! split-K scratch buffer); they never submit.
+//! split-K scratch buffer). The only GPU work they do is tile tuning (`tune.rs`), which
+//! times candidate tiles on scratch operands the first time a shape is planned.
 
 use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, Tensor};
 
@@ -51,37 +52,9 @@ pub struct Params {
 }
 
 impl Default for Params {
+    /// Zero sizes, batch 1, stride 1, scale 1.
     fn default() -> Self {
-        Params {
-            m: 0,
-            n: 0,
-            k: 0,
-            flags: 0,
-            batch: 1,
-            c_in: 0,
-            h_in: 0,
-            w_in: 0,
-            c_out: 0,
-            h_out: 0,
-            w_out: 0,
-            kh: 0,
-            kw: 0,
-            stride: 1,
-            pad: 0,
-            k_split: 0,
-            alpha: 1.0,
-            ph_y: 0,
-            ph_x: 0,
-            y0: 0,
-            x0: 0,
-            q_h: 0,
-            q_w: 0,
-            t_h: 0,
-            t_w: 0,
-            base_y: 0,
-            base_x: 0,
-            _pad: 0,
-        }
+        Params { batch: 1, stride: 1, alpha: 1.0, ..bytemuck::Zeroable::zeroed() }
     }
 }
 

@@ -13,11 +13,10 @@
 //! runs are bit-identical (tested), so a cache filled by another run cannot change this one.
 
 use super::gemm::{Params, Tile};
-use crate::gpu::{record_all, AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
+use crate::gpu::{seconds_per_run, AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use web_time::Instant;
 
 /// The tiles chosen so far on one device, and where they are kept.
 #[derive(Default)]
@@ -85,7 +84,8 @@ impl TileCache {
         self.enabled
     }
 
-    /// Uses `tile` for every GEMM planned from now on (None: back to tuning or the shape rule).
+    /// Uses `tile` for every GEMM planned from now on (None: back to tuning or the shape
+    /// rule). The tile must fit the adapter (`Tile::fits`); for tests and experiments.
     pub fn force(&self, tile: Option<Tile>) {
         *self.forced.lock().expect("tile cache lock") = tile;
     }
@@ -144,7 +144,6 @@ fn key(modes: (u32, u32, u32), p: &Params, splits: usize) -> String {
 /// The tile for one GEMM: forced, cached, measured now (tuning on), or by shape.
 /// `build(tile, c)` makes the GEMM's main dispatch with that tile writing to `c`;
 /// `a_len`, `b_len`, `c_len` size the scratch operands it is timed on.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn choose(
     gpu: &Gpu,
     modes: (u32, u32, u32),
@@ -184,8 +183,7 @@ pub(super) fn choose(
         let c = Tensor::scratch(gpu, "tune.c", &[c_len])?;
         let mut best = (f64::INFINITY, rule);
         for t in candidates {
-            let d = build(t, [&a, &b, &bias, &c]);
-            let secs = time(gpu, &d, best.0);
+            let secs = time(gpu, build(t, [&a, &b, &bias, &c]), best.0);
             log::debug!("tile {t:?} for {key}: {:.3} ms", secs * 1e3);
             if secs < best.0 {
                 best = (secs, t);
@@ -202,18 +200,12 @@ pub(super) fn choose(
 /// Seconds per run of `d`: the best of two timings of enough back-to-back runs in one
 /// submit to last about 5 ms. A candidate whose first run is half again slower than the
 /// best so far is not timed further.
-fn time(gpu: &Gpu, d: &Dispatch, best: f64) -> f64 {
-    let run = |reps: usize| {
-        let mut enc = gpu.encoder("tune");
-        record_all(&mut enc, std::iter::repeat_n(d, reps));
-        let t0 = Instant::now();
-        gpu.submit_and_wait(enc);
-        t0.elapsed().as_secs_f64() / reps as f64
-    };
-    let first = run(1);
+fn time(gpu: &Gpu, d: Dispatch, best: f64) -> f64 {
+    let d = [d];
+    let first = seconds_per_run(gpu, &d, 1);
     if first > 1.5 * best {
         return first;
     }
-    let reps = ((0.005 / first.max(1e-7)) as usize).clamp(1, 64);
-    run(reps).min(run(reps))
+    let runs = ((0.005 / first.max(1e-7)) as usize).clamp(1, 64);
+    seconds_per_run(gpu, &d, runs).min(seconds_per_run(gpu, &d, runs))
 }

@@ -11,7 +11,7 @@ use cuttle::train::{Schedule, TrainConfig};
 
 fn main() -> Result<(), cuttle::Error> {
     let gpu = pollster::block_on(Gpu::new(&GpuOptions::from_env()))?;
-    println!("adapter: {}", gpu.adapter);
+    println!("adapter: {}", gpu.adapter());
     let data = load(&DataSpec::Builtin)?;
     let cfg = TrainConfig {
         model: "cnn".into(),

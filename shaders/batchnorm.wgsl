@@ -10,7 +10,8 @@
 
 struct Params {
     batch: u32, channels: u32, hw: u32,
-    flags: u32,      // bn_apply: bit 0 ReLU after, bit 1 add residual before the ReLU; backward: bit 1 accumulate dx
+    flags: u32,      // apply: bit 0 ReLU after, bit 1 add residual before the ReLU;
+                     // backward: bit 0 mask dy by the saved output y > 0 (the fused ReLU), bit 1 accumulate dx
     eps: f32,
     momentum: f32,   // running = (1 - momentum) * running + momentum * batch statistic
     _pad0: u32, _pad1: u32,
@@ -106,12 +107,15 @@ fn apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     ap_y[i] = v;
 }
 
-// ---- backward reduction: dgamma = sum(dy * xhat), dbeta = sum(dy); one workgroup per channel ----
+// ---- backward reduction: dgamma = sum(g * xhat), dbeta = sum(g); one workgroup per channel ----
+// g is dy, or dy masked by the fused ReLU's saved output (flags bit 0): folding the mask in
+// here saves an activation-sized buffer and a pass per BatchNorm.
 @group(0) @binding(1) var<storage, read> br_x: array<f32>;                 // (B, C, H, W) forward input
 @group(0) @binding(2) var<storage, read> br_stats: array<f32>;             // (2C,)
 @group(0) @binding(3) var<storage, read> br_dy: array<f32>;                // (B, C, H, W)
 @group(0) @binding(4) var<storage, read_write> br_dgamma: array<f32>;      // (C,)
 @group(0) @binding(5) var<storage, read_write> br_dbeta: array<f32>;       // (C,)
+@group(0) @binding(6) var<storage, read> br_y: array<f32>;                 // (B, C, H, W) fused output, or a dummy
 
 @compute @workgroup_size(256)
 fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -124,7 +128,8 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var sgx = 0.0;
     for (var i = t; i < count; i += WG) {
         let j = at(c, i);
-        let g = br_dy[j];
+        var g = br_dy[j];
+        if ((p.flags & 1u) != 0u && !(br_y[j] > 0.0)) { g = 0.0; }
         sg += g;
         sgx += g * (br_x[j] - mean) * invstd;
     }
@@ -137,7 +142,7 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-// ---- dx = gamma * invstd / n * (n * dy - dbeta - xhat * dgamma): one invocation per element ----
+// ---- dx = gamma * invstd / n * (n * g - dbeta - xhat * dgamma), g as above: one invocation per element ----
 @group(0) @binding(1) var<storage, read> ba_x: array<f32>;                 // (B, C, H, W)
 @group(0) @binding(2) var<storage, read> ba_stats: array<f32>;             // (2C,)
 @group(0) @binding(3) var<storage, read> ba_gamma: array<f32>;             // (C,)
@@ -145,6 +150,7 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 @group(0) @binding(5) var<storage, read> ba_dgamma: array<f32>;            // (C,)
 @group(0) @binding(6) var<storage, read> ba_dbeta: array<f32>;             // (C,)
 @group(0) @binding(7) var<storage, read_write> ba_dx: array<f32>;          // (B, C, H, W)
+@group(0) @binding(8) var<storage, read> ba_y: array<f32>;                 // (B, C, H, W) fused output, or a dummy
 
 @compute @workgroup_size(256)
 fn backward_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -154,7 +160,9 @@ fn backward_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let n = f32(p.batch * p.hw);
     let invstd = ba_stats[p.channels + c];
     let xhat = (ba_x[i] - ba_stats[c]) * invstd;
-    var d = ba_gamma[c] * invstd / n * (n * ba_dy[i] - ba_dbeta[c] - xhat * ba_dgamma[c]);
+    var g = ba_dy[i];
+    if ((p.flags & 1u) != 0u && !(ba_y[i] > 0.0)) { g = 0.0; }
+    var d = ba_gamma[c] * invstd / n * (n * g - ba_dbeta[c] - xhat * ba_dgamma[c]);
     if ((p.flags & 2u) != 0u) { d += ba_dx[i]; }
     ba_dx[i] = d;
 }

@@ -1,6 +1,6 @@
 // elementwise.wgsl: one invocation per output element, for the small passes between the
-// big kernels: ReLU and its gradient, addition, the ordered sum of split-K slices, the
-// column sums that give a bias gradient.
+// big kernels: ReLU and its gradient, addition (of two inputs, or into the output), the
+// ordered sum of split-K slices, the column sums that give a bias gradient.
 //
 // Grids longer than 65,535 workgroups fold into y; an invocation's element is
 // gid.x + gid.y * num_workgroups.x * 256.
@@ -68,4 +68,13 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let i = index(gid, nwg);
     if (i >= p.len) { return; }
     put(i, select(0.0, dy[i], x[i] > 0.0));
+}
+
+// y = x + x2: the forward of a standalone residual or skip connection.   all: (len,)
+@group(0) @binding(3) var<storage, read> x2: array<f32>;
+@compute @workgroup_size(256)
+fn add_two(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.len) { return; }
+    y[i] = x[i] + x2[i];
 }

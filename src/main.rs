@@ -68,9 +68,10 @@ enum Command {
 /// Says what choosing GEMM tiles by measurement cost, when it measured anything: the
 /// first run on an adapter is slower to start, later runs read the choices back.
 fn report_tuning(gpu: &Gpu, since: std::time::Instant) {
-    let measured = gpu.tiles.measured();
+    let Some(tiles) = cuttle::ops::tune::cache_of(gpu) else { return };
+    let measured = tiles.measured();
     if measured > 0 {
-        let kept = gpu.tiles.path().map(|p| format!(", kept in {}", p.display())).unwrap_or_default();
+        let kept = tiles.path().map(|p| format!(", kept in {}", p.display())).unwrap_or_default();
         eprintln!(
             "tiles: measured {measured} GEMM shapes on this adapter in {:.1} s (once{kept}; CUTTLE_TUNE=0 skips)",
             since.elapsed().as_secs_f64()
@@ -78,12 +79,18 @@ fn report_tuning(gpu: &Gpu, since: std::time::Instant) {
     }
 }
 
+/// The device the command line runs on: `--adapter` or `CUTTLE_ADAPTER`, with GEMM tiles
+/// tuned by measurement unless `CUTTLE_TUNE=0`.
 fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
-    let mut opts = GpuOptions::for_cli();
+    let mut opts = GpuOptions::from_env();
     if adapter.is_some() {
         opts.name = adapter.clone();
     }
-    Ok(pollster::block_on(Gpu::new(&opts))?)
+    let gpu = pollster::block_on(Gpu::new(&opts))?;
+    if cuttle::ops::tune::wanted_by_cli() {
+        cuttle::ops::tune::attach(&gpu, cuttle::ops::tune::TileCache::open(gpu.adapter()));
+    }
+    Ok(gpu)
 }
 
 /// The data set the arguments name, with the requested class-balanced subsets.
@@ -161,7 +168,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     }
 
     let gpu = gpu(cli_adapter)?;
-    eprintln!("adapter: {}", gpu.adapter);
+    eprintln!("adapter: {}", gpu.adapter());
     let cf = a.cuttlefish.then_some(cf_cfg);
     let planning = std::time::Instant::now();
     let mut session = match &checkpoint {
@@ -296,7 +303,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     let mut value = serde_json::to_value(&report).expect("report serialises");
     value["event"] = "final".into();
     value["data"] = spec.to_string().into();
-    value["adapter"] = gpu.adapter.name.clone().into();
+    value["adapter"] = gpu.adapter().name.clone().into();
     if json {
         println!("{value}");
     } else {
@@ -417,7 +424,7 @@ fn info(model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
     }
     for a in adapters {
         println!("{a}");
-        println!("  features: {:?}", a.features);
+        println!("  features: {}", a.features);
         let tiles = cuttle::ops::tune::TileCache::open(&a);
         match tiles.path() {
             Some(p) => println!("  GEMM tiles measured: {} shapes ({})", tiles.len(), p.display()),

@@ -13,7 +13,7 @@
 
 use crate::cuttlefish::{CuttlefishConfig, FactorizeMode};
 use crate::data::{self, Splits};
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::{DeviceHandle, Gpu, GpuOptions};
 use crate::session::Session;
 use crate::train::{AugmentKind, Schedule, TrainConfig};
 use serde_json::json;
@@ -73,7 +73,7 @@ pub struct Engine {
     /// Why the device was lost, once it was.
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The device, outside the busy guard (to destroy it mid-epoch in the test).
-    device: wgpu::Device,
+    device: DeviceHandle,
 }
 
 fn err(e: impl std::fmt::Display) -> JsError {
@@ -90,15 +90,15 @@ impl Engine {
         let gpu = Gpu::new(&GpuOptions::default()).await.map_err(err)?;
         let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
         let l = lost.clone();
-        gpu.device.set_device_lost_callback(move |reason, message| {
-            if let Ok(mut l) = l.lock() {
-                *l = Some(format!("{reason:?}: {message}"));
-            }
-        });
-        gpu.device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
-            web_sys::console::error_1(&format!("WebGPU error: {e}").into());
-        }));
-        let device = gpu.device.clone();
+        gpu.watch(
+            move |why| {
+                if let Ok(mut l) = l.lock() {
+                    *l = Some(why);
+                }
+            },
+            |e| web_sys::console::error_1(&format!("WebGPU error: {e}").into()),
+        );
+        let device = gpu.handle();
         let state = State { gpu, data: None, session: None };
         Ok(Engine { state: Rc::new(RefCell::new(state)), stop: Rc::new(Cell::new(false)), lost, device })
     }
@@ -106,14 +106,14 @@ impl Engine {
     /// The adapter as JSON: name, backend, type, and the limits that size the work.
     pub fn adapter(&self) -> Result<String, JsError> {
         let s = self.state.try_borrow().map_err(|_| err(BUSY))?;
-        let a = &s.gpu.adapter;
+        let a = &s.gpu.adapter();
         let out = json!({
             "name": a.name, "backend": a.backend, "device_type": a.device_type, "driver": a.driver,
             "cpu": a.is_cpu(), "max_storage_binding": a.max_storage_binding, "max_buffer": a.max_buffer,
             "max_workgroup_invocations": a.max_workgroup_invocations,
             "max_workgroup_storage": a.max_workgroup_storage,
-            "subgroups": a.features.contains(wgpu::Features::SUBGROUP),
-            "timestamps": a.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            "subgroups": a.subgroups,
+            "timestamps": a.timestamps,
         });
         Ok(out.to_string())
     }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use cuttle::cuttlefish::factorize::{singular_values, svd_factors};
 use cuttle::cuttlefish::srank::{RankProbe, Watched};
-use cuttle::gpu::{read_f32, record_all, test_gpu, Tensor};
+use cuttle::gpu::{read_f32, test_gpu, Tensor};
 use cuttle::ops::gemm::{self, ConvShape};
 
 /// A rows x cols matrix with singular values `s` (len = min(rows, cols)): Q1 diag(s) Q2ᵀ
@@ -105,9 +105,7 @@ fn factors_at_full_rank_reproduce_the_conv_and_truncation_loses_the_tail() {
         let mut ds = gemm::conv_forward(&gpu, "full", &s, &tx, &tw, &y).unwrap();
         ds.extend(gemm::conv_forward(&gpu, "u", &su, &tx, &tf, &h).unwrap());
         ds.extend(gemm::conv_forward(&gpu, "v", &sv2, &h, &ts, &y2).unwrap());
-        let mut enc = gpu.encoder("t");
-        record_all(&mut enc, &ds);
-        gpu.submit_and_wait(enc);
+        gpu.run(&ds);
         let out = pollster::block_on(read_f32(&gpu, &[&y, &y2])).unwrap();
         let norm = out[0].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         let diff = out[0].iter().zip(&out[1]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
@@ -156,9 +154,7 @@ fn frobenius_decay_gradient_matches_finite_differences_and_the_gpu() {
     let ds =
         cuttle::cuttlefish::run::frobenius_decay_grad(&gpu, "fd", (r, k, c), lambda as f32, (&tu, &tv), (&tgu, &tgv))
             .unwrap();
-    let mut enc = gpu.encoder("fd");
-    record_all(&mut enc, &ds);
-    gpu.submit_and_wait(enc);
+    gpu.run(&ds);
     let got = pollster::block_on(read_f32(&gpu, &[&tgu, &tgv])).unwrap();
     let want_u: Vec<f64> = gu0.iter().zip(&du).map(|(a, b)| a + b).collect();
     let want_v: Vec<f64> = gv0.iter().zip(&dv).map(|(a, b)| a + b).collect();
@@ -207,12 +203,10 @@ fn factorized_reference_models_take_a_step() {
         assert!(f.params.iter().any(|p| p.name == "layer2.0.conv1.0.weight" || p.name.ends_with(".0.weight")));
         let net = cuttle::nn::Net::new(&gpu, f, 2).unwrap();
         net.params.initialise(&gpu, 1);
-        let input: Vec<f32> = (0..net.acts[0].len()).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
-        net.acts[0].write(&gpu, &input);
+        let input: Vec<f32> = (0..net.input().len()).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        net.input().write(&gpu, &input);
         net.labels.write(&gpu, &[1u32, 2]);
-        let mut enc = gpu.encoder("step");
-        record_all(&mut enc, net.forward_train.iter().chain(&net.backward));
-        gpu.submit_and_wait(enc);
+        gpu.run(net.forward_train.iter().chain(&net.backward));
         let logits = pollster::block_on(read_f32(&gpu, &[net.logits()])).unwrap().remove(0);
         assert!(logits.iter().all(|v| v.is_finite()), "{model}: non-finite logits");
     }

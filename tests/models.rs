@@ -85,10 +85,10 @@ fn activation_gradients_share_buffers() {
     let g = model_by_name("resnet18", [3, 32, 32], 10).unwrap();
     let acts = g.acts.len();
     let net = cuttle::nn::Net::new(&gpu, g, 2).unwrap();
-    let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
-    for t in &net.grads[1..] {
-        if !buffers.contains(&&t.buf) {
-            buffers.push(&t.buf);
+    let mut buffers: Vec<&cuttle::gpu::Tensor> = Vec::new();
+    for t in net.activation_gradients() {
+        if !buffers.iter().any(|b| b.same_buffer(t)) {
+            buffers.push(t);
         }
     }
     eprintln!("{acts} activations, {} gradient buffers", buffers.len());

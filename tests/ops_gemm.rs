@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use cuttle::gpu::{read_f32, record_all, test_gpu, Gpu, Tensor};
+use cuttle::gpu::{read_f32, test_gpu, Gpu, Tensor};
 use cuttle::ops::gemm::{self, cpu, ConvShape, Layout};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
@@ -11,9 +11,7 @@ fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
 }
 
 fn run(gpu: &Gpu, ds: &[cuttle::gpu::Dispatch]) {
-    let mut enc = gpu.encoder("test");
-    record_all(&mut enc, ds);
-    gpu.submit_and_wait(enc);
+    gpu.run(ds);
 }
 
 fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {

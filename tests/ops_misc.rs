@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use cuttle::gpu::{read_f32, read_u32, record_all, test_gpu, Dispatch, Gpu, Tensor};
+use cuttle::gpu::{read_f32, read_u32, test_gpu, Dispatch, Gpu, Tensor};
 use cuttle::ops::{augment, batchnorm as bn, elementwise, loss, pool, sgd, StepState};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
@@ -14,9 +14,7 @@ fn z(gpu: &Gpu, name: &str, n: usize) -> Tensor {
     Tensor::zeros(gpu, name, &[n]).unwrap()
 }
 fn run(gpu: &Gpu, ds: &[Dispatch]) {
-    let mut enc = gpu.encoder("test");
-    record_all(&mut enc, ds);
-    gpu.submit_and_wait(enc);
+    gpu.run(ds);
 }
 fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
     pollster::block_on(read_f32(gpu, &[x])).unwrap().remove(0)
@@ -52,7 +50,7 @@ fn batchnorm_forward_backward_and_running_stats() {
             bn::apply(&gpu, "apply", s, 0, &tx, &stats, &tg, &tb, None, &ty),
             bn::apply(&gpu, "apply-res-relu", s, bn::RELU | bn::RESIDUAL, &tx, &stats, &tg, &tb, Some(&tres), &ty2),
         ];
-        ds.extend(bn::backward(&gpu, "bwd", s, &tx, &stats, &tg, &tdy, &tdg, &tdb, &tdx, false));
+        ds.extend(bn::backward(&gpu, "bwd", s, &tx, &stats, &tg, &tdy, None, &tdg, &tdb, Some((&tdx, false))));
         run(&gpu, &ds);
         assert_close("bn y", &read(&gpu, &ty), &y, 1e-5, 1e-4);
         let y2: Vec<f64> = y.iter().zip(&res).map(|(a, r)| (a + r).max(0.0)).collect();
@@ -71,6 +69,26 @@ fn batchnorm_forward_backward_and_running_stats() {
             0.9 + 0.1 * var * cnt / (cnt - 1.0).max(1.0)
         }));
         assert_close("bn running", &read(&gpu, &running), &want_running, 1e-5, 1e-4);
+        // The fused ReLU's backward: dy masked by the saved output y2 > 0, folded into both
+        // passes; dx accumulated into a prefilled buffer; and without dx only dγ, dβ.
+        // (The mask from the GPU's own y2, so a value within rounding of 0 cannot disagree.)
+        let y2_gpu = read(&gpu, &ty2);
+        let masked: Vec<f64> = dy.iter().zip(&y2_gpu).map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }).collect();
+        let (dx_m, dg_m, db_m) = bn::cpu::backward(s, &x, &gamma, &masked);
+        let prior = rng.vec(n);
+        let (tdx2, tdg2, tdb2) = (t(&gpu, "dx2", &prior), z(&gpu, "dg2", s.channels), z(&gpu, "db2", s.channels));
+        let (tdg3, tdb3) = (z(&gpu, "dg3", s.channels), z(&gpu, "db3", s.channels));
+        let mut ds =
+            bn::backward(&gpu, "bwd-relu", s, &tx, &stats, &tg, &tdy, Some(&ty2), &tdg2, &tdb2, Some((&tdx2, true)));
+        ds.extend(bn::backward(&gpu, "bwd-no-dx", s, &tx, &stats, &tg, &tdy, Some(&ty2), &tdg3, &tdb3, None));
+        assert_eq!(ds.len(), 3, "without dx only the reduction runs");
+        run(&gpu, &ds);
+        let want: Vec<f64> = dx_m.iter().zip(&prior).map(|(a, b)| a + b).collect();
+        assert_close("bn dx (relu mask, accumulated)", &read(&gpu, &tdx2), &want, 1e-4, 1e-3);
+        assert_close("bn dgamma (relu mask)", &read(&gpu, &tdg2), &dg_m, 1e-4, 1e-4);
+        assert_close("bn dbeta (relu mask)", &read(&gpu, &tdb2), &db_m, 1e-4, 1e-4);
+        assert_close("bn dgamma (no dx)", &read(&gpu, &tdg3), &dg_m, 1e-4, 1e-4);
+        assert_close("bn dbeta (no dx)", &read(&gpu, &tdb3), &db_m, 1e-4, 1e-4);
         // Eval: stats from the running estimates.
         let ev = z(&gpu, "eval-stats", 2 * s.channels);
         run(&gpu, &[bn::eval_stats(&gpu, "eval", s, &running, &ev)]);
@@ -78,6 +96,19 @@ fn batchnorm_forward_backward_and_running_stats() {
         let mut want_ev: Vec<f64> = r[..s.channels].iter().map(|&m| m as f64).collect();
         want_ev.extend(r[s.channels..].iter().map(|&v| 1.0 / (v as f64 + bn::EPS as f64).sqrt()));
         assert_close("bn eval stats", &read(&gpu, &ev), &want_ev, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn add_two_inputs() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(13);
+    for n in [1, 255, 257, 1000] {
+        let (a, b) = (rng.vec(n), rng.vec(n));
+        let (ta, tb, ty) = (t(&gpu, "a", &a), t(&gpu, "b", &b), z(&gpu, "y", n));
+        run(&gpu, &[elementwise::add_two(&gpu, "add", &ta, &tb, &ty)]);
+        let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_close("a + b", &read(&gpu, &ty), &want, 1e-6, 1e-6);
     }
 }
 

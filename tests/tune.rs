@@ -5,9 +5,9 @@
 mod common;
 
 use common::{assert_close, Rng};
-use cuttle::gpu::{read_f32, record_all, Gpu, Tensor};
+use cuttle::gpu::{read_f32, Gpu, Tensor};
 use cuttle::ops::gemm::{self, cpu, ConvShape, Layout, Tile};
-use cuttle::ops::tune::TileCache;
+use cuttle::ops::tune::{self, TileCache};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
     let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
@@ -51,9 +51,7 @@ fn outputs(gpu: &Gpu) -> (Vec<Vec<u32>>, Vec<Vec<f64>>) {
         let (dx_want, dw_want) = cpu::conv_backward(&s, &xv, &wv, &dyv);
         wants.extend([cpu::conv_forward(&s, &xv, &wv), dx_want, dw_want]);
     }
-    let mut enc = gpu.encoder("tune-test");
-    record_all(&mut enc, &ds);
-    gpu.submit_and_wait(enc);
+    gpu.run(&ds);
     let refs: Vec<&Tensor> = outs.iter().collect();
     let vals = pollster::block_on(read_f32(gpu, &refs)).unwrap();
     (vals.into_iter().map(|v| v.into_iter().map(f32::to_bits).collect()).collect(), wants)
@@ -65,7 +63,7 @@ fn bits(gpu: &Gpu) -> Vec<Vec<u32>> {
 
 #[test]
 fn tiles_change_no_bit_and_choices_persist() {
-    let Some(mut gpu) = cuttle::gpu::test_gpu() else { return };
+    let Some(gpu) = cuttle::gpu::test_gpu() else { return };
     // The shape rule's tiles against the CPU (K up to 8*24*24 = 4608: error grows like √K).
     let (by_rule, wants) = outputs(&gpu);
     for (i, (got, want)) in by_rule.iter().zip(&wants).enumerate() {
@@ -74,27 +72,28 @@ fn tiles_change_no_bit_and_choices_persist() {
     }
 
     // Every tile the adapter can run gives the same bits as the shape rule's.
-    for tile in Tile::ALL.into_iter().filter(|t| t.fits(&gpu.adapter)) {
-        gpu.tiles.force(Some(tile));
+    let forced = tune::attach(&gpu, TileCache::default());
+    for tile in Tile::ALL.into_iter().filter(|t| t.fits(gpu.adapter())) {
+        forced.force(Some(tile));
         assert!(bits(&gpu) == by_rule, "tile {tile:?} changed a result");
     }
-    gpu.tiles.force(None);
+    forced.force(None);
 
     // Tuning measures each shape once, keeps the choice on disk, changes no bit.
     let dir = std::env::temp_dir().join(format!("cuttle-tiles-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
+    let tiles = tune::attach(&gpu, TileCache::open_in(gpu.adapter(), Some(dir.clone())));
     assert!(bits(&gpu) == by_rule, "tuned tiles changed a result");
-    let measured = gpu.tiles.measured();
+    let measured = tiles.measured();
     assert!(measured >= 8, "every GEMM shape measured: {measured}");
-    let path = gpu.tiles.path().unwrap().to_path_buf();
+    let path = tiles.path().unwrap().to_path_buf();
     assert!(path.exists(), "cache written to {}", path.display());
 
     // A new run on the same adapter plans from the file without measuring.
-    gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
-    assert_eq!(gpu.tiles.len(), measured);
+    let tiles = tune::attach(&gpu, TileCache::open_in(gpu.adapter(), Some(dir.clone())));
+    assert_eq!(tiles.len(), measured);
     assert!(bits(&gpu) == by_rule);
-    assert_eq!(gpu.tiles.measured(), 0, "choices came from the file");
+    assert_eq!(tiles.measured(), 0, "choices came from the file");
 
     // A tile this adapter cannot run (hand-edited file) is dropped, not dispatched.
     let text = std::fs::read_to_string(&path).unwrap();
@@ -103,14 +102,14 @@ fn tiles_change_no_bit_and_choices_persist() {
     let first = tiles.keys().next().unwrap().clone();
     tiles[&first] = serde_json::json!({"wg_m": 64, "wg_n": 64, "bk": 64});
     std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
-    gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
-    assert_eq!(gpu.tiles.len(), measured - 1);
+    let tiles = tune::attach(&gpu, TileCache::open_in(gpu.adapter(), Some(dir.clone())));
+    assert_eq!(tiles.len(), measured - 1);
 
     // A damaged file is set aside: the run re-tunes and still computes the same bits.
     std::fs::write(&path, "{ not json").unwrap();
-    gpu.tiles = TileCache::open_in(&gpu.adapter, Some(dir.clone()));
-    assert!(gpu.tiles.is_empty());
+    let tiles = tune::attach(&gpu, TileCache::open_in(gpu.adapter(), Some(dir.clone())));
+    assert!(tiles.is_empty());
     assert!(bits(&gpu) == by_rule);
-    assert_eq!(gpu.tiles.measured(), measured);
+    assert_eq!(tiles.measured(), measured);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,9 +7,10 @@
 //!
 //! Part of the binary, not the library: it only drives public APIs.
 
+use crate::gpu;
 use cuttle::cuttlefish::factorize::fixed_lowrank;
 use cuttle::data::{Dataset, Splits};
-use cuttle::gpu::{read_f32, seconds_per_run, Gpu, GpuOptions, Tensor};
+use cuttle::gpu::{read_f32, Gpu, Tensor};
 use cuttle::nn::graph::Graph;
 use cuttle::nn::models::model_by_name;
 use cuttle::ops::gemm::{self, Layout};
@@ -76,14 +77,6 @@ enum Bench {
     },
 }
 
-fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
-    let mut opts = GpuOptions::for_cli();
-    if adapter.is_some() {
-        opts.name = adapter.clone();
-    }
-    Ok(pollster::block_on(Gpu::new(&opts))?)
-}
-
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), cuttle::Error> {
     let v: Vec<usize> =
         s.split('x').map(|t| t.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
@@ -115,7 +108,7 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
         Bench::Srank { .. } => {}
     }
     let gpu = gpu(adapter)?;
-    eprintln!("adapter: {}", gpu.adapter);
+    eprintln!("adapter: {}", gpu.adapter());
     match a.what {
         Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),
         Bench::Srank { model, batch, json } => srank(&gpu, model, batch, json),
@@ -129,7 +122,7 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
 fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(), cuttle::Error> {
     let shapes: Vec<String> = if !shapes.is_empty() {
         shapes
-    } else if gpu.adapter.is_cpu() {
+    } else if gpu.adapter().is_cpu() {
         vec!["256".into(), "512".into(), "1024".into()]
     } else {
         ["1024", "2048", "4096", "8192x4608x128", "8192x128x512", "16384x1152x256"]
@@ -148,9 +141,10 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
         let ds = gemm::matmul(gpu, "bench", Layout::AB, (m, k, n), &a, &b, None, &c, false)?;
         // Enough back-to-back products per timing to last ~20 ms: a skinny product takes a
         // fraction of a millisecond on a large GPU, less than the submit itself.
-        let first = seconds_per_run(gpu, &ds, 1);
+        let time = |runs| pollster::block_on(gpu.seconds_per_run(&ds, runs));
+        let first = time(1);
         let runs = ((0.02 / first.max(1e-6)) as usize).clamp(1, 200);
-        let secs = median((0..reps).map(|_| seconds_per_run(gpu, &ds, runs)).collect());
+        let secs = median((0..reps).map(|_| time(runs)).collect());
         let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
         // Check 64 sampled entries against an f64 dot product.
         let got = pollster::block_on(read_f32(gpu, &[&c]))?.remove(0);
@@ -166,7 +160,7 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
             println!(
                 "{}",
                 serde_json::json!({"bench": "matmul", "m": m, "k": k, "n": n, "gflops": gflops, "ms": secs * 1e3,
-                    "checked": ok, "max_rel_err": max_rel, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
+                    "checked": ok, "max_rel_err": max_rel, "adapter": gpu.adapter().name, "backend": gpu.adapter().backend})
             );
         } else {
             println!(
@@ -236,7 +230,7 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
             "{}",
             serde_json::json!({"bench": "srank", "model": model, "layers": layers, "cold_ms": cold * 1e3, "cold_iterations": cold_iters,
                 "warm_ms": warm * 1e3, "warm_iterations": cf.last_iterations, "train_images_per_s": images_per_s,
-                "cifar_epoch_s": epoch_s, "warm_share_of_epoch": warm / epoch_s, "adapter": gpu.adapter.name})
+                "cifar_epoch_s": epoch_s, "warm_share_of_epoch": warm / epoch_s, "adapter": gpu.adapter().name})
         );
     } else {
         println!(
@@ -271,7 +265,7 @@ fn train(
     let graph = bench_graph(&model, lowrank)?;
     let params = graph.param_count();
     let splits = synthetic(batch);
-    let before = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed);
+    let before = gpu.allocated_bytes();
     let cfg = TrainConfig {
         model: model.clone(),
         epochs: 1,
@@ -283,14 +277,14 @@ fn train(
         ..Default::default()
     };
     let mut trainer = Trainer::with_graph(gpu, &splits, cfg, graph)?;
-    let plan_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let plan_bytes = gpu.allocated_bytes() - before;
     if steps == 0 {
         let mib = plan_bytes as f64 / 1048576.0;
         match json {
             true => println!(
                 "{}",
                 serde_json::json!({"bench": "plan", "model": model, "lowrank": lowrank, "params": params, "batch": batch,
-                    "plan_bytes": plan_bytes, "adapter": gpu.adapter.name})
+                    "plan_bytes": plan_bytes, "adapter": gpu.adapter().name})
             ),
             false => println!("plan {model} ({params} parameters) batch {batch}: {mib:.1} MiB"),
         }
@@ -304,18 +298,19 @@ fn train(
     run(3)?;
     let secs = run(steps)?;
     // Everything is allocated at plan time: the count after the timed steps shows it.
-    let after_bytes = gpu.allocated.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let after_bytes = gpu.allocated_bytes() - before;
     if profile {
         let (prof, timestamps) = pollster::block_on(trainer.profile_step(gpu))?;
         print_profile(&prof, timestamps, json);
     }
     let images_per_s = (steps * batch) as f64 / secs;
-    let tiles = if gpu.tiles.enabled() { "tuned" } else { "by shape" };
+    let tuned = cuttle::ops::tune::cache_of(gpu).is_some_and(|c| c.enabled());
+    let tiles = if tuned { "tuned" } else { "by shape" };
     if json {
         println!(
             "{}",
             serde_json::json!({"bench": "train", "model": model, "lowrank": lowrank, "params": params, "batch": batch, "steps": steps, "images_per_s": images_per_s,
-                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "tiles": tiles, "adapter": gpu.adapter.name, "backend": gpu.adapter.backend})
+                "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "tiles": tiles, "adapter": gpu.adapter().name, "backend": gpu.adapter().backend})
         );
     } else {
         println!(

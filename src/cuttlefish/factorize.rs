@@ -31,7 +31,7 @@ pub fn candidates(g: &Graph) -> Vec<String> {
     g.nodes
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Conv(c) if c.k > 1 && n.input != Graph::INPUT => Some(n.name.clone()),
+            Op::Conv(c) if c.k > 1 && n.inputs[0] != Graph::INPUT => Some(n.name.clone()),
             _ => None,
         })
         .collect()
@@ -57,34 +57,37 @@ pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
 /// reference); with `extra_bn` a BatchNorm sits between them.
 pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius_decay: bool) -> Graph {
     let ranks: HashMap<&str, usize> = factors.iter().map(|f| (f.layer.as_str(), f.rank)).collect();
-    let mut out = Graph::new(&g.name, g.acts[0], g.classes);
+    let input = g.shape(Graph::INPUT).image().expect("models read images");
+    let mut out = Graph::new(&g.name, input, g.classes);
     let mut map: Vec<ActId> = vec![0; g.acts.len()];
+    let last_weight = |out: &Graph| out.param_named(&format!("{}.weight", out.nodes.last().expect("just built").name));
     for n in &g.nodes {
-        let x = map[n.input];
+        let x: Vec<ActId> = n.inputs.iter().map(|&a| map[a]).collect();
         let y = match &n.op {
             Op::Conv(c) => match ranks.get(n.name.as_str()) {
                 Some(&r) => {
                     let (first, second) = factor_names(&n.name, extra_bn);
-                    let mut h = out.conv(&first, x, r, c.k, c.stride, c.pad);
-                    if frobenius_decay {
-                        out.params.last_mut().expect("conv declared a weight").decay = false;
-                    }
+                    let mut h = out.conv(&first, x[0], r, c.k, c.stride, c.pad);
+                    let u = last_weight(&out).expect("conv declared a weight");
                     if extra_bn {
-                        h = out.batchnorm(&format!("{}.1", n.name), h, false, None);
+                        h = out.batchnorm(&format!("{}.1", n.name), h);
                     }
                     let y = out.conv(&second, h, c.c_out, 1, 1, 0);
+                    let v = last_weight(&out).expect("conv declared a weight");
                     if frobenius_decay {
-                        out.params.last_mut().expect("conv declared a weight").decay = false;
+                        out.exempt_from_decay(u);
+                        out.exempt_from_decay(v);
                     }
                     y
                 }
-                None => out.conv(&n.name, x, c.c_out, c.k, c.stride, c.pad),
+                None => out.conv(&n.name, x[0], c.c_out, c.k, c.stride, c.pad),
             },
-            Op::BatchNorm(b) => out.batchnorm(&n.name, x, b.relu, b.residual.map(|r| map[r])),
-            Op::Relu => out.relu(&n.name, x),
-            Op::MaxPool2 => out.max_pool2(&n.name, x),
-            Op::GlobalAvgPool => out.global_avg_pool(&n.name, x),
-            Op::Linear(l) => out.linear(&n.name, x, l.outputs),
+            Op::BatchNorm(_) => out.batchnorm(&n.name, x[0]),
+            Op::Relu => out.relu(&n.name, x[0]),
+            Op::Add => out.add(&n.name, x[0], x[1]),
+            Op::MaxPool2 => out.max_pool2(&n.name, x[0]),
+            Op::GlobalAvgPool => out.global_avg_pool(&n.name, x[0]),
+            Op::Linear(l) => out.linear(&n.name, x[0], l.outputs),
         };
         map[n.output] = y;
     }

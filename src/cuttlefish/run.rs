@@ -8,7 +8,7 @@
 use super::factorize::{candidates, factor_names, factorized_graph, reference_layers, svd_factors, Factor};
 use super::srank::{RankProbe, Watched};
 use super::tracker::{chosen_rank, Detector, Tracker};
-use crate::gpu::{record_all, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::nn::graph::{Graph, Op};
 use crate::nn::Net;
 use crate::ops::gemm::{self, ConvShape, Layout};
@@ -165,7 +165,7 @@ fn conv_nodes(g: &Graph) -> HashMap<String, (super::super::nn::graph::Conv, [usi
     g.nodes
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Conv(c) => Some((n.name.clone(), (c.clone(), g.shape(n.input)))),
+            Op::Conv(c) => Some((n.name.clone(), (c.clone(), g.shape(n.inputs[0]).image().expect("conv input")))),
             _ => None,
         })
         .collect()
@@ -190,9 +190,7 @@ impl Cuttlefish {
         for name in &names {
             let (c, _) = &convs[name];
             let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
-            let wname = format!("{name}.weight");
-            let i = params.specs.iter().position(|p| p.name == wname).expect("conv weight exists");
-            watched.push(Watched { name: name.clone(), offset: params.offsets[i], rows, cols });
+            watched.push(Watched { name: name.clone(), offset: params.get(c.weight).offset, rows, cols });
             tracked.push(TrackedLayer { name: name.clone(), rows, cols });
         }
         let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
@@ -353,23 +351,18 @@ impl Cuttlefish {
             values.insert(format!("{n2}.weight"), second);
         }
         let mut flat = net.params.initial_values(trainer.cfg.seed);
-        for (spec, &off) in net.params.specs.iter().zip(&net.params.offsets) {
-            if let Some(v) = values.get(&spec.name).or_else(|| old.get(&spec.name)) {
-                flat[off..off + spec.len()].copy_from_slice(v);
+        for p in net.params.all() {
+            if let Some(v) = values.get(&p.spec.name).or_else(|| old.get(&p.spec.name)) {
+                flat[p.offset..p.offset + p.spec.len()].copy_from_slice(v);
             }
         }
         net.params.weights.write(gpu, &flat);
         net.params.momentum.write(gpu, &vec![0.0f32; net.params.momentum.len()]);
         // BatchNorm running statistics carry over; extra BatchNorms start fresh.
-        let old_bn: HashMap<&str, &Tensor> =
-            trainer.net.bn_states.iter().map(|b| (b.prefix.as_str(), &b.running)).collect();
-        let mut enc = gpu.encoder("copy-bn");
-        for b in &net.bn_states {
-            if let Some(src) = old_bn.get(b.prefix.as_str()) {
-                enc.copy_buffer_to_buffer(&src.buf, src.offset, &b.running.buf, b.running.offset, b.running.bytes());
-            }
-        }
-        gpu.queue.submit([enc.finish()]);
+        let old_bn: HashMap<&str, &Tensor> = trainer.net.bn_states().map(|b| (b.prefix.as_str(), &b.running)).collect();
+        let copies: Vec<(&Tensor, &Tensor)> =
+            net.bn_states().filter_map(|b| old_bn.get(b.prefix.as_str()).map(|&src| (src, &b.running))).collect();
+        gpu.copy(&copies);
 
         let report = SwitchReport {
             epoch: epochs_done,
@@ -401,8 +394,13 @@ fn frobenius_decay(
     extra_bn: bool,
 ) -> Result<Vec<Dispatch>> {
     let (n1, n2) = factor_names(&f.layer, extra_bn);
-    let (u, v) = (net.params.weight(&format!("{n1}.weight")), net.params.weight(&format!("{n2}.weight")));
-    let (gu, gv) = (net.params.grad(&format!("{n1}.weight")), net.params.grad(&format!("{n2}.weight")));
+    let id = |n: &str| {
+        let name = format!("{n}.weight");
+        net.graph.param_named(&name).ok_or_else(|| Error::Config(format!("the factorized model has no `{name}`")))
+    };
+    let (first, second) = (id(&n1)?, id(&n2)?);
+    let (u, v) = (net.params.weight(first), net.params.weight(second));
+    let (gu, gv) = (net.params.grad(first), net.params.grad(second));
     let dims = (f.rank, conv.c_in * conv.k * conv.k, conv.c_out);
     frobenius_decay_grad(gpu, &format!("{}.frobenius-decay", f.layer), dims, lambda, (&u, &v), (&gu, &gv))
 }
@@ -448,7 +446,7 @@ pub async fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f
     low.extend(gemm::conv_backward_weight(gpu, "u", &su, &dh, &x, &dwu, false)?);
     low.extend(gemm::conv_backward_data(gpu, "u", &su, &dh, &wu, &dx, false)?);
 
-    let reps = if gpu.adapter.is_cpu() { 1 } else { 10 };
+    let reps = if gpu.adapter().is_cpu() { 1 } else { 10 };
     Ok((time_dispatches(gpu, &full, reps).await, time_dispatches(gpu, &low, reps).await))
 }
 
@@ -456,15 +454,9 @@ pub async fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f
 async fn time_dispatches(gpu: &Gpu, ds: &[Dispatch], reps: usize) -> f64 {
     let mut v = Vec::new();
     for i in 0..4 {
-        let mut enc = gpu.encoder("time-layer");
-        for _ in 0..reps {
-            record_all(&mut enc, ds);
-        }
-        let t0 = Instant::now();
-        gpu.queue.submit([enc.finish()]);
-        gpu.finished().await;
+        let secs = gpu.seconds_per_run(ds, reps).await;
         if i > 0 {
-            v.push(t0.elapsed().as_secs_f64() / reps as f64);
+            v.push(secs);
         }
     }
     v.sort_by(|a, b| a.total_cmp(b));

@@ -11,7 +11,7 @@
 //! Tested against faer's exact SVD within 1% on random matrices and on matrices with known
 //! singular values (tests/cuttlefish.rs).
 
-use crate::gpu::{read_f32, record_all, Dispatch, Gpu, GpuError, Tensor};
+use crate::gpu::{read_f32, Dispatch, Gpu, GpuError, Tensor};
 use crate::rng::SplitMix64;
 
 /// Iterations between readbacks.
@@ -152,9 +152,7 @@ impl RankProbe {
         let mut prev: Option<Vec<f32>> = None;
         let mut iters = 0;
         loop {
-            let mut enc = gpu.encoder("srank");
-            record_all(&mut enc, self.round.iter().chain(std::iter::once(&self.frobenius)));
-            gpu.queue.submit([enc.finish()]);
+            gpu.submit(self.round.iter().chain(std::iter::once(&self.frobenius)), None);
             iters += ROUND;
             let est = read_f32(gpu, &[&self.est]).await?.remove(0);
             let settled = prev.as_ref().is_some_and(|p| {

@@ -10,9 +10,9 @@ use wgpu::util::DeviceExt;
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<usize>,
-    pub buf: wgpu::Buffer,
+    buf: wgpu::Buffer,
     /// Byte offset of element 0 inside `buf`.
-    pub offset: u64,
+    offset: u64,
 }
 
 const USAGE: wgpu::BufferUsages =
@@ -77,12 +77,33 @@ impl Tensor {
         Ok(Tensor { name: name.to_string(), shape: shape.to_vec(), buf, offset: 0 })
     }
 
-    /// A view of `len` elements of a larger buffer starting at byte `offset`.
-    pub fn view(name: &str, shape: &[usize], buf: &wgpu::Buffer, offset: u64) -> Tensor {
-        Tensor { name: name.to_string(), shape: shape.to_vec(), buf: buf.clone(), offset }
+    /// A view of this tensor's memory: `shape` elements from element `at` on (a multiple
+    /// of the storage-offset alignment when it is bound on its own).
+    pub fn slice(&self, name: &str, shape: &[usize], at: usize) -> Tensor {
+        let len: usize = shape.iter().product();
+        assert!(at + len <= self.len(), "`{name}`: a view of {len} elements at {at} past the end of `{}`", self.name);
+        Tensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            buf: self.buf.clone(),
+            offset: self.offset + at as u64 * 4,
+        }
     }
 
-    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+    /// Whether two tensors are views of the same buffer.
+    pub fn same_buffer(&self, other: &Tensor) -> bool {
+        self.buf == other.buf
+    }
+
+    pub(super) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub(super) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buf,
             offset: self.offset,
@@ -94,6 +115,13 @@ impl Tensor {
     pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, data: &[T]) {
         assert_eq!(data.len(), self.len(), "write to `{}`", self.name);
         gpu.queue.write_buffer(&self.buf, self.offset, bytemuck::cast_slice(data));
+    }
+
+    /// Overwrites the tensor with one plain struct of exactly its size (the per-step state:
+    /// queued, not submitted, so the training loop can call it).
+    pub fn write_struct<T: bytemuck::Pod>(&self, gpu: &Gpu, value: &T) {
+        assert_eq!(std::mem::size_of::<T>() as u64, self.bytes(), "write to `{}`", self.name);
+        gpu.queue.write_buffer(&self.buf, self.offset, bytemuck::bytes_of(value));
     }
 }
 
@@ -133,7 +161,7 @@ async fn read_raw(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<u8>>, GpuErr
 /// Maps a MAP_READ buffer whose copies are already submitted, hands its bytes to `f`, and
 /// unmaps it. The one place that waits for a readback: awaited on the web, polled on
 /// native; it allocates nothing itself, so the training loop can use it.
-pub async fn map_read<T>(gpu: &Gpu, buf: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T, GpuError> {
+pub(super) async fn map_read<T>(gpu: &Gpu, buf: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T, GpuError> {
     let (tx, rx) = futures_channel::oneshot::channel();
     buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -148,6 +176,41 @@ pub async fn map_read<T>(gpu: &Gpu, buf: &wgpu::Buffer, f: impl FnOnce(&[u8]) ->
     };
     buf.unmap();
     Ok(out)
+}
+
+/// A persistent staging buffer for reading a few bytes back every so often inside the
+/// training loop (loss totals): created once at plan time, filled by `Gpu::submit`'s copy,
+/// mapped by `read`. Nothing is allocated per read.
+pub struct Readback {
+    buf: wgpu::Buffer,
+    bytes: u64,
+}
+
+impl Readback {
+    pub fn new(gpu: &Gpu, name: &str, bytes: u64) -> Readback {
+        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Readback { buf, bytes }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Waits for the last copy into this buffer and fills `out` from it.
+    pub async fn read_into<T: bytemuck::Pod>(&self, gpu: &Gpu, out: &mut [T]) -> Result<(), GpuError> {
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let n = dst.len().min(self.bytes as usize);
+        map_read(gpu, &self.buf, |bytes| dst[..n].copy_from_slice(&bytes[..n])).await
+    }
+
+    pub(super) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
 }
 
 /// Reads f32 tensors back to the host, one `Vec` per tensor.

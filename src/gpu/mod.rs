@@ -1,6 +1,7 @@
 //! The only module that touches wgpu directly: adapter choice, the device and its limits,
 //! tensors (storage buffers with a name and a shape), the pipeline cache, recorded
-//! dispatches and readback.
+//! dispatches, submission, readback and timing. Everything above it uses these verbs and
+//! never names a wgpu type; nothing here imports from the rest of the crate.
 //!
 //! Acquiring a device (`Gpu::new`) is separate from using it: tests and the browser build
 //! create their own `Gpu` and pass it in. Everything that waits on the GPU is `async`
@@ -9,8 +10,10 @@
 mod buffer;
 mod pipeline;
 
-pub use buffer::{map_read, read_f32, read_u32, Tensor};
-pub use pipeline::{grid_1d, record_all, seconds_per_run, Dispatch, PipelineCache, ShaderId, MAX_GROUPS, SHADERS};
+mod profile;
+
+pub use buffer::{read_f32, read_u32, Readback, Tensor};
+pub use pipeline::{grid_1d, Dispatch, ShaderId, MAX_GROUPS, SHADERS};
 
 use std::fmt;
 
@@ -38,26 +41,16 @@ pub enum GpuError {
 
 /// How to choose the adapter. `name` is matched as a case-insensitive substring; the
 /// `CUTTLE_ADAPTER` environment variable fills it when unset. `WGPU_BACKEND` (read by wgpu)
-/// restricts the backends searched. `tune`: choose GEMM tiles by measurement and cache
-/// them (`ops::tune`); `CUTTLE_TUNE=1` sets it, `CUTTLE_TUNE=0` clears it.
+/// restricts the backends searched. (Whether GEMM tiles are tuned is `ops::tune`'s
+/// business, not the device's.)
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     pub name: Option<String>,
-    pub tune: bool,
 }
 
 impl GpuOptions {
     pub fn from_env() -> Self {
-        GpuOptions {
-            name: std::env::var("CUTTLE_ADAPTER").ok().filter(|s| !s.is_empty()),
-            tune: std::env::var("CUTTLE_TUNE").is_ok_and(|v| v == "1"),
-        }
-    }
-
-    /// The command line's defaults: as `from_env`, but tuning unless `CUTTLE_TUNE=0`
-    /// (a run pays for measuring once per adapter; the library and its tests do not).
-    pub fn for_cli() -> Self {
-        GpuOptions { tune: std::env::var("CUTTLE_TUNE").map_or(true, |v| v != "0"), ..GpuOptions::from_env() }
+        GpuOptions { name: std::env::var("CUTTLE_ADAPTER").ok().filter(|s| !s.is_empty()) }
     }
 }
 
@@ -72,7 +65,10 @@ pub struct AdapterSummary {
     pub max_buffer: u64,
     pub max_workgroup_invocations: u32,
     pub max_workgroup_storage: u32,
-    pub features: wgpu::Features,
+    pub subgroups: bool,
+    pub timestamps: bool,
+    /// Every optional feature, for `cuttle info`.
+    pub features: String,
 }
 
 impl AdapterSummary {
@@ -88,7 +84,9 @@ impl AdapterSummary {
             max_buffer: limits.max_buffer_size,
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
-            features: adapter.features(),
+            subgroups: adapter.features().contains(wgpu::Features::SUBGROUP),
+            timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            features: format!("{:?}", adapter.features()),
         }
     }
 
@@ -118,16 +116,28 @@ impl fmt::Display for AdapterSummary {
 
 /// A device ready to run cuttle's kernels, with the pipeline cache bound to it.
 pub struct Gpu {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub adapter: AdapterSummary,
-    pub limits: wgpu::Limits,
-    pub pipelines: PipelineCache,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    pipelines: pipeline::PipelineCache,
     /// Bytes of tensors created on this device so far (the memory plan's size; buffers
     /// are never freed during training, so this is also its peak).
-    pub allocated: std::sync::atomic::AtomicU64,
-    /// GEMM tiles measured on this device (`ops::tune`); off unless `GpuOptions::tune`.
-    pub tiles: crate::ops::tune::TileCache,
+    allocated: std::sync::atomic::AtomicU64,
+    /// Distinguishes devices in one process (keys for caches kept above this module).
+    id: u64,
+}
+
+/// A handle on the device outside any borrow of its `Gpu` (the browser's test destroys the
+/// device mid-epoch through it).
+#[derive(Clone)]
+pub struct DeviceHandle(wgpu::Device);
+
+impl DeviceHandle {
+    /// Destroys the device, as a driver reset would.
+    pub fn destroy(&self) {
+        self.0.destroy();
+    }
 }
 
 /// The backends searched: `WGPU_BACKEND` if set, else Vulkan, Metal, DX12 and browser
@@ -167,11 +177,7 @@ impl Gpu {
     pub async fn new(opts: &GpuOptions) -> Result<Gpu, GpuError> {
         let instance = instance();
         let adapter = Self::pick(&instance, opts).await?;
-        let mut gpu = Self::with_adapter(adapter).await?;
-        if opts.tune {
-            gpu.tiles = crate::ops::tune::TileCache::open(&gpu.adapter);
-        }
-        Ok(gpu)
+        Self::with_adapter(adapter).await
     }
 
     async fn pick(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
@@ -245,16 +251,79 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::Device { adapter: summary.name.clone(), why: e.to_string() })?;
         log::info!("adapter: {summary}");
-        let pipelines = PipelineCache::default();
-        Ok(Gpu {
-            device,
-            queue,
-            adapter: summary,
-            limits,
-            pipelines,
-            allocated: Default::default(),
-            tiles: Default::default(),
-        })
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pipelines = pipeline::PipelineCache::default();
+        Ok(Gpu { device, queue, adapter: summary, limits, pipelines, allocated: Default::default(), id })
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// A number no other `Gpu` of this process has.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Bytes of tensors created so far (the memory plan: nothing is freed while training).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes a tensor view's offset must be a multiple of to be bound on its own.
+    pub fn storage_offset_alignment(&self) -> u32 {
+        self.limits.min_storage_buffer_offset_alignment
+    }
+
+    pub fn handle(&self) -> DeviceHandle {
+        DeviceHandle(self.device.clone())
+    }
+
+    /// Calls `lost(why)` if the device is lost and `error(what)` on any validation or
+    /// out-of-memory error nobody caught (the browser reports both on the page).
+    pub fn watch(&self, lost: impl Fn(String) + Send + 'static, error: impl Fn(String) + Send + Sync + 'static) {
+        self.device.set_device_lost_callback(move |reason, message| lost(format!("{reason:?}: {message}")));
+        self.device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| error(e.to_string())));
+    }
+
+    /// Records `dispatches` in order into one compute pass, then the `copy` of a tensor into
+    /// a readback buffer, and submits it all as one command buffer. Does not wait. The
+    /// training step: one call per step.
+    pub fn submit<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>, copy: Option<(&Tensor, &Readback)>) {
+        let mut enc = self.encoder("step");
+        pipeline::record_all(&mut enc, dispatches);
+        if let Some((t, r)) = copy {
+            enc.copy_buffer_to_buffer(t.buffer(), t.offset(), r.buffer(), 0, t.bytes().min(r.bytes()));
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Submits `dispatches` and waits for them (tests, benchmarks and plan-time work only:
+    /// the training loop never waits inside a step).
+    pub fn run<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+        self.submit(dispatches, None);
+        self.wait();
+    }
+
+    /// Copies `src` into `dst` (same size) on the GPU, submitted at once.
+    pub fn copy(&self, pairs: &[(&Tensor, &Tensor)]) {
+        let mut enc = self.encoder("copy");
+        for (src, dst) in pairs {
+            assert_eq!(src.bytes(), dst.bytes(), "copy `{}` -> `{}`", src.name, dst.name);
+            enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), src.bytes());
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Wall-clock seconds per run of `dispatches`, from `runs` back-to-back runs in one
+    /// submit (the submit and the wait are then shared by all of them). The one timing
+    /// helper: benchmarks, tile tuning, and `--factorize auto`'s layer timing.
+    pub async fn seconds_per_run(&self, dispatches: &[Dispatch], runs: usize) -> f64 {
+        let t0 = web_time::Instant::now();
+        self.submit((0..runs.max(1)).flat_map(|_| dispatches), None);
+        self.finished().await;
+        t0.elapsed().as_secs_f64() / runs.max(1) as f64
     }
 
     /// Checks a buffer size against the device limits before wgpu sees it, so that an
@@ -284,15 +353,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// Submits one encoder's work and waits for it (tests and benchmarks only; the
-    /// training loop never waits inside a step).
-    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) {
-        self.queue.submit([encoder.finish()]);
-        self.wait();
-    }
-
     /// Blocks until the queue is idle (no-op on the web, where callbacks are awaited).
-    pub fn wait(&self) {
+    fn wait(&self) {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
@@ -310,7 +372,7 @@ impl Gpu {
         let _ = rx.await;
     }
 
-    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 }

@@ -30,14 +30,14 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
 type Key = (ShaderId, String, Vec<(String, u64)>);
 
 #[derive(Default)]
-pub struct PipelineCache {
+pub(super) struct PipelineCache {
     modules: Mutex<HashMap<ShaderId, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, wgpu::ComputePipeline>>,
 }
 
 impl PipelineCache {
     /// The pipeline for `entry` of `shader` specialised with `constants` (WGSL overrides).
-    pub fn get(
+    fn get(
         &self,
         device: &wgpu::Device,
         shader: ShaderId,
@@ -166,7 +166,7 @@ impl Dispatch {
         Dispatch { label: label.to_string(), kind, pipeline, bind_group, groups }
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         if self.groups.min_element() == 0 {
             return;
         }
@@ -177,20 +177,9 @@ impl Dispatch {
 }
 
 /// Records dispatches in order into one compute pass of `encoder`.
-pub fn record_all<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+pub(super) fn record_all<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
     for d in dispatches {
         d.record(&mut pass);
     }
-}
-
-/// Wall-clock seconds per run of `dispatches`, from `runs` back-to-back runs in one submit
-/// (so the submit and the wait, tens of microseconds, are shared by all of them). For
-/// benchmarks and tile tuning at plan time; it blocks, so native only in practice.
-pub fn seconds_per_run(gpu: &Gpu, dispatches: &[Dispatch], runs: usize) -> f64 {
-    let mut enc = gpu.encoder("timing");
-    record_all(&mut enc, (0..runs).flat_map(|_| dispatches));
-    let t0 = web_time::Instant::now();
-    gpu.submit_and_wait(enc);
-    t0.elapsed().as_secs_f64() / runs.max(1) as f64
 }

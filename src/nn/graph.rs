@@ -1,16 +1,54 @@
-//! A model as data: a list of nodes in execution order over named activations, with the
+//! A model as data: a list of nodes in execution order over activations, with the
 //! parameters each node declares. Building a graph touches no GPU, so parameter counts,
 //! shapes and FLOPs are known on any machine (`cuttle info --model NAME`); `nn::Net`
-//! turns a graph into buffers and dispatches for a batch size.
+//! turns a graph into planned layers (`nn::layers`) for a batch size.
 //!
-//! Activations are (C, H, W) per sample; the batch dimension is added by `Net`. A residual
-//! connection is a BatchNorm node that adds another activation before its ReLU, so a
-//! ResNet is still a straight list: the graph is a DAG in topological order.
+//! Activations have any per-sample shape: `[C, H, W]` for images, `[T, D]` for token
+//! matrices, `[N]` for a flat vector; the batch dimension is added by `Net`. A node reads
+//! one or more activations (an `Add` reads two) and writes one, so a residual connection
+//! is an `Add` node; the list is a DAG in topological order. Parameters are declared once,
+//! with their PyTorch names, and referred to by `ParamId` from then on: names are for
+//! files (checkpoints, exports), ids for everything else.
 
 use crate::ops::gemm::ConvShape;
 
 /// Index of an activation in `Graph::acts`.
 pub type ActId = usize;
+
+/// A parameter of this graph: its index in `Graph::params`, fixed when the node that
+/// owns it is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(usize);
+
+impl ParamId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The per-sample shape of an activation (no batch dimension).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape(pub Vec<usize>);
+
+impl Shape {
+    pub fn len(&self) -> usize {
+        self.0.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `[C, H, W]` when this is an image-shaped activation.
+    pub fn image(&self) -> Option<[usize; 3]> {
+        <[usize; 3]>::try_from(self.0.as_slice()).ok()
+    }
+    /// `[T, D]` when this is a token matrix.
+    pub fn tokens(&self) -> Option<[usize; 2]> {
+        <[usize; 2]>::try_from(self.0.as_slice()).ok()
+    }
+    fn expect_image(&self, node: &str) -> [usize; 3] {
+        self.image().unwrap_or_else(|| panic!("{node}: needs a [C, H, W] input, not {:?}", self.0))
+    }
+}
 
 /// A trained tensor. Names follow the PyTorch reference models (`layer2.0.conv1.weight`).
 #[derive(Clone, Debug, PartialEq)]
@@ -40,9 +78,11 @@ pub enum Init {
     Const(f32),
 }
 
+/// A k x k convolution without bias over `[C, H, W]` activations.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
-    pub weight: String,
+    /// (c_out, c_in, k, k)
+    pub weight: ParamId,
     pub c_in: usize,
     pub c_out: usize,
     pub k: usize,
@@ -68,18 +108,27 @@ impl Conv {
     }
 }
 
+/// BatchNorm2d over the channels of a `[C, H, W]` activation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNorm {
+    /// The module path, which also names its running statistics in checkpoints.
     pub prefix: String,
     pub channels: usize,
-    pub relu: bool,
-    /// Added after normalisation, before the ReLU (the end of a residual block).
-    pub residual: Option<ActId>,
+    /// γ and β, (C,) each.
+    pub gamma: ParamId,
+    pub beta: ParamId,
 }
 
+/// y = x·Wᵀ + b, applied to each of `rows` rows of `inputs` features per sample: one row
+/// per token of a `[T, D]` activation, or one row holding a whole flattened image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     pub prefix: String,
+    /// (outputs, inputs)
+    pub weight: ParamId,
+    /// (outputs,)
+    pub bias: ParamId,
+    pub rows: usize,
     pub inputs: usize,
     pub outputs: usize,
 }
@@ -92,35 +141,38 @@ pub enum Op {
     MaxPool2,
     GlobalAvgPool,
     Linear(Linear),
+    /// The sum of its two inputs (of the same shape).
+    Add,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub name: String,
     pub op: Op,
-    pub input: ActId,
+    pub inputs: Vec<ActId>,
     pub output: ActId,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
     pub name: String,
-    /// Per-sample shape (C, H, W) of every activation; 0 is the input.
-    pub acts: Vec<[usize; 3]>,
+    /// Per-sample shape of every activation; 0 is the input.
+    pub acts: Vec<Shape>,
     pub nodes: Vec<Node>,
+    /// Indexed by `ParamId`, in declaration order.
     pub params: Vec<ParamSpec>,
     pub classes: usize,
 }
 
 impl Graph {
     pub fn new(name: &str, input: [usize; 3], classes: usize) -> Graph {
-        Graph { name: name.to_string(), acts: vec![input], nodes: vec![], params: vec![], classes }
+        Graph { name: name.to_string(), acts: vec![Shape(input.to_vec())], nodes: vec![], params: vec![], classes }
     }
 
     pub const INPUT: ActId = 0;
 
-    pub fn shape(&self, a: ActId) -> [usize; 3] {
-        self.acts[a]
+    pub fn shape(&self, a: ActId) -> &Shape {
+        &self.acts[a]
     }
 
     /// The activation holding the logits: the last node's output.
@@ -128,61 +180,96 @@ impl Graph {
         self.nodes.last().map_or(0, |n| n.output)
     }
 
-    fn push(&mut self, name: &str, op: Op, input: ActId, out: [usize; 3]) -> ActId {
-        self.acts.push(out);
+    pub fn param(&self, id: ParamId) -> &ParamSpec {
+        &self.params[id.0]
+    }
+
+    /// The parameter of this name (file formats name parameters; nothing else should).
+    pub fn param_named(&self, name: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.name == name).map(ParamId)
+    }
+
+    /// The nodes that read activation `a`.
+    pub fn consumers(&self, a: ActId) -> impl Iterator<Item = usize> + '_ {
+        self.nodes.iter().enumerate().filter(move |(_, n)| n.inputs.contains(&a)).map(|(i, _)| i)
+    }
+
+    fn push(&mut self, name: &str, op: Op, inputs: Vec<ActId>, out: Vec<usize>) -> ActId {
+        self.acts.push(Shape(out));
         let output = self.acts.len() - 1;
-        self.nodes.push(Node { name: name.to_string(), op, input, output });
+        self.nodes.push(Node { name: name.to_string(), op, inputs, output });
         output
     }
 
-    fn param(&mut self, name: String, shape: Vec<usize>, decay: bool, init: Init) {
+    fn declare(&mut self, name: String, shape: Vec<usize>, decay: bool, init: Init) -> ParamId {
         assert!(self.params.iter().all(|p| p.name != name), "duplicate parameter {name}");
         self.params.push(ParamSpec { name, shape, decay, init });
+        ParamId(self.params.len() - 1)
+    }
+
+    /// Exempts a parameter from weight decay (factors under Frobenius decay).
+    pub fn exempt_from_decay(&mut self, id: ParamId) {
+        self.params[id.0].decay = false;
     }
 
     /// k x k convolution without bias (a BatchNorm follows). `name` is the module path,
     /// e.g. `layer1.0.conv1`.
     pub fn conv(&mut self, name: &str, x: ActId, c_out: usize, k: usize, stride: usize, pad: usize) -> ActId {
-        let [c_in, h, w] = self.shape(x);
+        let [c_in, h, w] = self.shape(x).expect_image(name);
         assert!(h + 2 * pad >= k && w + 2 * pad >= k, "{name}: kernel {k} larger than input {h}x{w}");
-        let weight = format!("{name}.weight");
-        self.param(weight.clone(), vec![c_out, c_in, k, k], true, Init::UniformFanIn(c_in * k * k));
-        let out = [c_out, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1];
-        self.push(name, Op::Conv(Conv { weight, c_in, c_out, k, stride, pad }), x, out)
+        let weight =
+            self.declare(format!("{name}.weight"), vec![c_out, c_in, k, k], true, Init::UniformFanIn(c_in * k * k));
+        let out = vec![c_out, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1];
+        self.push(name, Op::Conv(Conv { weight, c_in, c_out, k, stride, pad }), vec![x], out)
     }
 
-    pub fn batchnorm(&mut self, name: &str, x: ActId, relu: bool, residual: Option<ActId>) -> ActId {
-        let shape = self.shape(x);
-        if let Some(r) = residual {
-            assert_eq!(self.shape(r), shape, "{name}: residual shape");
-        }
-        self.param(format!("{name}.weight"), vec![shape[0]], false, Init::Const(1.0));
-        self.param(format!("{name}.bias"), vec![shape[0]], false, Init::Const(0.0));
-        let bn = BatchNorm { prefix: name.to_string(), channels: shape[0], relu, residual };
-        self.push(name, Op::BatchNorm(bn), x, shape)
+    pub fn batchnorm(&mut self, name: &str, x: ActId) -> ActId {
+        let [c, h, w] = self.shape(x).expect_image(name);
+        let gamma = self.declare(format!("{name}.weight"), vec![c], false, Init::Const(1.0));
+        let beta = self.declare(format!("{name}.bias"), vec![c], false, Init::Const(0.0));
+        let bn = BatchNorm { prefix: name.to_string(), channels: c, gamma, beta };
+        self.push(name, Op::BatchNorm(bn), vec![x], vec![c, h, w])
+    }
+
+    /// BatchNorm then a ReLU named `NAME.relu` (the planner fuses the two into one pass).
+    pub fn batchnorm_relu(&mut self, name: &str, x: ActId) -> ActId {
+        let x = self.batchnorm(name, x);
+        self.relu(&format!("{name}.relu"), x)
     }
 
     pub fn relu(&mut self, name: &str, x: ActId) -> ActId {
-        let s = self.shape(x);
-        self.push(name, Op::Relu, x, s)
+        let s = self.shape(x).0.clone();
+        self.push(name, Op::Relu, vec![x], s)
+    }
+
+    /// a + b, element by element (a residual connection).
+    pub fn add(&mut self, name: &str, a: ActId, b: ActId) -> ActId {
+        let s = self.shape(a).clone();
+        assert_eq!(self.shape(b), &s, "{name}: adding activations of different shapes");
+        self.push(name, Op::Add, vec![a, b], s.0)
     }
 
     pub fn max_pool2(&mut self, name: &str, x: ActId) -> ActId {
-        let [c, h, w] = self.shape(x);
-        self.push(name, Op::MaxPool2, x, [c, h / 2, w / 2])
+        let [c, h, w] = self.shape(x).expect_image(name);
+        self.push(name, Op::MaxPool2, vec![x], vec![c, h / 2, w / 2])
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: ActId) -> ActId {
-        let [c, _, _] = self.shape(x);
-        self.push(name, Op::GlobalAvgPool, x, [c, 1, 1])
+        let [c, _, _] = self.shape(x).expect_image(name);
+        self.push(name, Op::GlobalAvgPool, vec![x], vec![c, 1, 1])
     }
 
-    /// y = x·Wᵀ + b over the flattened activation.
+    /// y = x·Wᵀ + b: per token over a `[T, D]` activation (output `[T, outputs]`), else over
+    /// the flattened activation (output `[outputs]`).
     pub fn linear(&mut self, name: &str, x: ActId, outputs: usize) -> ActId {
-        let inputs: usize = self.shape(x).iter().product();
-        self.param(format!("{name}.weight"), vec![outputs, inputs], true, Init::UniformFanIn(inputs));
-        self.param(format!("{name}.bias"), vec![outputs], false, Init::UniformFanIn(inputs));
-        self.push(name, Op::Linear(Linear { prefix: name.to_string(), inputs, outputs }), x, [outputs, 1, 1])
+        let (rows, inputs, out) = match self.shape(x).tokens() {
+            Some([t, d]) => (t, d, vec![t, outputs]),
+            None => (1, self.shape(x).len(), vec![outputs]),
+        };
+        let weight = self.declare(format!("{name}.weight"), vec![outputs, inputs], true, Init::UniformFanIn(inputs));
+        let bias = self.declare(format!("{name}.bias"), vec![outputs], false, Init::UniformFanIn(inputs));
+        let l = Linear { prefix: name.to_string(), weight, bias, rows, inputs, outputs };
+        self.push(name, Op::Linear(l), vec![x], out)
     }
 
     pub fn param_count(&self) -> usize {
@@ -194,11 +281,8 @@ impl Graph {
         self.nodes
             .iter()
             .map(|n| match &n.op {
-                Op::Conv(c) => {
-                    let [co, h, w] = self.acts[n.output];
-                    co * h * w * c.c_in * c.k * c.k
-                }
-                Op::Linear(l) => l.inputs * l.outputs,
+                Op::Conv(c) => self.acts[n.output].len() * c.c_in * c.k * c.k,
+                Op::Linear(l) => l.rows * l.inputs * l.outputs,
                 _ => 0,
             })
             .sum()

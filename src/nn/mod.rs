@@ -2,6 +2,7 @@
 //! store (`params`) and the GPU plan that runs a graph forward and backward (`net`).
 
 pub mod graph;
+pub mod layers;
 pub mod models;
 pub mod net;
 pub mod params;

@@ -31,25 +31,29 @@ pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Gr
     }
 }
 
-/// BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+/// BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)). The shortcut is built
+/// before bn2 so that parameters are declared (and initialised) in PyTorch's module
+/// order; the planner fuses bn2, the add and the ReLU into one pass.
 fn basic_block(g: &mut Graph, name: &str, x: ActId, planes: usize, stride: usize) -> ActId {
-    let c_in = g.shape(x)[0];
+    let c_in = g.shape(x).0[0];
     let h = g.conv(&format!("{name}.conv1"), x, planes, 3, stride, 1);
-    let h = g.batchnorm(&format!("{name}.bn1"), h, true, None);
+    let h = g.batchnorm_relu(&format!("{name}.bn1"), h);
     let h = g.conv(&format!("{name}.conv2"), h, planes, 3, 1, 1);
     let shortcut = if stride != 1 || c_in != planes {
         let s = g.conv(&format!("{name}.shortcut.0"), x, planes, 1, stride, 0);
-        g.batchnorm(&format!("{name}.shortcut.1"), s, false, None)
+        g.batchnorm(&format!("{name}.shortcut.1"), s)
     } else {
         x
     };
-    g.batchnorm(&format!("{name}.bn2"), h, true, Some(shortcut))
+    let h = g.batchnorm(&format!("{name}.bn2"), h);
+    let h = g.add(&format!("{name}.add"), h, shortcut);
+    g.relu(&format!("{name}.relu"), h)
 }
 
 fn resnet(name: &str, input: [usize; 3], classes: usize, stages: &[usize], blocks: usize, stem: usize) -> Graph {
     let mut g = Graph::new(name, input, classes);
     let x = g.conv("conv1", Graph::INPUT, stem, 3, 1, 1);
-    let mut x = g.batchnorm("bn1", x, true, None);
+    let mut x = g.batchnorm_relu("bn1", x);
     for (i, &planes) in stages.iter().enumerate() {
         for j in 0..blocks {
             let stride = if i > 0 && j == 0 { 2 } else { 1 };
@@ -64,7 +68,7 @@ fn resnet(name: &str, input: [usize; 3], classes: usize, stages: &[usize], block
 fn resnet6(input: [usize; 3], classes: usize) -> Graph {
     let mut g = Graph::new("resnet6", input, classes);
     let x = g.conv("conv1", Graph::INPUT, 16, 3, 1, 1);
-    let x = g.batchnorm("bn1", x, true, None);
+    let x = g.batchnorm_relu("bn1", x);
     // Pooling before the blocks keeps the cost at a small CNN's on CPU adapters.
     let x = g.max_pool2("pool", x);
     let x = basic_block(&mut g, "layer1.0", x, 16, 1);
@@ -83,13 +87,13 @@ fn vgg19(input: [usize; 3], classes: usize) -> Graph {
     let mut idx = 0;
     for &c in CFG {
         if c == 0 {
-            if g.shape(x)[1] >= 2 {
+            if g.shape(x).0[1] >= 2 {
                 x = g.max_pool2(&format!("features.{idx}"), x);
             }
             idx += 1;
         } else {
             x = g.conv(&format!("features.{idx}"), x, c, 3, 1, 1);
-            x = g.batchnorm(&format!("features.{}", idx + 1), x, true, None);
+            x = g.batchnorm_relu(&format!("features.{}", idx + 1), x);
             idx += 3;
         }
     }
@@ -101,13 +105,13 @@ fn vgg19(input: [usize; 3], classes: usize) -> Graph {
 fn cnn(input: [usize; 3], classes: usize) -> Graph {
     let mut g = Graph::new("cnn", input, classes);
     let x = g.conv("conv1", Graph::INPUT, 16, 3, 1, 1);
-    let x = g.batchnorm("bn1", x, true, None);
+    let x = g.batchnorm_relu("bn1", x);
     let x = g.max_pool2("pool1", x);
     let x = g.conv("conv2", x, 32, 3, 1, 1);
-    let x = g.batchnorm("bn2", x, true, None);
+    let x = g.batchnorm_relu("bn2", x);
     let x = g.max_pool2("pool2", x);
     let x = g.conv("conv3", x, 64, 3, 1, 1);
-    let x = g.batchnorm("bn3", x, true, None);
+    let x = g.batchnorm_relu("bn3", x);
     let x = g.max_pool2("pool3", x);
     g.linear("fc", x, classes);
     g

@@ -1,69 +1,111 @@
-//! A graph planned on the GPU for one batch size: every activation, gradient and scratch
-//! buffer allocated once, and three dispatch lists (training forward, eval forward,
-//! backward) built once. A training step replays them; nothing is created in the loop.
+//! A graph planned on the GPU for one batch size: the nodes grouped into layers
+//! (`nn::layers`), every activation, gradient and scratch buffer allocated once, and three
+//! dispatch lists (training forward, eval forward, backward) built once. A training step
+//! replays them; nothing is created in the loop.
 //!
-//! Backward is the forward list in reverse, written out per op. An activation's gradient is
-//! overwritten by the first consumer visited in reverse order and accumulated into by the
-//! rest (a residual block's input has two consumers).
+//! Backward is the layers in reverse. An activation's gradient is overwritten by the
+//! first layer that writes it in that order and accumulated into by the rest (a residual
+//! block's input has two consumers); which is which is decided here, before any layer is
+//! planned, and handed to each layer in its `Io`.
 
-use super::graph::{Graph, Op};
+use super::graph::{ActId, Graph, Op};
+use super::layers::batchnorm::BnState;
+use super::layers::{Epilogue, GradOut, Io, Layer, Steps};
 use super::params::ParamStore;
 use crate::gpu::{Dispatch, Gpu, GpuError, Tensor};
-use crate::ops::batchnorm::{self as bn, BnShape};
-use crate::ops::gemm::{self, Layout};
-use crate::ops::{elementwise, pool};
 
-/// Per-BatchNorm state kept between steps and saved with checkpoints.
-pub struct BnState {
-    pub prefix: String,
-    /// (2C,): running mean then running variance.
-    pub running: Tensor,
+/// A group of graph nodes planned as one layer: `node`'s op with `epilogue` fused in,
+/// reading `inputs` and writing `output` (the output of the group's last node).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unit {
+    pub node: usize,
+    pub inputs: Vec<ActId>,
+    pub output: ActId,
+    pub epilogue: Epilogue,
+}
+
+/// Groups nodes into layers: a BatchNorm whose output only an `Add` reads takes the add's
+/// other input as its residual, and a BatchNorm (or that add) whose output only a `Relu`
+/// reads takes the ReLU: `relu(bn(x) + r)` is one pass forward and two backward (the
+/// fused kernel ends every ResNet block). Everything else is a layer of its own.
+pub fn units(g: &Graph) -> Vec<Unit> {
+    let only_reader = |a: ActId, i: usize| {
+        let mut c = g.consumers(a);
+        c.next() == Some(i) && c.next().is_none()
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let n = &g.nodes[i];
+        let mut unit = Unit { node: i, inputs: n.inputs.clone(), output: n.output, epilogue: Epilogue::default() };
+        if let Op::BatchNorm(_) = n.op {
+            let next = |j: usize| g.nodes.get(j).filter(|_| only_reader(unit.output, j)).map(|m| (j, m));
+            if let Some((j, add)) = next(i + 1).filter(|(_, m)| m.op == Op::Add) {
+                let other: Vec<ActId> = add.inputs.iter().copied().filter(|&a| a != unit.output).collect();
+                if let [r] = other[..] {
+                    unit.inputs.push(r);
+                    unit.output = add.output;
+                    unit.epilogue.residual = true;
+                    i = j;
+                }
+            }
+            let next = |j: usize| g.nodes.get(j).filter(|_| only_reader(unit.output, j));
+            if let Some(relu) = next(i + 1).filter(|m| m.op == Op::Relu) {
+                unit.output = relu.output;
+                unit.epilogue.relu = true;
+                i += 1;
+            }
+        }
+        out.push(unit);
+        i += 1;
+    }
+    out
 }
 
 pub struct Net {
     pub graph: Graph,
     pub batch: usize,
     pub params: ParamStore,
-    /// (batch, C, H, W) per graph activation; 0 is the input batch.
-    pub acts: Vec<Tensor>,
-    /// Gradient of each activation (the input's is never computed).
-    pub grads: Vec<Tensor>,
+    /// The layers, in forward order, with the node groups they came from.
+    pub layers: Vec<(Unit, Layer)>,
+    /// (batch, per-sample shape) per graph activation; `None` for the activations inside
+    /// a fused layer, which never exist in memory.
+    acts: Vec<Option<Tensor>>,
+    /// Gradient of each materialised activation but the input (sharing buffers).
+    grads: Vec<Option<Tensor>>,
     /// (batch,) u32 labels of the current batch.
     pub labels: Tensor,
-    pub bn_states: Vec<BnState>,
     pub forward_train: Vec<Dispatch>,
     pub forward_eval: Vec<Dispatch>,
     pub backward: Vec<Dispatch>,
 }
 
-/// Gradient tensors for every activation, sharing buffers where their lifetimes in the
-/// backward pass do not overlap (so the memory plan holds about as many gradients as are
-/// live at once, not one per activation).
+/// Gradient tensors for every activation layers read, sharing buffers where their
+/// lifetimes in the backward pass do not overlap (so the memory plan holds about as many
+/// gradients as are live at once, not one per activation).
 ///
-/// Backward visits nodes in reverse; at node i it reads the gradient of i's output and
-/// writes (or accumulates into) the gradients of its input and residual input. An
-/// activation's gradient is therefore live from its first write (its consumer with the
-/// highest index) to the visit of its producer, inclusive at both ends so that a node never
-/// reads and writes the same buffer. The logits' gradient is written by the loss before
-/// backward starts. Greedy by start time: each gradient takes the free buffer whose size
-/// is closest to its own (growing it if needed).
-fn shared_gradients(gpu: &Gpu, g: &Graph, acts: &[Tensor]) -> Result<Vec<Tensor>, GpuError> {
-    let n = g.nodes.len() as i64;
-    let step = |node: usize| n - 1 - node as i64; // backward time of node `node`
-    let mut start = vec![i64::MAX; g.acts.len()];
-    let mut end = vec![i64::MIN; g.acts.len()];
-    start[g.output()] = -1;
-    for (i, node) in g.nodes.iter().enumerate() {
-        end[node.output] = step(i);
-        let mut first_write = |a: usize| start[a] = start[a].min(step(i));
-        first_write(node.input);
-        if let Op::BatchNorm(p) = &node.op {
-            if let Some(r) = p.residual {
-                first_write(r);
-            }
+/// Backward visits layers in reverse; at layer i it reads the gradient of i's output and
+/// writes (or accumulates into) the gradients of its inputs. An activation's gradient is
+/// therefore live from its first write (its consumer with the highest index) to the visit
+/// of its producer, inclusive at both ends so that a layer never reads and writes the
+/// same buffer. The logits' gradient is written by the loss before backward starts.
+/// Greedy by start time: each gradient takes the free buffer whose size is closest to its
+/// own (growing it if needed).
+fn shared_gradients(gpu: &Gpu, units: &[Unit], acts: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>, GpuError> {
+    let n = units.len() as i64;
+    let step = |u: usize| n - 1 - u as i64; // backward time of unit u
+    let mut start = vec![i64::MAX; acts.len()];
+    let mut end = vec![i64::MIN; acts.len()];
+    if let Some(last) = units.last() {
+        start[last.output] = -1;
+    }
+    for (i, u) in units.iter().enumerate() {
+        end[u.output] = step(i);
+        for &a in &u.inputs {
+            start[a] = start[a].min(step(i));
         }
     }
-    let mut order: Vec<usize> = (1..g.acts.len()).collect();
+    let mut order: Vec<usize> = (1..acts.len()).filter(|&a| acts[a].is_some()).collect();
     for &a in &order {
         // An activation nobody consumes (none in our models) still gets its own interval.
         start[a] = start[a].min(end[a]);
@@ -71,9 +113,9 @@ fn shared_gradients(gpu: &Gpu, g: &Graph, acts: &[Tensor]) -> Result<Vec<Tensor>
     order.sort_by_key(|&a| (start[a], a));
     // (size in elements, last step in use) per buffer, and each gradient's buffer.
     let mut pool: Vec<(usize, i64)> = Vec::new();
-    let mut assigned = vec![usize::MAX; g.acts.len()];
+    let mut assigned = vec![usize::MAX; acts.len()];
     for &a in &order {
-        let len = acts[a].len();
+        let len = acts[a].as_ref().map_or(0, Tensor::len);
         let free =
             (0..pool.len()).filter(|&b| pool[b].1 < start[a]).min_by_key(|&b| (pool[b].0 as i64 - len as i64).abs());
         let b = free.unwrap_or_else(|| {
@@ -88,226 +130,117 @@ fn shared_gradients(gpu: &Gpu, g: &Graph, acts: &[Tensor]) -> Result<Vec<Tensor>
         .enumerate()
         .map(|(i, &(len, _))| Tensor::zeros(gpu, &format!("gradients.{i}"), &[len]))
         .collect::<Result<_, _>>()?;
-    let mut grads = vec![Tensor::zeros(gpu, "input.grad", &[1])?];
-    for a in 1..g.acts.len() {
-        let buf = &buffers[assigned[a]];
-        grads.push(Tensor::view(&format!("{}.grad", acts[a].name), &acts[a].shape, &buf.buf, 0));
+    Ok((0..acts.len())
+        .map(|a| match &acts[a] {
+            Some(t) if a != Graph::INPUT => Some(buffers[assigned[a]].slice(&format!("{}.grad", t.name), &t.shape, 0)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Whether each unit's input gradients accumulate: in backward order, the first write
+/// to an activation's gradient overwrites it and later ones add to it; the loss writes
+/// the logits' gradient first.
+fn accumulate_flags(g: &Graph, units: &[Unit]) -> Vec<Vec<bool>> {
+    let mut written = vec![false; g.acts.len()];
+    written[g.output()] = true;
+    let mut flags = vec![vec![]; units.len()];
+    for (i, u) in units.iter().enumerate().rev() {
+        for &a in &u.inputs {
+            flags[i].push(written[a]);
+            written[a] = true;
+        }
     }
-    Ok(grads)
+    flags
 }
 
 impl Net {
     pub fn new(gpu: &Gpu, graph: Graph, batch: usize) -> Result<Net, GpuError> {
         assert!(batch > 0, "batch size must be positive");
         let params = ParamStore::new(gpu, &graph.params)?;
-        let mut acts = Vec::with_capacity(graph.acts.len());
-        for (i, s) in graph.acts.iter().enumerate() {
-            let shape = [batch, s[0], s[1], s[2]];
-            let name = if i == 0 { "input".to_string() } else { graph.nodes[i - 1].name.clone() };
-            acts.push(Tensor::zeros(gpu, &name, &shape)?);
+        let units = units(&graph);
+        let mut acts: Vec<Option<Tensor>> = vec![None; graph.acts.len()];
+        let mut materialise = |a: ActId, name: &str| -> Result<(), GpuError> {
+            let shape: Vec<usize> = std::iter::once(batch).chain(graph.acts[a].0.iter().copied()).collect();
+            acts[a] = Some(Tensor::zeros(gpu, name, &shape)?);
+            Ok(())
+        };
+        materialise(Graph::INPUT, "input")?;
+        for u in &units {
+            materialise(u.output, &graph.nodes[u.node].name)?;
         }
-        let grads = shared_gradients(gpu, &graph, &acts)?;
+        let grads = shared_gradients(gpu, &units, &acts)?;
         let labels = Tensor::zeros(gpu, "labels", &[batch])?;
         let mut net = Net {
             graph,
             batch,
             params,
+            layers: vec![],
             acts,
             grads,
             labels,
-            bn_states: vec![],
             forward_train: vec![],
             forward_eval: vec![],
             backward: vec![],
         };
-        net.plan(gpu)?;
+        net.plan(gpu, units)?;
         Ok(net)
     }
 
-    fn plan(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
-        let b = self.batch;
-        let g = &self.graph;
-        // Scratch per BatchNorm: batch statistics, and the gradient before its ReLU.
-        let mut bn_stats = Vec::new();
-        let mut bn_pre = Vec::new();
-        for n in &g.nodes {
-            if let Op::BatchNorm(p) = &n.op {
-                let mut running0 = vec![0.0f32; p.channels];
-                running0.extend(vec![1.0f32; p.channels]);
-                self.bn_states.push(BnState {
-                    prefix: p.prefix.clone(),
-                    running: Tensor::from_slice(gpu, &format!("{}.running", p.prefix), &[2 * p.channels], &running0)?,
-                });
-                bn_stats.push(Tensor::zeros(gpu, &format!("{}.stats", p.prefix), &[2 * p.channels])?);
-                let pre = if p.relu || p.residual.is_some() {
-                    Some(Tensor::zeros(gpu, &format!("{}.pre-grad", p.prefix), &self.acts[n.output].shape)?)
-                } else {
-                    None
-                };
-                bn_pre.push(pre);
-            }
-        }
-
-        // Forward, in graph order. Only BatchNorm differs between training and eval.
-        let mut bn_i = 0;
-        for n in &g.nodes {
-            let (x, y) = (&self.acts[n.input], &self.acts[n.output]);
-            let [c, h, w] = g.shape(n.input);
-            let shared: Vec<Dispatch> = match &n.op {
-                Op::Conv(cv) => {
-                    let s = cv.shape(b, g.shape(n.input));
-                    gemm::conv_forward(gpu, &n.name, &s, x, &self.params.weight(&cv.weight), y)?
-                }
-                Op::BatchNorm(p) => {
-                    let s = BnShape { batch: b, channels: c, hw: h * w };
-                    let flags =
-                        (if p.relu { bn::RELU } else { 0 }) | (if p.residual.is_some() { bn::RESIDUAL } else { 0 });
-                    let gamma = self.params.weight(&format!("{}.weight", p.prefix));
-                    let beta = self.params.weight(&format!("{}.bias", p.prefix));
-                    let res = p.residual.map(|r| &self.acts[r]);
-                    let (stats, running) = (&bn_stats[bn_i], &self.bn_states[bn_i].running);
-                    self.forward_train.push(bn::stats(gpu, &n.name, s, x, stats, running));
-                    self.forward_eval.push(bn::eval_stats(gpu, &n.name, s, running, stats));
-                    bn_i += 1;
-                    vec![bn::apply(gpu, &n.name, s, flags, x, stats, &gamma, &beta, res, y)]
-                }
-                Op::Relu => vec![elementwise::relu(gpu, &n.name, x, y)],
-                Op::MaxPool2 => vec![pool::max_forward(gpu, &n.name, (b * c, h, w), x, y)],
-                Op::GlobalAvgPool => vec![pool::avg_forward(gpu, &n.name, (b * c, h, w), x, y)],
-                Op::Linear(l) => {
-                    let wt = self.params.weight(&format!("{}.weight", l.prefix));
-                    let bias = self.params.weight(&format!("{}.bias", l.prefix));
-                    gemm::matmul(gpu, &n.name, Layout::ABt, (b, l.inputs, l.outputs), x, &wt, Some(&bias), y, false)?
-                }
+    /// One `Layer::plan` per unit; the step lists are their dispatches concatenated.
+    fn plan(&mut self, gpu: &Gpu, units: Vec<Unit>) -> Result<(), GpuError> {
+        let acc = accumulate_flags(&self.graph, &units);
+        let mut backward: Vec<Vec<Dispatch>> = Vec::new();
+        for (u, acc) in units.into_iter().zip(acc) {
+            let node = &self.graph.nodes[u.node];
+            let act = |a: ActId| self.acts[a].as_ref().expect("a layer reads only materialised activations");
+            let dx = u.inputs.iter().zip(&acc);
+            let io = Io {
+                gpu,
+                name: &node.name,
+                batch: self.batch,
+                params: &self.params,
+                x: u.inputs.iter().map(|&a| (act(a), &self.graph.acts[a])).collect(),
+                y: act(u.output),
+                dy: self.grads[u.output].as_ref().expect("every layer output has a gradient"),
+                dx: dx.map(|(&a, &accumulate)| self.grads[a].as_ref().map(|t| GradOut { t, accumulate })).collect(),
             };
-            self.forward_eval.extend(shared.iter().cloned());
-            self.forward_train.extend(shared);
+            let mut steps = Steps::default();
+            let layer = Layer::plan(&io, &node.op, u.epilogue, &mut steps)?;
+            self.forward_train.extend(steps.train);
+            self.forward_eval.extend(steps.eval);
+            backward.push(steps.backward);
+            self.layers.push((u, layer));
         }
-
-        // Backward, in reverse. The loss writes the logits' gradient.
-        let mut written = vec![false; g.acts.len()];
-        written[g.output()] = true;
-        for n in g.nodes.iter().rev() {
-            let (x, y, dy, dx) =
-                (&self.acts[n.input], &self.acts[n.output], &self.grads[n.output], &self.grads[n.input]);
-            let need_dx = n.input != Graph::INPUT;
-            let acc = written[n.input];
-            let [c, h, w] = g.shape(n.input);
-            let name = format!("{}.backward", n.name);
-            match &n.op {
-                Op::Conv(cv) => {
-                    let s = cv.shape(b, g.shape(n.input));
-                    let wt = self.params.weight(&cv.weight);
-                    self.backward.extend(gemm::conv_backward_weight(
-                        gpu,
-                        &name,
-                        &s,
-                        dy,
-                        x,
-                        &self.params.grad(&cv.weight),
-                        false,
-                    )?);
-                    if need_dx {
-                        self.backward.extend(gemm::conv_backward_data(gpu, &name, &s, dy, &wt, dx, acc)?);
-                    }
-                }
-                Op::BatchNorm(p) => {
-                    bn_i -= 1;
-                    let s = BnShape { batch: b, channels: c, hw: h * w };
-                    let pre = bn_pre[bn_i].as_ref();
-                    // The gradient at the sum before the ReLU: dy masked by the output.
-                    let g_pre = match pre {
-                        Some(t) if p.relu => {
-                            self.backward.push(elementwise::relu_backward(gpu, &name, y, dy, t, false));
-                            t
-                        }
-                        _ => dy,
-                    };
-                    if let Some(r) = p.residual {
-                        self.backward.push(elementwise::add(gpu, &name, g_pre, &self.grads[r], written[r]));
-                        written[r] = true;
-                    }
-                    let gamma = self.params.weight(&format!("{}.weight", p.prefix));
-                    let (dgamma, dbeta) = (
-                        self.params.grad(&format!("{}.weight", p.prefix)),
-                        self.params.grad(&format!("{}.bias", p.prefix)),
-                    );
-                    let acc = written[n.input];
-                    self.backward.extend(bn::backward(
-                        gpu,
-                        &name,
-                        s,
-                        x,
-                        &bn_stats[bn_i],
-                        &gamma,
-                        g_pre,
-                        &dgamma,
-                        &dbeta,
-                        dx,
-                        acc,
-                    ));
-                }
-                Op::Relu => {
-                    if need_dx {
-                        self.backward.push(elementwise::relu_backward(gpu, &name, y, dy, dx, acc));
-                    }
-                }
-                Op::MaxPool2 => {
-                    if need_dx {
-                        self.backward.push(pool::max_backward(gpu, &name, (b * c, h, w), x, dy, dx, acc));
-                    }
-                }
-                Op::GlobalAvgPool => {
-                    if need_dx {
-                        self.backward.push(pool::avg_backward(gpu, &name, (b * c, h, w), dy, dx, acc));
-                    }
-                }
-                Op::Linear(l) => {
-                    let wname = format!("{}.weight", l.prefix);
-                    let (dw, db) = (self.params.grad(&wname), self.params.grad(&format!("{}.bias", l.prefix)));
-                    // dW (out, in) = dyᵀ (out, B) · x (B, in); db = Σ_rows dy; dx (B, in) = dy · W.
-                    self.backward.extend(gemm::matmul(
-                        gpu,
-                        &name,
-                        Layout::AtB,
-                        (l.outputs, b, l.inputs),
-                        dy,
-                        x,
-                        None,
-                        &dw,
-                        false,
-                    )?);
-                    self.backward.push(gemm::bias_grad(gpu, &name, b, dy, &db, false));
-                    if need_dx {
-                        let wt = self.params.weight(&wname);
-                        self.backward.extend(gemm::matmul(
-                            gpu,
-                            &name,
-                            Layout::AB,
-                            (b, l.outputs, l.inputs),
-                            dy,
-                            &wt,
-                            None,
-                            dx,
-                            acc,
-                        )?);
-                    }
-                }
-            }
-            if need_dx {
-                written[n.input] = true;
-            }
-        }
+        self.backward = backward.into_iter().rev().flatten().collect();
         Ok(())
+    }
+
+    /// The input batch (batch, C, H, W).
+    pub fn input(&self) -> &Tensor {
+        self.acts[Graph::INPUT].as_ref().expect("the input is materialised")
     }
 
     /// The logits (batch, classes) after a forward pass.
     pub fn logits(&self) -> &Tensor {
-        &self.acts[self.graph.output()]
+        self.acts[self.graph.output()].as_ref().expect("the output is materialised")
     }
 
     /// Where the loss writes d loss / d logits.
     pub fn dlogits(&self) -> &Tensor {
-        &self.grads[self.graph.output()]
+        self.grads[self.graph.output()].as_ref().expect("the output has a gradient")
+    }
+
+    /// The gradient tensors of every activation that has one (views of shared buffers).
+    pub fn activation_gradients(&self) -> impl Iterator<Item = &Tensor> {
+        self.grads.iter().flatten()
+    }
+
+    /// Every BatchNorm's running statistics, in layer order.
+    pub fn bn_states(&self) -> impl Iterator<Item = &BnState> {
+        self.layers.iter().filter_map(|(_, l)| match l {
+            Layer::BatchNorm(b) => Some(&b.state),
+            _ => None,
+        })
     }
 }

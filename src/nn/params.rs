@@ -4,16 +4,23 @@
 //! Layout: parameters that take weight decay first, then the exempt ones; each starts at
 //! a multiple of the device's storage-offset alignment so it can be bound on its own.
 //! The padding between them stays zero (zero gradient, zero weight) and never moves.
+//! Parameters are addressed by the graph's `ParamId`s; names only for files.
 
-use super::graph::{Init, ParamSpec};
+use super::graph::{Init, ParamId, ParamSpec};
 use crate::gpu::{read_f32, Gpu, GpuError, Tensor};
 use crate::rng::SplitMix64;
 
+/// One parameter and where it lives in the flat buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredParam {
+    pub spec: ParamSpec,
+    /// Element offset in the flat buffers.
+    pub offset: usize,
+}
+
 pub struct ParamStore {
-    /// In buffer order (decayed first).
-    pub specs: Vec<ParamSpec>,
-    /// Element offset of each spec in the flat buffers.
-    pub offsets: Vec<usize>,
+    /// Indexed by `ParamId` (the graph's declaration order).
+    params: Vec<StoredParam>,
     /// Elements [0, n_decay) take weight decay.
     pub n_decay: usize,
     pub weights: Tensor,
@@ -23,23 +30,23 @@ pub struct ParamStore {
 
 impl ParamStore {
     pub fn new(gpu: &Gpu, specs: &[ParamSpec]) -> Result<ParamStore, GpuError> {
-        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-        let mut ordered: Vec<ParamSpec> = specs.iter().filter(|p| p.decay).cloned().collect();
-        ordered.extend(specs.iter().filter(|p| !p.decay).cloned());
-        let mut offsets = Vec::with_capacity(ordered.len());
+        let align = (gpu.storage_offset_alignment() as usize / 4).max(1);
+        let mut params: Vec<StoredParam> = specs.iter().map(|s| StoredParam { spec: s.clone(), offset: 0 }).collect();
+        // Decayed parameters first, each group in declaration order.
+        let mut order: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].decay).collect();
+        order.extend((0..specs.len()).filter(|&i| !specs[i].decay));
         let mut at = 0;
         let mut n_decay = 0;
-        for p in &ordered {
-            offsets.push(at);
-            at = (at + p.len()).div_ceil(align) * align;
-            if p.decay {
+        for i in order {
+            params[i].offset = at;
+            at = (at + specs[i].len()).div_ceil(align) * align;
+            if specs[i].decay {
                 n_decay = at;
             }
         }
         let len = at.max(1);
         Ok(ParamStore {
-            specs: ordered,
-            offsets,
+            params,
             n_decay,
             weights: Tensor::zeros(gpu, "parameters", &[len])?,
             grads: Tensor::zeros(gpu, "gradients", &[len])?,
@@ -47,30 +54,38 @@ impl ParamStore {
         })
     }
 
-    fn index(&self, name: &str) -> usize {
-        self.specs.iter().position(|p| p.name == name).unwrap_or_else(|| panic!("no parameter named {name}"))
+    /// Every parameter, indexed by `ParamId`.
+    pub fn all(&self) -> &[StoredParam] {
+        &self.params
     }
 
-    fn view(&self, buf: &Tensor, name: &str, suffix: &str) -> Tensor {
-        let i = self.index(name);
-        Tensor::view(&format!("{name}{suffix}"), &self.specs[i].shape, &buf.buf, self.offsets[i] as u64 * 4)
+    pub fn get(&self, id: ParamId) -> &StoredParam {
+        &self.params[id.index()]
     }
 
-    pub fn weight(&self, name: &str) -> Tensor {
-        self.view(&self.weights, name, "")
+    fn view(&self, buf: &Tensor, id: ParamId, suffix: &str) -> Tensor {
+        let p = self.get(id);
+        buf.slice(&format!("{}{suffix}", p.spec.name), &p.spec.shape, p.offset)
     }
 
-    pub fn grad(&self, name: &str) -> Tensor {
-        self.view(&self.grads, name, ".grad")
+    pub fn weight(&self, id: ParamId) -> Tensor {
+        self.view(&self.weights, id, "")
+    }
+
+    pub fn grad(&self, id: ParamId) -> Tensor {
+        self.view(&self.grads, id, ".grad")
     }
 
     /// PyTorch-style initial values for every parameter, from `seed`, in the flat layout.
+    /// The generator is drawn in buffer order (decayed parameters first).
     pub fn initial_values(&self, seed: u64) -> Vec<f32> {
         let mut flat = vec![0.0f32; self.weights.len()];
         let mut rng = SplitMix64::new(seed);
-        for (p, &off) in self.specs.iter().zip(&self.offsets) {
-            let dst = &mut flat[off..off + p.len()];
-            match p.init {
+        let mut in_buffer_order: Vec<&StoredParam> = self.params.iter().collect();
+        in_buffer_order.sort_by_key(|p| p.offset);
+        for p in in_buffer_order {
+            let dst = &mut flat[p.offset..p.offset + p.spec.len()];
+            match p.spec.init {
                 Init::Const(v) => dst.fill(v),
                 Init::UniformFanIn(fan_in) => {
                     let bound = 1.0 / (fan_in as f64).sqrt();
@@ -89,7 +104,7 @@ impl ParamStore {
         self.momentum.write(gpu, &vec![0.0f32; self.momentum.len()]);
     }
 
-    /// Reads every parameter to the host: (name, shape, values) in buffer order.
+    /// Reads every parameter to the host: (name, shape, values) by `ParamId`.
     pub async fn read(&self, gpu: &Gpu) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, GpuError> {
         self.read_buffer(gpu, &self.weights).await
     }
@@ -97,11 +112,11 @@ impl ParamStore {
     /// Reads one of the flat buffers (weights, gradients, momentum) split by parameter.
     pub async fn read_buffer(&self, gpu: &Gpu, buf: &Tensor) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, GpuError> {
         let flat = read_f32(gpu, &[buf]).await?.remove(0);
-        Ok(self
-            .specs
-            .iter()
-            .zip(&self.offsets)
-            .map(|(p, &o)| (p.name.clone(), p.shape.clone(), flat[o..o + p.len()].to_vec()))
-            .collect())
+        Ok(self.split(&flat).map(|(p, v)| (p.spec.name.clone(), p.spec.shape.clone(), v.to_vec())).collect())
+    }
+
+    /// A flat host copy of one of the buffers, split by parameter.
+    pub fn split<'a>(&'a self, flat: &'a [f32]) -> impl Iterator<Item = (&'a StoredParam, &'a [f32])> + 'a {
+        self.params.iter().map(move |p| (p, &flat[p.offset..p.offset + p.spec.len()]))
     }
 }

@@ -52,7 +52,7 @@ fn pack(bytes: &[u8]) -> Vec<u32> {
 impl DeviceData {
     pub fn upload(gpu: &Gpu, name: &str, d: &Dataset) -> Result<DeviceData, GpuError> {
         let img = d.image_bytes();
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let limit = gpu.adapter().max_storage_binding.min(gpu.adapter().max_buffer);
         // Whole images per chunk, rounded so the chunk stays within the limit.
         let per_chunk = ((limit as usize).saturating_sub(4) / img.max(1)).max(1).min(d.n.max(1));
         if d.n > 2 * per_chunk {
@@ -61,7 +61,7 @@ impl DeviceData {
                 bytes: (d.n * img) as u64,
                 limit: 2 * limit,
                 what: "data set (two storage bindings)",
-                adapter: gpu.adapter.name.clone(),
+                adapter: gpu.adapter().name.clone(),
             });
         }
         let split = per_chunk.min(d.n) * img;

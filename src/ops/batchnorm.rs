@@ -90,7 +90,10 @@ pub fn apply(
     Dispatch::new(gpu, label, ("batchnorm", "apply"), &[], &s.params(flags), &t, grid_1d(s.len(), 256))
 }
 
-/// dγ, dβ (C,) and dx (+)= the input gradient, from dy and the saved forward input x.
+/// dγ, dβ (C,) and, given `dx` = (tensor, accumulate), dx (+)= the input gradient, from dy
+/// and the saved forward input x.
+/// With `relu_output` (the saved output y of a fused BatchNorm+ReLU) the gradient at the
+/// normalised value is dy·[y > 0]: the ReLU's backward folded into both passes.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
@@ -100,28 +103,31 @@ pub fn backward(
     stats: &Tensor,
     gamma: &Tensor,
     dy: &Tensor,
+    relu_output: Option<&Tensor>,
     dgamma: &Tensor,
     dbeta: &Tensor,
-    dx: &Tensor,
-    accumulate: bool,
+    dx: Option<(&Tensor, bool)>,
 ) -> Vec<Dispatch> {
+    let mask = if relu_output.is_some() { RELU } else { 0 };
+    let y = relu_output.unwrap_or(dy);
     let reduce = Dispatch::new(
         gpu,
         label,
         ("batchnorm", "backward_reduce"),
         &[],
-        &s.params(0),
-        &[x, stats, dy, dgamma, dbeta],
+        &s.params(mask),
+        &[x, stats, dy, dgamma, dbeta, y],
         [s.channels as u32, 1, 1],
     );
-    let flags = if accumulate { ACCUMULATE } else { 0 };
+    let Some((dx, accumulate)) = dx else { return vec![reduce] };
+    let flags = mask | if accumulate { ACCUMULATE } else { 0 };
     let apply = Dispatch::new(
         gpu,
         label,
         ("batchnorm", "backward_apply"),
         &[],
         &s.params(flags),
-        &[x, stats, gamma, dy, dgamma, dbeta, dx],
+        &[x, stats, gamma, dy, dgamma, dbeta, dx, y],
         grid_1d(s.len(), 256),
     );
     vec![reduce, apply]

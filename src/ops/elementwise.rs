@@ -1,5 +1,6 @@
-//! Small element-wise passes (`shaders/elementwise.wgsl`): ReLU and its gradient, adding
-//! one tensor into another (merging the gradients of two branches). The split-K slice sum
+//! Small element-wise passes (`shaders/elementwise.wgsl`): ReLU and its gradient, the sum
+//! of two tensors (a standalone residual connection), adding one tensor into another
+//! (merging the gradients of two branches). The split-K slice sum
 //! and bias column sums live in the same shader and are built by `ops::gemm`.
 
 pub use super::gemm::EwParams as Params;
@@ -25,4 +26,10 @@ pub fn relu_backward(gpu: &Gpu, label: &str, y: &Tensor, dy: &Tensor, dx: &Tenso
 pub fn add(gpu: &Gpu, label: &str, x: &Tensor, y: &Tensor, accumulate: bool) -> Dispatch {
     let p = params(x.len(), accumulate);
     Dispatch::new(gpu, label, ("elementwise", "add"), &[], &p, &[x, y], grid_1d(x.len(), 256))
+}
+
+/// y = a + b.   a, b, y: same length
+pub fn add_two(gpu: &Gpu, label: &str, a: &Tensor, b: &Tensor, y: &Tensor) -> Dispatch {
+    let p = params(a.len(), false);
+    Dispatch::new(gpu, label, ("elementwise", "add_two"), &[], &p, &[a, y, b], grid_1d(a.len(), 256))
 }

@@ -245,7 +245,7 @@ impl ConvShape {
 /// weight gradient of a convolution: K = batch·Ho·Wo) would otherwise leave most of a
 /// large GPU idle. CPU adapters have few cores: no split there.
 fn split_count(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    if gpu.adapter.is_cpu() {
+    if gpu.adapter().is_cpu() {
         // A few workgroups keep every core busy; more only add the reduction pass.
         let tile = Tile::for_shape(m, n);
         let tiles = m.div_ceil(tile.rows()) * n.div_ceil(tile.cols());

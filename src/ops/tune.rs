@@ -2,7 +2,7 @@
 //!
 //! No one tile suits every GPU and shape: a CPU adapter wants few, deep workgroups (its
 //! barriers are expensive), a large GPU many, and a narrow layer wastes most of a square
-//! tile. With tuning on (`GpuOptions::tune`: the CLI's default, `CUTTLE_TUNE=1` elsewhere),
+//! tile. With tuning on for a device (`attach`: the CLI's default, `CUTTLE_TUNE=0` skips),
 //! the first GEMM of each shape and operand layout runs every candidate tile that fits the
 //! adapter on scratch operands of the same sizes, keeps the fastest, and writes the choice
 //! to a JSON file per adapter and driver, so later runs plan without measuring. With it
@@ -13,10 +13,33 @@
 //! runs are bit-identical (tested), so a cache filled by another run cannot change this one.
 
 use super::gemm::{Params, Tile};
-use crate::gpu::{seconds_per_run, AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
+use crate::gpu::{AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// The tile cache of each device that has one, by `Gpu::id`. Kept here rather than in
+/// `Gpu` so that the device layer knows nothing of GEMM tiles (no import from `gpu` up to
+/// `ops`); a device without an entry plans by `Tile::for_shape`.
+static CACHES: Mutex<BTreeMap<u64, Arc<TileCache>>> = Mutex::new(BTreeMap::new());
+
+/// Gives `gpu` this tile cache from now on (replacing any it had) and returns it.
+pub fn attach(gpu: &Gpu, cache: TileCache) -> Arc<TileCache> {
+    let cache = Arc::new(cache);
+    CACHES.lock().expect("tile caches lock").insert(gpu.id(), cache.clone());
+    cache
+}
+
+/// The tile cache of `gpu`, if it has one.
+pub fn cache_of(gpu: &Gpu) -> Option<Arc<TileCache>> {
+    CACHES.lock().expect("tile caches lock").get(&gpu.id()).cloned()
+}
+
+/// Whether the command line tunes: unless `CUTTLE_TUNE=0` (a run pays for measuring once
+/// per adapter; the library and its tests do not unless they attach a cache).
+pub fn wanted_by_cli() -> bool {
+    std::env::var("CUTTLE_TUNE").map_or(true, |v| v != "0")
+}
 
 /// The tiles chosen so far on one device, and where they are kept.
 #[derive(Default)]
@@ -152,9 +175,9 @@ pub(super) fn choose(
     (a_len, b_len, c_len): (usize, usize, usize),
     build: impl Fn(Tile, [&Tensor; 4]) -> Dispatch,
 ) -> Result<Tile, GpuError> {
-    let cache = &gpu.tiles;
     let (m, n) = (p.m as usize, p.n as usize);
     let rule = Tile::for_shape(m, n);
+    let Some(cache) = cache_of(gpu) else { return Ok(rule) };
     if let Some(t) = *cache.forced.lock().expect("tile cache lock") {
         return Ok(t);
     }
@@ -167,7 +190,7 @@ pub(super) fn choose(
     }
     // Candidates: the tiles that fit the adapter and pad the output by at most twice
     // what the best-fitting one does (the others cannot win), and the shape rule's.
-    let fitting: Vec<Tile> = Tile::ALL.iter().copied().filter(|t| t.fits(&gpu.adapter)).collect();
+    let fitting: Vec<Tile> = Tile::ALL.iter().copied().filter(|t| t.fits(gpu.adapter())).collect();
     let padded = |t: &Tile| m.div_ceil(t.rows()) * t.rows() * n.div_ceil(t.cols()) * t.cols();
     let least = fitting.iter().map(padded).min().unwrap_or(0);
     let mut candidates: Vec<Tile> = fitting.into_iter().filter(|t| padded(t) <= 2 * least).collect();
@@ -193,7 +216,7 @@ pub(super) fn choose(
     };
     cache.measured.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     cache.chosen.lock().expect("tile cache lock").insert(key, best);
-    cache.save(&gpu.adapter);
+    cache.save(gpu.adapter());
     Ok(best)
 }
 
@@ -202,10 +225,26 @@ pub(super) fn choose(
 /// best so far is not timed further.
 fn time(gpu: &Gpu, d: Dispatch, best: f64) -> f64 {
     let d = [d];
-    let first = seconds_per_run(gpu, &d, 1);
+    // Planning is synchronous; on native `seconds_per_run` only waits on the queue, so
+    // blocking on it is immediate. The browser never tunes (`choose` returns first).
+    let time = |runs| block_on_ready(gpu.seconds_per_run(&d, runs));
+    let first = time(1);
     if first > 1.5 * best {
         return first;
     }
     let runs = ((0.005 / first.max(1e-7)) as usize).clamp(1, 64);
-    seconds_per_run(gpu, &d, runs).min(seconds_per_run(gpu, &d, runs))
+    time(runs).min(time(runs))
+}
+
+/// Runs a future that is ready once polled (`Gpu::seconds_per_run` on native: it waits on
+/// the queue synchronously, then its completion callback has fired).
+fn block_on_ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
 }

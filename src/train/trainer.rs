@@ -7,8 +7,8 @@
 use super::checkpoint::Checkpoint;
 use super::Schedule;
 use crate::data::{epoch_permutation, Splits};
-use crate::gpu::{map_read, record_all, Dispatch, Gpu, Tensor};
-use crate::nn::{models::model_by_name, Net};
+use crate::gpu::{Dispatch, Gpu, Readback, Tensor};
+use crate::nn::{models::model_by_name, Graph, Net};
 use crate::ops::augment::{self, Augment, DeviceData};
 use crate::ops::sgd::{self, SgdConfig};
 use crate::ops::{loss, StepState};
@@ -153,7 +153,7 @@ pub struct Trainer {
     test_order: Tensor,
     step_state: Tensor,
     totals: Tensor,
-    staging: wgpu::Buffer,
+    staging: Readback,
     train_step: Vec<Dispatch>,
     eval_step: Vec<Dispatch>,
     pub steps_per_epoch: usize,
@@ -174,7 +174,7 @@ impl Trainer {
 
     /// As `new`, for a graph built by the caller (a fixed low-rank model for benchmarks);
     /// `cfg.model` is then only a name.
-    pub fn with_graph(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: crate::nn::graph::Graph) -> Result<Trainer> {
+    pub fn with_graph(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
         cfg.validate(data.train.n)?;
         let d = &data.train;
         if d.channels > 4 {
@@ -183,11 +183,11 @@ impl Trainer {
         if (data.test.channels, data.test.height, data.test.width) != (d.channels, d.height, d.width) {
             return Err(Error::Config(format!("{} and {} have different image shapes", d.name, data.test.name)));
         }
-        if graph.acts[0] != [d.channels, d.height, d.width] || graph.classes != d.classes {
+        if graph.shape(Graph::INPUT).0 != [d.channels, d.height, d.width] || graph.classes != d.classes {
             return Err(Error::Config(format!(
                 "model {} expects {:?} inputs and {} classes; {} has {:?} and {}",
                 graph.name,
-                graph.acts[0],
+                graph.shape(Graph::INPUT).0,
                 graph.classes,
                 d.name,
                 [d.channels, d.height, d.width],
@@ -213,12 +213,7 @@ impl Trainer {
             test_order: Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?,
             step_state: Tensor::zeros(gpu, "step-state", &[8])?,
             totals: Tensor::zeros(gpu, "totals", &[4])?,
-            staging: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("totals-readback"),
-                size: 16,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
+            staging: Readback::new(gpu, "totals-readback", 16),
             cfg,
             net,
             train_step: vec![],
@@ -243,7 +238,7 @@ impl Trainer {
     fn build_steps(&mut self, gpu: &Gpu, regularisers: Vec<Dispatch>) {
         let net = &self.net;
         let (b, k) = (self.cfg.batch, net.graph.classes);
-        let (x, labels, st) = (&net.acts[0], &net.labels, &self.step_state);
+        let (x, labels, st) = (net.input(), &net.labels, &self.step_state);
         let p = &net.params;
         let mut train_step =
             vec![augment::batch(gpu, "batch", &self.train_data, &self.augment, b, &self.perm, st, x, labels)];
@@ -274,8 +269,8 @@ impl Trainer {
         for (name, shape, v) in p.read_buffer(gpu, &p.momentum).await? {
             ck.tensors.insert(format!("momentum.{name}"), (shape, v));
         }
-        let running: Vec<&Tensor> = self.net.bn_states.iter().map(|b| &b.running).collect();
-        for (b, v) in self.net.bn_states.iter().zip(crate::gpu::read_f32(gpu, &running).await?) {
+        let running: Vec<&Tensor> = self.net.bn_states().map(|b| &b.running).collect();
+        for (b, v) in self.net.bn_states().zip(crate::gpu::read_f32(gpu, &running).await?) {
             let c = v.len() / 2;
             ck.tensors.insert(format!("{}.running_mean", b.prefix), (vec![c], v[..c].to_vec()));
             ck.tensors.insert(format!("{}.running_var", b.prefix), (vec![c], v[c..].to_vec()));
@@ -299,7 +294,8 @@ impl Trainer {
         let p = &self.net.params;
         let mut flat = vec![0.0f32; p.weights.len()];
         let mut mom = vec![0.0f32; p.momentum.len()];
-        for (spec, &off) in p.specs.iter().zip(&p.offsets) {
+        for stored in p.all() {
+            let (spec, off) = (&stored.spec, stored.offset);
             for (name, dst) in [(spec.name.clone(), &mut flat), (format!("momentum.{}", spec.name), &mut mom)] {
                 let (shape, v) = ck.tensor(path, &name)?;
                 if *shape != spec.shape {
@@ -310,7 +306,7 @@ impl Trainer {
         }
         p.weights.write(gpu, &flat);
         p.momentum.write(gpu, &mom);
-        for b in &self.net.bn_states {
+        for b in self.net.bn_states() {
             let (_, m) = ck.tensor(path, &format!("{}.running_mean", b.prefix))?;
             let (_, v) = ck.tensor(path, &format!("{}.running_var", b.prefix))?;
             if m.len() * 2 != b.running.len() || v.len() != m.len() {
@@ -354,23 +350,18 @@ impl Trainer {
 
     /// Records and submits one step; with `read`, also copies the totals out.
     fn submit(&self, gpu: &Gpu, dispatches: &[Dispatch], st: StepState, read: bool) {
-        gpu.queue.write_buffer(&self.step_state.buf, 0, bytemuck::bytes_of(&st));
-        let mut enc = gpu.encoder("step");
-        record_all(&mut enc, dispatches);
-        if read {
-            enc.copy_buffer_to_buffer(&self.totals.buf, 0, &self.staging, 0, 16);
-        }
-        gpu.queue.submit([enc.finish()]);
+        self.step_state.write_struct(gpu, &st);
+        gpu.submit(dispatches, read.then_some((&self.totals, &self.staging)));
     }
 
     async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
         let mut t = [0.0f32; 4];
-        map_read(gpu, &self.staging, |bytes| t.copy_from_slice(bytemuck::cast_slice(bytes))).await?;
+        self.staging.read_into(gpu, &mut t).await?;
         Ok(Totals(t))
     }
 
     fn reset_totals(&self, gpu: &Gpu) {
-        gpu.queue.write_buffer(&self.totals.buf, 0, &[0u8; 16]);
+        self.totals.write(gpu, &[0.0f32; 4]);
     }
 
     /// The rate used at step `step` of epoch `epoch`.
@@ -394,14 +385,12 @@ impl Trainer {
         let epoch = at.epochs_done;
         let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
         self.perm.write(gpu, &perm);
-        gpu.queue.write_buffer(&self.totals.buf, 0, bytemuck::bytes_of(&at.totals.0));
+        self.totals.write(gpu, &at.totals.0);
         let steps = self.steps_per_epoch;
         let mut totals = at.totals;
         for s in at.step..steps {
             if s > at.step && stop() {
-                let mut enc = gpu.encoder("stop");
-                enc.copy_buffer_to_buffer(&self.totals.buf, 0, &self.staging, 0, 16);
-                gpu.queue.submit([enc.finish()]);
+                gpu.submit([], Some((&self.totals, &self.staging)));
                 let totals = self.read_totals(gpu).await?;
                 return Ok(Err(Position { epochs_done: epoch, step: s, totals }));
             }
@@ -432,70 +421,13 @@ impl Trainer {
     }
 
     /// Times every dispatch of one training step, for `cuttle bench train --profile`:
-    /// (dispatch, seconds) in step order, and whether GPU timestamps measured them. With
-    /// the adapter's timestamp queries each dispatch runs in its own compute pass between
-    /// two timestamps, all in one submit; without them each is submitted and waited for
-    /// on its own (coarse: it includes the submit).
+    /// (dispatch, seconds) in step order, and whether GPU timestamps measured them
+    /// (`Gpu::profile`).
     pub async fn profile_step(&mut self, gpu: &Gpu) -> Result<(Vec<(&Dispatch, f64)>, bool)> {
         let st = self.state(0, 0, self.cfg.batch, self.cfg.lr);
-        gpu.queue.write_buffer(&self.step_state.buf, 0, bytemuck::bytes_of(&st));
-        let n = self.train_step.len();
-        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
-            || 2 * n > wgpu::QUERY_SET_MAX_QUERIES as usize
-        {
-            let mut out = Vec::new();
-            for d in &self.train_step {
-                let mut enc = gpu.encoder("profile");
-                record_all(&mut enc, std::iter::once(d));
-                let t0 = Instant::now();
-                gpu.queue.submit([enc.finish()]);
-                gpu.finished().await;
-                out.push((d, t0.elapsed().as_secs_f64()));
-            }
-            return Ok((out, false));
-        }
-        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2 * n as u32,
-        });
-        let bytes = 16 * n as u64;
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile-resolve"),
-            size: bytes,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile-readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = gpu.encoder("profile");
-        for (i, d) in self.train_step.iter().enumerate() {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&d.label),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                }),
-            });
-            d.record(&mut pass);
-        }
-        enc.resolve_query_set(&queries, 0..2 * n as u32, &resolve, 0);
-        enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
-        gpu.queue.submit([enc.finish()]);
-        let ticks: Vec<u64> = map_read(gpu, &readback, bytemuck::pod_collect_to_vec).await?;
-        let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
-        let out = self
-            .train_step
-            .iter()
-            .zip(ticks.chunks_exact(2))
-            .map(|(d, t)| (d, t[1].saturating_sub(t[0]) as f64 * ns_per_tick * 1e-9))
-            .collect();
-        Ok((out, true))
+        self.step_state.write_struct(gpu, &st);
+        let (secs, timestamps) = gpu.profile(&self.train_step).await?;
+        Ok((self.train_step.iter().zip(secs).collect(), timestamps))
     }
 
     /// Loss and accuracy on the whole test split (BatchNorm in eval mode).

@@ -191,7 +191,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         let d = cf.cfg.detector;
         eprintln!(
             "cuttlefish: tracking {} layers; stable after >= {} epochs when the mean |d srank/dt| over {} epochs <= {:.3} ({:.3} with two left, {:.3} with one)",
-            cf.tracker.names.len(),
+            cf.tracker.layers.len(),
             d.p,
             d.m,
             d.thr,
@@ -200,10 +200,10 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         );
         if !resuming {
             let s0 = session.initial_ranks().unwrap_or_default();
-            run.ranks_header(&cf.tracker.names)?;
+            run.ranks_header(&cf.tracker.names())?;
             run.ranks_row(0, &s0)?;
             if !json {
-                print_ranks(&cf.tracker.names, &s0, &cf.tracker.stable);
+                print_ranks(&cf.tracker, &s0);
             }
         }
     }
@@ -279,10 +279,10 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         if let (Some(s), Some(cf)) = (&o.stable_ranks, &session.cuttlefish) {
             run.ranks_row(r.epoch, s)?;
             let map: serde_json::Map<String, serde_json::Value> =
-                cf.tracker.names.iter().zip(s).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
+                cf.tracker.layers.iter().zip(s).map(|(l, v)| (l.name.clone(), serde_json::json!(v))).collect();
             line["stable_ranks"] = serde_json::Value::Object(map);
             if !json {
-                print_ranks(&cf.tracker.names, s, &cf.tracker.stable);
+                print_ranks(&cf.tracker, s);
             }
         }
         run.metric(&line)?;
@@ -313,13 +313,15 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     Ok(())
 }
 
-fn print_ranks(names: &[String], s: &[f64], stable: &[bool]) {
-    let cells: Vec<String> = names
+/// Stable ranks `s` (one per tracked layer), stable layers starred.
+fn print_ranks(tracker: &cuttle::cuttlefish::tracker::Tracker, s: &[f64]) {
+    let cells: Vec<String> = tracker
+        .layers
         .iter()
         .zip(s)
-        .zip(stable)
-        .map(|((n, v), st)| {
-            format!("{}{} {v:.1}", n.replace(".conv", ".c").replace("layer", "L"), if *st { "*" } else { "" })
+        .map(|(l, v)| {
+            let n = l.name.replace(".conv", ".c").replace("layer", "L");
+            format!("{n}{} {v:.1}", if l.stable { "*" } else { "" })
         })
         .collect();
     for chunk in cells.chunks(6) {
@@ -396,7 +398,7 @@ fn eval(adapter: &Option<String>, dir: &std::path::Path, data: Option<String>) -
     println!(
         "{}",
         serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
-            "test_loss": t.mean_loss(), "images": t.0[2], "parameters": trainer.net.graph.param_count()})
+            "test_loss": t.mean_loss(), "images": t.rows, "parameters": trainer.net.graph.param_count()})
     );
     Ok(())
 }

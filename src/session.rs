@@ -105,7 +105,7 @@ impl Session {
 
     /// Stable ranks measured at initialisation (Cuttlefish only).
     pub fn initial_ranks(&self) -> Option<Vec<f64>> {
-        self.cuttlefish.as_ref().map(|c| c.tracker.history.iter().map(|h| h[0]).collect())
+        self.cuttlefish.as_ref().map(|c| c.tracker.layers.iter().map(|l| l.history[0]).collect())
     }
 
     pub fn done(&self) -> bool {

@@ -203,7 +203,7 @@ impl Engine {
                 "params": session.params_full,
                 "steps_per_epoch": session.trainer.steps_per_epoch,
                 "dispatches_per_step": session.trainer.dispatches_per_step(),
-                "tracked": session.cuttlefish.as_ref().map(|c| c.tracker.names.clone()),
+                "tracked": session.cuttlefish.as_ref().map(|c| c.tracker.names()),
                 "initial_ranks": session.initial_ranks(),
             });
             s.session = Some(session);

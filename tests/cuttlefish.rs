@@ -8,6 +8,7 @@ use cuttle::cuttlefish::factorize::{singular_values, svd_factors};
 use cuttle::cuttlefish::srank::{RankProbe, Watched};
 use cuttle::gpu::{read_f32, test_gpu, Tensor};
 use cuttle::ops::gemm::{self, ConvShape};
+use cuttle::ops::{loss, StepState};
 
 /// A rows x cols matrix with singular values `s` (len = min(rows, cols)): Q1 diag(s) Q2ᵀ
 /// with random orthonormal Q1, Q2 from QR.
@@ -178,7 +179,8 @@ fn the_fixed_low_rank_benchmark_model_is_torch_baselines() {
 }
 
 /// ResNet-18 and VGG-19 with their reference layers factorized at half rank: the rewritten
-/// graphs plan, take a training step with a finite loss, and have fewer parameters.
+/// graphs plan, take a training step with a finite loss and finite, nonzero gradients for
+/// every parameter, and have fewer parameters.
 #[test]
 fn factorized_reference_models_take_a_step() {
     use cuttle::cuttlefish::factorize::{factorized_graph, reference_layers, Factor};
@@ -200,14 +202,36 @@ fn factorized_reference_models_take_a_step() {
             .collect();
         let f = factorized_graph(&g, &factors, false, true);
         assert!(f.param_count() < g.param_count(), "{model}: {} vs {}", f.param_count(), g.param_count());
-        assert!(f.params.iter().any(|p| p.name == "layer2.0.conv1.0.weight" || p.name.ends_with(".0.weight")));
+        // Every reference layer became its factor pair: k x k to the rank, then 1x1 back.
+        for fc in &factors {
+            let n = g.nodes.iter().find(|n| n.name == fc.layer).unwrap();
+            let Op::Conv(c) = &n.op else { unreachable!() };
+            let shape = |name: String| f.params.iter().find(|p| p.name == name).map(|p| p.shape.clone());
+            assert_eq!(shape(format!("{}.weight", fc.layer)), None, "{model}: {} kept its full weight", fc.layer);
+            assert_eq!(shape(format!("{}.0.weight", fc.layer)), Some(vec![fc.rank, c.c_in, c.k, c.k]), "{model}");
+            assert_eq!(shape(format!("{}.1.weight", fc.layer)), Some(vec![c.c_out, fc.rank, 1, 1]), "{model}");
+        }
         let net = cuttle::nn::Net::new(&gpu, f, 2).unwrap();
         net.params.initialise(&gpu, 1);
         let input: Vec<f32> = (0..net.input().len()).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
         net.input().write(&gpu, &input);
         net.labels.write(&gpu, &[1u32, 2]);
-        gpu.run(net.forward_train.iter().chain(&net.backward));
-        let logits = pollster::block_on(read_f32(&gpu, &[net.logits()])).unwrap().remove(0);
-        assert!(logits.iter().all(|v| v.is_finite()), "{model}: non-finite logits");
+        // The trainer's loss: cross-entropy writes dlogits, so backward has a real signal.
+        let st = StepState { valid: 2, ..Default::default() };
+        let step = Tensor::from_slice(&gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
+        let totals = Tensor::zeros(&gpu, "totals", &[4]).unwrap();
+        let ce =
+            loss::cross_entropy(&gpu, "loss", (2, 10), true, net.logits(), &net.labels, &step, net.dlogits(), &totals);
+        gpu.run(net.forward_train.iter().chain([&ce]).chain(&net.backward));
+        let read = |t: &Tensor| pollster::block_on(read_f32(&gpu, &[t])).unwrap().remove(0);
+        let t = read(&totals);
+        assert!(t[0].is_finite() && t[0] > 0.0 && t[2] == 2.0, "{model}: loss totals {t:?}");
+        // Every parameter tensor, the factors included, gets a finite, nonzero gradient.
+        let grads = read(&net.params.grads);
+        for (p, g) in net.params.split(&grads) {
+            let spec = &p.spec;
+            assert!(g.iter().all(|v| v.is_finite()), "{model}: non-finite gradient of {}", spec.name);
+            assert!(g.iter().any(|&v| v != 0.0), "{model}: zero gradient of {}", spec.name);
+        }
     }
 }

@@ -22,8 +22,18 @@ fn config() -> TrainConfig {
     }
 }
 
-/// (final test accuracy, parameters at the end, epochs trained full-rank if it switched)
-fn run(gpu: &Gpu, cuttlefish: bool) -> (f32, usize, Option<usize>) {
+struct Outcome {
+    test_acc: f32,
+    params: usize,
+    /// Epochs trained full-rank, if it switched.
+    switched_after: Option<usize>,
+    /// The detector's minimum epochs before a layer may be stable (Cuttlefish runs).
+    p: Option<usize>,
+    /// The epoch at which the last tracked layer became stable (Cuttlefish runs).
+    last_stable: Option<usize>,
+}
+
+fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
     let mut data = load(&DataSpec::Builtin).unwrap();
     data.train = data.train.subset(2000);
     data.test = data.test.subset(500);
@@ -43,17 +53,31 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> (f32, usize, Option<usize>) {
         eprintln!("epoch {}: test acc {:.4}, stable ranks {:?}", o.report.epoch, o.report.test_acc, o.stable_ranks);
     }
     let r = s.final_report();
-    (r.test_acc, r.params_final, r.switch_epoch.map(|e| e - 1))
+    let cf = s.cuttlefish.as_ref();
+    Outcome {
+        test_acc: r.test_acc,
+        params: r.params_final,
+        switched_after: r.switch_epoch.map(|e| e - 1),
+        p: cf.map(|c| c.cfg.detector.p),
+        last_stable: cf.and_then(|c| c.tracker.layers.iter().map(|l| l.stable_at).max().flatten()),
+    }
 }
 
 #[test]
 fn cuttlefish_switches_shrinks_and_keeps_accuracy() {
     let Some(gpu) = test_gpu() else { return };
-    let (acc_full, params_full, _) = run(&gpu, false);
-    let (acc_cf, params_cf, switched) = run(&gpu, true);
+    let full = run(&gpu, false);
+    let cf = run(&gpu, true);
+    let (acc_full, params_full, acc_cf, params_cf) = (full.test_acc, full.params, cf.test_acc, cf.params);
     eprintln!("full-rank: {acc_full:.4} with {params_full} parameters; cuttlefish: {acc_cf:.4} with {params_cf}");
-    let epoch = switched.expect("the switch must happen within a 4-epoch schedule");
-    assert!(epoch < 4, "switched after {epoch} epochs");
+    let epoch = cf.switched_after.expect("the switch must happen within a 4-epoch schedule");
+    // The switch comes at the first epoch boundary after the last layer became stable...
+    assert_eq!(Some(epoch), cf.last_stable, "switched after {epoch} epochs, not when the last layer became stable");
+    // ...and no layer may be stable before P epochs. The 4-epoch detector has P = 3 (its
+    // floor), the last boundary at which a switch can still happen: after exactly P epochs.
+    let p = cf.p.expect("a Cuttlefish run");
+    assert_eq!(p, 3, "the detector for 4 epochs");
+    assert_eq!(epoch, p, "switched after {epoch} epochs; the detector allows a switch only after exactly {p}");
     assert!(params_cf < params_full, "parameters must drop: {params_cf} vs {params_full}");
     assert!(acc_full >= 0.7, "full-rank baseline too weak to compare: {acc_full}");
     assert!((acc_cf - acc_full).abs() <= 0.05, "accuracy {acc_cf} vs full-rank {acc_full}: more than 5 points apart");

@@ -3,7 +3,7 @@
 //! (the Cuttlefish switch falls after the kill, so it is replayed from the checkpoint);
 //! a corrupted or truncated checkpoint is a clear error.
 
-use cuttle::train::checkpoint::{Checkpoint, FILE};
+use cuttle::train::checkpoint::{Checkpoint, Meta, RunState, FILE, META_KEY};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -60,8 +60,8 @@ fn killed_and_resumed_run_is_bit_identical() {
     let mut child = cuttle(ARGS, &b).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();
     loop {
-        let done = Checkpoint::load(&b.join(FILE)).ok().and_then(|c| c.meta.get("epochs_done").cloned());
-        if done.as_deref() == Some("2") {
+        let done = Checkpoint::load(&b.join(FILE)).ok().and_then(|c| c.meta.run.map(|r| r.epochs_done));
+        if done == Some(2) {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(300), "no second checkpoint");
@@ -93,6 +93,9 @@ fn killed_and_resumed_run_is_bit_identical() {
     assert!(model.tensors.contains_key("conv2.0.weight") && model.tensors.contains_key("conv2.1.weight"));
     assert!(model.tensors.contains_key("bn1.running_mean") && model.tensors.contains_key("fc.bias"));
     assert!(model.tensors.keys().all(|k| !k.starts_with("momentum.") && !k.starts_with("cuttlefish.")));
+    assert_eq!((model.meta.model.as_str(), &model.meta.run), ("cnn", &None), "an export carries no run state");
+    let e = model.run(&file).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("model-only export"), "{e}");
 
     // Ctrl-C (SIGINT) mid-epoch: the run finishes its step, checkpoints that position and
     // exits with 130; resumed, it too ends bit-identical to the uninterrupted run.
@@ -110,11 +113,26 @@ fn killed_and_resumed_run_is_bit_identical() {
     assert_eq!(out.status.code(), Some(130), "{log}");
     assert!(log.contains("interrupted: checkpointed epoch") && log.contains("--resume"), "{log}");
     let ck = Checkpoint::load(&c.join(FILE)).unwrap();
-    assert_ne!(ck.meta["step_in_epoch"], "0", "the checkpoint must be mid-epoch: {:?}", ck.meta);
+    let run = ck.run(&c.join(FILE)).unwrap();
+    assert_ne!(run.step_in_epoch, 0, "the checkpoint must be mid-epoch: {:?}", ck.meta);
+    assert!(run.cuttlefish.is_some(), "a Cuttlefish run checkpoints its tracker: {:?}", ck.meta);
     let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&c).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert_eq!(tensors_bits(&a), tensors_bits(&c), "run resumed after Ctrl-C differs from the uninterrupted one");
     let _ = [&a, &b, &c].map(std::fs::remove_dir_all);
+}
+
+/// The checkpoint file `bytes` with its `cuttle` metadata replaced by `json` (or removed),
+/// tensors and checksum kept.
+fn with_meta(bytes: &[u8], json: Option<&str>) -> Vec<u8> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = md.metadata().clone().unwrap();
+    match json {
+        Some(j) => meta.insert(META_KEY.into(), j.into()),
+        None => meta.remove(META_KEY),
+    };
+    safetensors::serialize(st.tensors(), Some(meta)).unwrap()
 }
 
 #[test]
@@ -123,13 +141,9 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut ck = Checkpoint::default();
     ck.tensors.insert("w".into(), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
-    ck.meta.insert("epochs_done".into(), "1".into());
+    ck.meta = Meta { model: "cnn".into(), run: Some(RunState { epochs_done: 1, ..Default::default() }) };
     let path = ck.save(&dir).unwrap();
-    assert_eq!(Checkpoint::load(&path).unwrap(), {
-        let mut c = ck.clone();
-        c.meta.insert("crc32".into(), Checkpoint::load(&path).unwrap().meta["crc32"].clone());
-        c
-    });
+    assert_eq!(Checkpoint::load(&path).unwrap(), ck);
     // A second save keeps the first as the previous checkpoint.
     ck.save(&dir).unwrap();
     assert!(dir.join(cuttle::train::checkpoint::PREVIOUS).exists());
@@ -145,5 +159,11 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     std::fs::write(&path, &flipped).unwrap();
     let e = Checkpoint::load(&path).unwrap_err().to_string();
     assert!(e.contains(FILE) && e.contains("checksum mismatch"), "{e}");
+    // Metadata missing or malformed (the checksum intact): one line naming the file.
+    for (json, want) in [(None, "no `cuttle` metadata"), (Some("{\"model\": 3}"), "malformed `cuttle` metadata")] {
+        std::fs::write(&path, with_meta(&bytes, json)).unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains(FILE) && e.contains(want) && !e.contains('\n'), "{e}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

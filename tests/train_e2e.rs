@@ -8,11 +8,11 @@ use cuttle::gpu::{read_f32, test_gpu, Gpu};
 use cuttle::train::trainer::{EpochEnd, Position};
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
 
-fn fashion(train: usize, test: usize) -> Option<Splits> {
+fn fashion(train: usize, test: usize) -> Splits {
     let mut s = load(&DataSpec::Builtin).expect("the built-in Fashion-MNIST subset loads");
     s.train = s.train.subset(train);
     s.test = s.test.subset(test);
-    Some(s)
+    s
 }
 
 fn config(epochs: usize) -> TrainConfig {
@@ -49,7 +49,7 @@ fn train(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> (Trainer, f32) {
 #[test]
 fn small_cnn_learns_fashion_mnist() {
     let Some(gpu) = test_gpu() else { return };
-    let Some(data) = fashion(3000, 1000) else { return };
+    let data = fashion(3000, 1000);
     let (_, acc) = train(&gpu, &data, config(2));
     assert!(acc >= 0.75, "test accuracy {acc} after 2 epochs is below 75%");
 }
@@ -57,7 +57,7 @@ fn small_cnn_learns_fashion_mnist() {
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     let Some(gpu) = test_gpu() else { return };
-    let Some(data) = fashion(300, 100) else { return };
+    let data = fashion(300, 100);
     let (a, _) = train(&gpu, &data, config(1));
     let (b, _) = train(&gpu, &data, config(1));
     let wa = pollster::block_on(read_f32(&gpu, &[&a.net.params.weights])).unwrap().remove(0);

@@ -224,7 +224,7 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
     pollster::block_on(trainer.bench_steps(gpu, 2))?;
     let images_per_s = (2 * batch) as f64 / t0.elapsed().as_secs_f64();
     let epoch_s = 50_000.0 / images_per_s;
-    let layers = cf.tracker.names.len();
+    let layers = cf.tracker.layers.len();
     if json {
         println!(
             "{}",

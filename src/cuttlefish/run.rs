@@ -143,17 +143,17 @@ pub struct SwitchReport {
     pub seconds: f64,
 }
 
-struct TrackedLayer {
-    name: String,
-    rows: usize,
-    cols: usize,
+/// What a checkpoint keeps of Cuttlefish besides the power-iteration vectors (a tensor).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CuttlefishState {
+    pub tracker: Tracker,
+    pub switched: Option<SwitchReport>,
 }
 
 pub struct Cuttlefish {
     pub cfg: CuttlefishConfig,
     pub tracker: Tracker,
     probe: RankProbe,
-    tracked: Vec<TrackedLayer>,
     pub switched: Option<SwitchReport>,
     /// Total seconds spent estimating stable ranks.
     pub estimate_seconds: f64,
@@ -185,19 +185,16 @@ impl Cuttlefish {
         let names = check_layers(g, &cfg.factorize)?;
         let convs = conv_nodes(g);
         let params = &trainer.net.params;
-        let mut tracked = Vec::new();
         let mut watched = Vec::new();
         for name in &names {
             let (c, _) = &convs[name];
             let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
             watched.push(Watched { name: name.clone(), offset: params.get(c.weight).offset, rows, cols });
-            tracked.push(TrackedLayer { name: name.clone(), rows, cols });
         }
         let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
         Ok(Cuttlefish {
             tracker: Tracker::new(names),
             probe,
-            tracked,
             cfg,
             switched: None,
             estimate_seconds: 0.0,
@@ -224,18 +221,22 @@ impl Cuttlefish {
 
     /// True when every tracked layer is stable and the switch has not happened.
     pub fn ready(&self) -> bool {
-        self.switched.is_none() && !self.tracked.is_empty() && self.tracker.all_stable()
+        self.switched.is_none() && !self.tracker.layers.is_empty() && self.tracker.all_stable()
     }
 
-    /// Ranks now: `min(full, ceil(s_now · full / s_init))` per tracked layer.
-    pub fn ranks(&self) -> Vec<(String, usize, usize)> {
-        self.tracked
+    /// Ranks now: `min(full, ceil(s_now · full / s_init))` per tracked layer of `g` (the
+    /// full-rank graph), as (layer, rank, full rank).
+    pub fn ranks(&self, g: &Graph) -> Vec<(String, usize, usize)> {
+        let convs = conv_nodes(g);
+        self.tracker
+            .layers
             .iter()
-            .zip(&self.tracker.history)
-            .map(|(t, h)| {
-                let full = t.rows.min(t.cols);
+            .map(|l| {
+                let c = &convs[&l.name].0;
+                let full = c.c_out.min(c.c_in * c.k * c.k);
+                let h = &l.history;
                 let (first, last) = (h[0].floor(), h[h.len() - 1].floor());
-                (t.name.clone(), chosen_rank(last, first, full, self.cfg.rank_floor), full)
+                (l.name.clone(), chosen_rank(last, first, full, self.cfg.rank_floor), full)
             })
             .collect()
     }
@@ -256,10 +257,11 @@ impl Cuttlefish {
         Ok((net, regularisers))
     }
 
-    /// Adds the Cuttlefish state to a checkpoint: tracker, switch, power-iteration vectors.
+    /// Adds the Cuttlefish state to a checkpoint made by `Trainer::checkpoint`: tracker and
+    /// switch into its run state, the power-iteration vectors as a tensor.
     pub async fn checkpoint_into(&self, gpu: &Gpu, ck: &mut crate::train::checkpoint::Checkpoint) -> Result<()> {
-        ck.meta.insert("cuttlefish.tracker".into(), serde_json::to_string(&self.tracker).expect("serialises"));
-        ck.meta.insert("cuttlefish.switched".into(), serde_json::to_string(&self.switched).expect("serialises"));
+        let run = ck.meta.run.as_mut().expect("a checkpoint from Trainer::checkpoint has a run state");
+        run.cuttlefish = Some(CuttlefishState { tracker: self.tracker.clone(), switched: self.switched.clone() });
         let v = crate::gpu::read_f32(gpu, &[&self.probe.v]).await?.remove(0);
         ck.tensors.insert("cuttlefish.probe".into(), (vec![v.len()], v));
         Ok(())
@@ -276,12 +278,13 @@ impl Cuttlefish {
         path: &std::path::Path,
     ) -> Result<Cuttlefish> {
         let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
-        let tracker: Tracker = serde_json::from_str(ck.meta(path, "cuttlefish.tracker")?)
-            .map_err(|e| bad(format!("cuttlefish.tracker: {e}")))?;
-        let switched: Option<SwitchReport> = serde_json::from_str(ck.meta(path, "cuttlefish.switched")?)
-            .map_err(|e| bad(format!("cuttlefish.switched: {e}")))?;
+        let CuttlefishState { tracker, switched } = ck
+            .run(path)?
+            .cuttlefish
+            .clone()
+            .ok_or_else(|| bad("it has no Cuttlefish state, but this run uses Cuttlefish".into()))?;
         let mut cf = Self::plan(gpu, trainer, cfg)?;
-        if tracker.names != cf.tracker.names {
+        if tracker.names() != cf.tracker.names() {
             return Err(bad("its Cuttlefish tracks other layers than this configuration".into()));
         }
         cf.tracker = tracker;
@@ -311,7 +314,7 @@ impl Cuttlefish {
         let convs = conv_nodes(&g);
         let batch = trainer.cfg.batch;
         let mut decisions = Vec::new();
-        for (name, rank, full) in self.ranks() {
+        for (name, rank, full) in self.ranks(&g) {
             let (c, input) = &convs[&name];
             let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
                 FactorizeMode::Auto if rank < full => {

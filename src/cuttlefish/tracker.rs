@@ -79,56 +79,71 @@ pub fn chosen_rank(s_now: f64, s_init: f64, full: usize, lower_frac: f64) -> usi
     r.min(full).max(lower).max(1)
 }
 
-/// Per-layer histories and stable flags.
+/// One tracked layer: its stable-rank history and whether (and when) it became stable.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Tracker {
-    pub names: Vec<String>,
-    /// Stable rank per epoch: history[l][e] after e epochs (e = 0 is initialisation),
+pub struct LayerTrack {
+    pub name: String,
+    /// Stable rank per epoch: history[e] after e epochs (e = 0 is initialisation),
     /// unfloored; the detector floors.
-    pub history: Vec<Vec<f64>>,
-    pub stable: Vec<bool>,
-    /// The epoch (epochs trained) at which each layer became stable.
-    pub stable_at: Vec<Option<usize>>,
+    pub history: Vec<f64>,
+    pub stable: bool,
+    /// The epoch (epochs trained) at which the layer became stable.
+    pub stable_at: Option<usize>,
+}
+
+/// Every tracked layer, in the order the stable ranks are given to [`Tracker::observe`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Tracker {
+    pub layers: Vec<LayerTrack>,
 }
 
 impl Tracker {
     pub fn new(names: Vec<String>) -> Tracker {
-        let n = names.len();
-        Tracker { names, history: vec![vec![]; n], stable: vec![false; n], stable_at: vec![None; n] }
+        let layers = names
+            .into_iter()
+            .map(|name| LayerTrack { name, history: vec![], stable: false, stable_at: None })
+            .collect();
+        Tracker { layers }
+    }
+
+    /// The tracked layers' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.layers.iter().map(|l| l.name.clone()).collect()
     }
 
     /// Records the stable ranks after `epoch` epochs and runs the test; true when every
     /// layer is stable.
     pub fn observe(&mut self, det: &Detector, epoch: usize, sranks: &[f64]) -> bool {
-        assert_eq!(sranks.len(), self.names.len(), "one stable rank per tracked layer");
-        for (h, &s) in self.history.iter_mut().zip(sranks) {
-            h.push(s);
+        assert_eq!(sranks.len(), self.layers.len(), "one stable rank per tracked layer");
+        for (l, &s) in self.layers.iter_mut().zip(sranks) {
+            l.history.push(s);
         }
-        let remain = self.stable.iter().filter(|s| !**s).count();
+        let remain = self.layers.iter().filter(|l| !l.stable).count();
         let thr = match remain {
             1 => det.thr_one,
             2 => det.thr_two,
             _ => det.thr,
         };
         let w = 2.0 / (det.p as f64 + 1.0);
-        for l in 0..self.names.len() {
-            if self.stable[l] || epoch < det.p {
+        for l in &mut self.layers {
+            if l.stable || epoch < det.p {
                 continue;
             }
-            let floored: Vec<f64> = self.history[l].iter().map(|s| s.floor()).collect();
+            let floored: Vec<f64> = l.history.iter().map(|s| s.floor()).collect();
             let g = abs_gradient(&ema(&floored, w));
             let tail = &g[g.len().saturating_sub(det.m)..];
             let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
             if mean <= thr {
-                self.stable[l] = true;
-                self.stable_at[l] = Some(epoch);
+                l.stable = true;
+                l.stable_at = Some(epoch);
             }
         }
         self.all_stable()
     }
 
     pub fn all_stable(&self) -> bool {
-        self.stable.iter().all(|&s| s)
+        self.layers.iter().all(|l| l.stable)
     }
 }
 
@@ -172,9 +187,20 @@ mod tests {
         assert!(!t.observe(&det, 1, &[10.0, 20.0]));
         assert!(!t.observe(&det, 2, &[10.0, 20.0]));
         assert!(t.observe(&det, 3, &[10.0, 20.0]));
-        assert_eq!(t.stable_at, vec![Some(3), Some(3)]);
+        assert_eq!(t.layers.iter().map(|l| l.stable_at).collect::<Vec<_>>(), vec![Some(3), Some(3)]);
         // Sticky: a later jump does not unset it.
         assert!(t.observe(&det, 4, &[50.0, 90.0]));
+    }
+
+    #[test]
+    fn serialises_as_a_list_of_layers_and_back() {
+        let det = Detector { p: 1, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let mut t = Tracker::new(vec!["a".into(), "b".into()]);
+        t.observe(&det, 0, &[10.5, 20.0]);
+        t.observe(&det, 1, &[10.25, 27.0]);
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.starts_with(r#"[{"name":"a","history":[10.5,10.25],"stable":true,"stable_at":1}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Tracker>(&json).unwrap(), t);
     }
 
     #[test]

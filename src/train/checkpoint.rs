@@ -4,13 +4,16 @@
 //! factorized layers as `....conv1.0.weight` / `....conv1.1.weight`), so the file also
 //! loads with `safetensors.torch.load_file`. Beside them: `momentum.<name>` (optimizer
 //! state), `<bn>.running_mean` / `<bn>.running_var`, `cuttlefish.probe` (the power
-//! iteration's vectors), and string metadata (epoch, model, Cuttlefish tracker and switch
-//! as JSON, and a CRC-32 of all tensor bytes).
+//! iteration's vectors), and two metadata strings: `cuttle`, the [`Meta`] struct as JSON
+//! (model, position, re-warm, Cuttlefish tracker and switch), and `crc32`, a CRC-32 of all
+//! tensor names, shapes and bytes.
 //!
 //! Writes are atomic: a temporary file is written and fsynced, the previous checkpoint is
 //! kept as `checkpoint.prev.safetensors`, then the new one is renamed into place. A
 //! truncated, corrupted or foreign file is an error naming it; it never loads silently.
 
+use crate::cuttlefish::run::CuttlefishState;
+use crate::train::trainer::Totals;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -18,13 +21,40 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "checkpoint.safetensors";
 pub const PREVIOUS: &str = "checkpoint.prev.safetensors";
+/// The safetensors metadata key holding [`Meta`] as JSON.
+pub const META_KEY: &str = "cuttle";
+const CRC_KEY: &str = "crc32";
+
+/// Everything a checkpoint holds besides tensors.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// The model's name (`cnn`, `resnet18`, ...).
+    pub model: String,
+    /// Where the run stands; None in a model-only export ([`Checkpoint::model_only`]).
+    pub run: Option<RunState>,
+}
+
+/// A run's position and the state besides tensors needed to continue it exactly.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Whole epochs trained.
+    pub epochs_done: usize,
+    /// Steps of the next epoch already trained (non-zero after an interruption).
+    pub step_in_epoch: usize,
+    /// That epoch's loss totals so far.
+    pub epoch_totals: Totals,
+    /// The learning-rate re-warm: (epoch, scale) pairs.
+    pub lr_scale: Vec<(usize, f32)>,
+    /// The Cuttlefish tracker and switch; None for a run without Cuttlefish.
+    pub cuttlefish: Option<CuttlefishState>,
+}
 
 /// A checkpoint's contents.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checkpoint {
     /// name -> (shape, values)
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
 }
 
 fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> u32 {
@@ -48,8 +78,11 @@ impl Checkpoint {
         self.tensors.get(name).ok_or_else(|| bad(path, format!("no tensor `{name}` (is it from another model?)")))
     }
 
-    pub fn meta(&self, path: &Path, key: &str) -> Result<&str> {
-        self.meta.get(key).map(String::as_str).ok_or_else(|| bad(path, format!("no `{key}` in its metadata")))
+    /// The run state; an error naming `path` for a model-only export.
+    pub fn run(&self, path: &Path) -> Result<&RunState> {
+        self.meta.run.as_ref().ok_or_else(|| {
+            bad(path, "a model-only export (no position or optimizer state); resume from the run's checkpoint")
+        })
     }
 
     /// Writes `dir/checkpoint.safetensors` atomically, keeping the previous one.
@@ -74,8 +107,7 @@ impl Checkpoint {
             .filter(|(n, _)| !n.starts_with("momentum.") && !n.starts_with("cuttlefish."))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        let meta = self.meta.iter().filter(|(k, _)| *k == "model").map(|(k, v)| (k.clone(), v.clone())).collect();
-        Checkpoint { tensors, meta }
+        Checkpoint { tensors, meta: Meta { model: self.meta.model.clone(), run: None } }
     }
 
     /// Writes the file through a fsynced temporary and a rename, so a crash leaves either
@@ -97,8 +129,8 @@ impl Checkpoint {
     /// The safetensors bytes of this checkpoint, with its CRC-32 (`path` names it in errors;
     /// the browser downloads these bytes).
     pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
-        let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
-        meta.insert("crc32".into(), crc(&self.tensors).to_string());
+        let json = serde_json::to_string(&self.meta).map_err(|e| bad(path, format!("metadata: {e}")))?;
+        let meta = HashMap::from([(META_KEY.to_string(), json), (CRC_KEY.to_string(), crc(&self.tensors).to_string())]);
         let bytes: Vec<Vec<u8>> = self.tensors.values().map(|(_, v)| bytemuck::cast_slice(v).to_vec()).collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
@@ -119,7 +151,7 @@ impl Checkpoint {
         let st = safetensors::SafeTensors::deserialize(&data)
             .map_err(|e| bad(path, format!("not a readable safetensors file ({e}); truncated or corrupted?")))?;
         let (_, md) = safetensors::SafeTensors::read_metadata(&data).map_err(|e| bad(path, e))?;
-        let meta: BTreeMap<String, String> = md.metadata().clone().unwrap_or_default().into_iter().collect();
+        let strings = md.metadata().clone().unwrap_or_default();
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
@@ -129,11 +161,16 @@ impl Checkpoint {
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         let want =
-            meta.get("crc32").ok_or_else(|| bad(path, "no checksum in its metadata: not a cuttle checkpoint"))?;
+            strings.get(CRC_KEY).ok_or_else(|| bad(path, "no checksum in its metadata: not a cuttle checkpoint"))?;
         let got = crc(&tensors).to_string();
         if *want != got {
             return Err(bad(path, format!("checksum mismatch (stored {want}, computed {got}): the file is corrupted")));
         }
+        let json = strings.get(META_KEY).ok_or_else(|| {
+            bad(path, format!("no `{META_KEY}` metadata: not a cuttle checkpoint, or one from an older version"))
+        })?;
+        let meta =
+            serde_json::from_str(json).map_err(|e| bad(path, format!("malformed `{META_KEY}` metadata: {e}")))?;
         Ok(Checkpoint { tensors, meta })
     }
 }

@@ -4,7 +4,7 @@
 //! out every `report_every` steps (and at the end of an epoch) into one persistent staging
 //! buffer. Nothing is allocated inside the step loop.
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, Meta, RunState};
 use super::Schedule;
 use crate::data::{epoch_permutation, Splits};
 use crate::gpu::{Dispatch, Gpu, Readback, Tensor};
@@ -114,9 +114,22 @@ pub struct EpochReport {
     pub seconds: f32,
 }
 
-/// Loss/accuracy totals read from the GPU: [Σ loss, Σ correct, rows, batches].
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Totals(pub [f32; 4]);
+/// Loss/accuracy totals as `loss.wgsl` accumulates them on the GPU (four f32s in this
+/// order, so a readback is a byte copy).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable, serde::Serialize, serde::Deserialize,
+)]
+pub struct Totals {
+    /// Σ cross-entropy over the rows counted.
+    pub loss_sum: f32,
+    /// Rows whose arg-max is the label.
+    pub correct: f32,
+    /// Rows counted (images).
+    pub rows: f32,
+    /// Batches counted.
+    pub batches: f32,
+}
 
 /// Where training stands: `epochs_done` whole epochs, then `step` steps of the next one
 /// (non-zero only after an interruption) whose loss totals so far are `totals`.
@@ -137,10 +150,10 @@ pub enum EpochEnd {
 
 impl Totals {
     pub fn mean_loss(&self) -> f32 {
-        self.0[0] / self.0[2].max(1.0)
+        self.loss_sum / self.rows.max(1.0)
     }
     pub fn accuracy(&self) -> f32 {
-        self.0[1] / self.0[2].max(1.0)
+        self.correct / self.rows.max(1.0)
     }
 }
 
@@ -275,11 +288,16 @@ impl Trainer {
             ck.tensors.insert(format!("{}.running_mean", b.prefix), (vec![c], v[..c].to_vec()));
             ck.tensors.insert(format!("{}.running_var", b.prefix), (vec![c], v[c..].to_vec()));
         }
-        ck.meta.insert("epochs_done".into(), at.epochs_done.to_string());
-        ck.meta.insert("step_in_epoch".into(), at.step.to_string());
-        ck.meta.insert("epoch_totals".into(), serde_json::to_string(&at.totals).expect("serialises"));
-        ck.meta.insert("model".into(), self.net.graph.name.clone());
-        ck.meta.insert("lr_scale".into(), serde_json::to_string(&self.lr_scale).expect("serialises"));
+        ck.meta = Meta {
+            model: self.net.graph.name.clone(),
+            run: Some(RunState {
+                epochs_done: at.epochs_done,
+                step_in_epoch: at.step,
+                epoch_totals: at.totals,
+                lr_scale: self.lr_scale.clone(),
+                cuttlefish: None,
+            }),
+        };
         Ok(ck)
     }
 
@@ -288,9 +306,10 @@ impl Trainer {
     /// taken.
     pub fn restore(&mut self, gpu: &Gpu, ck: &Checkpoint, path: &std::path::Path) -> Result<Position> {
         let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
-        if ck.meta(path, "model")? != self.net.graph.name {
-            return Err(bad(format!("it is for model {:?}, not {:?}", ck.meta(path, "model")?, self.net.graph.name)));
+        if ck.meta.model != self.net.graph.name {
+            return Err(bad(format!("it is for model {:?}, not {:?}", ck.meta.model, self.net.graph.name)));
         }
+        let run = ck.run(path)?;
         let p = &self.net.params;
         let mut flat = vec![0.0f32; p.weights.len()];
         let mut mom = vec![0.0f32; p.momentum.len()];
@@ -315,13 +334,8 @@ impl Trainer {
             let both: Vec<f32> = m.iter().chain(v).copied().collect();
             b.running.write(gpu, &both);
         }
-        self.lr_scale = serde_json::from_str(ck.meta(path, "lr_scale")?).map_err(|e| bad(format!("lr_scale: {e}")))?;
-        let at = Position {
-            epochs_done: ck.meta(path, "epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?,
-            step: ck.meta(path, "step_in_epoch")?.parse().map_err(|e| bad(format!("step_in_epoch: {e}")))?,
-            totals: serde_json::from_str(ck.meta(path, "epoch_totals")?)
-                .map_err(|e| bad(format!("epoch_totals: {e}")))?,
-        };
+        self.lr_scale = run.lr_scale.clone();
+        let at = Position { epochs_done: run.epochs_done, step: run.step_in_epoch, totals: run.epoch_totals };
         if at.step >= self.steps_per_epoch.max(1) || at.epochs_done > self.cfg.epochs {
             return Err(bad(format!(
                 "position {at:?} does not fit this run's {} steps per epoch",
@@ -355,9 +369,9 @@ impl Trainer {
     }
 
     async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
-        let mut t = [0.0f32; 4];
-        self.staging.read_into(gpu, &mut t).await?;
-        Ok(Totals(t))
+        let mut t = Totals::default();
+        self.staging.read_into(gpu, std::slice::from_mut(&mut t)).await?;
+        Ok(t)
     }
 
     fn reset_totals(&self, gpu: &Gpu) {
@@ -385,7 +399,7 @@ impl Trainer {
         let epoch = at.epochs_done;
         let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
         self.perm.write(gpu, &perm);
-        self.totals.write(gpu, &at.totals.0);
+        self.totals.write_struct(gpu, &at.totals);
         let steps = self.steps_per_epoch;
         let mut totals = at.totals;
         for s in at.step..steps {
@@ -399,8 +413,8 @@ impl Trainer {
             self.submit(gpu, &self.train_step, st, read);
             if read {
                 totals = self.read_totals(gpu).await?;
-                if !totals.0[0].is_finite() {
-                    return Err(Error::Diverged { epoch, step: s, loss: totals.0[0] });
+                if !totals.loss_sum.is_finite() {
+                    return Err(Error::Diverged { epoch, step: s, loss: totals.loss_sum });
                 }
                 progress(s + 1, steps, totals);
             }

@@ -7,10 +7,9 @@ use cuttle::cuttlefish::CuttlefishConfig;
 use cuttle::data::{self, DataSpec};
 use cuttle::gpu::{list_adapters, Gpu, GpuOptions};
 use cuttle::nn::models::model_by_name;
-use cuttle::ops::sgd::SgdConfig;
-use cuttle::session::Session;
+use cuttle::session::{EpochOutcome, Session};
 use cuttle::train::checkpoint::{self, Checkpoint};
-use cuttle::train::TrainConfig;
+use cuttle::train::{RunConfig, TrainConfig};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,69 +92,51 @@ fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     Ok(gpu)
 }
 
-/// The data set the arguments name, with the requested class-balanced subsets.
-fn load_data(a: &TrainArgs) -> Result<(DataSpec, data::Splits), cuttle::Error> {
-    let spec: DataSpec = a.data.parse().map_err(cuttle::Error::Config)?;
+/// The data set `c` names, with the requested class-balanced subsets.
+fn load_data(c: &RunConfig) -> Result<(DataSpec, data::Splits), cuttle::Error> {
+    let spec: DataSpec = c.data.parse().map_err(cuttle::Error::Config)?;
     let mut splits = data::load(&spec)?;
-    if let Some(n) = a.train_subset {
+    if let Some(n) = c.train_subset {
         splits.train = splits.train.subset(n);
     }
-    if let Some(n) = a.test_subset {
+    if let Some(n) = c.test_subset {
         splits.test = splits.test.subset(n);
     }
     Ok((spec, splits))
 }
 
-/// The Cuttlefish settings the arguments ask for (defaults scaled to the schedule).
-fn cuttlefish_config(a: &TrainArgs) -> CuttlefishConfig {
-    let mut c = CuttlefishConfig::for_schedule(a.epochs, a.schedule);
-    c.factorize = a.factorize.clone();
-    c.frobenius_decay = (a.frobenius_decay > 0.0).then_some(a.frobenius_decay);
-    c.extra_bn = a.extra_bn;
-    c.rank_floor = a.rank_floor;
-    if let Some(r) = a.rewarm_epochs {
-        c.rewarm_epochs = r;
-    }
-    c
-}
-
 /// Set by Ctrl-C: the training loop stops after the current step and checkpoints.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-fn train_config(a: &TrainArgs, train_images: usize) -> Result<TrainConfig, cuttle::Error> {
-    let cfg = TrainConfig {
-        model: a.model.clone(),
-        epochs: a.epochs,
-        batch: a.batch,
-        lr: a.lr,
-        schedule: a.schedule,
-        sgd: SgdConfig { momentum: a.momentum, weight_decay: a.weight_decay, nesterov: a.nesterov },
-        seed: a.seed,
-        augment: a.augment,
-        report_every: 20,
-    };
-    cfg.validate(train_images)?;
-    Ok(cfg)
+/// A run's data and checked settings, before any GPU work.
+struct Plan {
+    spec: DataSpec,
+    splits: data::Splits,
+    cfg: TrainConfig,
+    cf: Option<CuttlefishConfig>,
+}
+
+/// Loads the data and checks every setting, the model and its layer names, so that a
+/// typo fails at once on any machine.
+fn plan(c: &RunConfig) -> Result<Plan, cuttle::Error> {
+    let (spec, splits) = load_data(c)?;
+    let (cfg, cf) = c.settings(splits.train.n)?;
+    let t = &splits.train;
+    let graph = model_by_name(&c.model, [t.channels, t.height, t.width], t.classes).map_err(cuttle::Error::Config)?;
+    if let Some(cf) = &cf {
+        cuttle::cuttlefish::run::check_layers(&graph, &cf.factorize)?;
+    }
+    Ok(Plan { spec, splits, cfg, cf })
 }
 
 fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error> {
     let (json, resuming) = (a.json, a.resume.is_some());
-    let a = match &a.resume {
-        Some(dir) => TrainArgs::from_run_dir(dir)?,
-        None => a,
+    let c = match &a.resume {
+        Some(dir) => cli::config::from_run_dir(dir)?,
+        None => a.run,
     };
-    let (spec, splits) = load_data(&a)?;
-    let cfg = train_config(&a, splits.train.n)?;
-    let cf_cfg = cuttlefish_config(&a);
-    // Model and layer names are checked before any GPU work, so a typo fails at once on
-    // any machine.
-    let t = &splits.train;
-    let graph = model_by_name(&a.model, [t.channels, t.height, t.width], t.classes).map_err(cuttle::Error::Config)?;
-    if a.cuttlefish {
-        cf_cfg.validate()?;
-        cuttle::cuttlefish::run::check_layers(&graph, &cf_cfg.factorize)?;
-    }
-    let out = a.run_dir();
+    let Plan { spec, splits, cfg, cf } = plan(&c)?;
+    let out = cli::config::run_dir(&c);
     let checkpoint = if resuming {
         let path = out.join(checkpoint::FILE);
         Some((Checkpoint::load(&path)?, path))
@@ -164,18 +145,51 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     };
     let mut run = RunDir::create(&out, resuming)?;
     if !resuming {
-        run.write(cli::config::FILE, &a.to_toml())?;
+        run.write(cli::config::FILE, &cli::config::to_toml(&c))?;
     }
 
     let gpu = gpu(cli_adapter)?;
     eprintln!("adapter: {}", gpu.adapter());
-    let cf = a.cuttlefish.then_some(cf_cfg);
     let planning = std::time::Instant::now();
     let mut session = match &checkpoint {
         Some((ck, path)) => pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, ck, path))?,
         None => pollster::block_on(Session::new(&gpu, &splits, cfg, cf))?,
     };
     report_tuning(&gpu, planning);
+    describe(&session, &spec, &splits);
+    if resuming {
+        let at = session.at;
+        eprintln!("resuming {} after epoch {}, step {}", out.display(), at.epochs_done, at.step);
+    } else if let Some(cf) = &session.cuttlefish {
+        let s0 = session.initial_ranks().unwrap_or_default();
+        run.ranks_header(&cf.tracker.names())?;
+        run.ranks_row(0, &s0)?;
+        if !json {
+            print_ranks(&cf.tracker, &s0);
+        }
+    }
+    // Ctrl-C: finish the step in flight, checkpoint, exit; a second Ctrl-C exits at once.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    while !session.done() {
+        let Some(o) = epoch(&gpu, &mut session, json)? else { return interrupted(&gpu, &session, &out) };
+        record_epoch(&mut run, &session, &o, json)?;
+        let ck = pollster::block_on(session.checkpoint(&gpu))?;
+        ck.save(&out)?;
+        run.plots()?;
+        if session.done() {
+            // The final model alone, as `cuttle export` writes it.
+            ck.model_only().write_atomic(&out.join("model.safetensors"))?;
+        }
+    }
+    finish(&run, &session, &spec, &gpu, json)
+}
+
+/// What the run trains, and (with Cuttlefish) when the ranks count as settled.
+fn describe(session: &Session, spec: &DataSpec, splits: &data::Splits) {
     let trainer = &session.trainer;
     eprintln!(
         "model {} ({} parameters), data {} ({} train / {} test images), {} steps per epoch, {} dispatches per step",
@@ -198,106 +212,92 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
             d.thr_two,
             d.thr_one
         );
-        if !resuming {
-            let s0 = session.initial_ranks().unwrap_or_default();
-            run.ranks_header(&cf.tracker.names())?;
-            run.ranks_row(0, &s0)?;
-            if !json {
-                print_ranks(&cf.tracker, &s0);
-            }
-        }
     }
-    if resuming {
-        let at = session.at;
-        eprintln!("resuming {} after epoch {}, step {}", out.display(), at.epochs_done, at.step);
-    }
-    // Ctrl-C: finish the step in flight, checkpoint, exit; a second Ctrl-C exits at once.
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
+}
 
-    while !session.done() {
-        let epoch = session.at.epochs_done;
-        // A progress bar on a terminal; nothing mid-epoch when logging to a file or with --json.
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(session.trainer.steps_per_epoch as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            b.set_prefix((epoch + 1).to_string());
-            b
-        });
-        let mut progress = |s: usize, _n: usize, t: cuttle::train::trainer::Totals| {
-            if let Some(b) = &bar {
-                b.set_position(s as u64);
-                b.set_message(format!("loss {:.4} acc {:.2}%", t.mean_loss(), 100.0 * t.accuracy()));
-            }
-        };
-        let stop = || INTERRUPTED.load(Ordering::SeqCst);
-        let r = pollster::block_on(session.next_epoch(&gpu, &mut progress, &stop));
+/// The next epoch, with a progress bar on a terminal (nothing mid-epoch when logging to a
+/// file or with --json). `None` when Ctrl-C stopped it.
+fn epoch(gpu: &Gpu, session: &mut Session, json: bool) -> Result<Option<EpochOutcome>, cuttle::Error> {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(session.trainer.steps_per_epoch as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix((session.at.epochs_done + 1).to_string());
+        b
+    });
+    let mut progress = |s: usize, _n: usize, t: cuttle::train::trainer::Totals| {
         if let Some(b) = &bar {
-            b.finish_and_clear();
+            b.set_position(s as u64);
+            b.set_message(format!("loss {:.4} acc {:.2}%", t.mean_loss(), 100.0 * t.accuracy()));
         }
-        let Some(o) = r? else {
-            pollster::block_on(session.checkpoint(&gpu))?.save(&out)?;
-            let at = session.at;
-            eprintln!(
-                "interrupted: checkpointed epoch {} at step {}; continue with `cuttle train --resume {}`",
-                at.epochs_done + 1,
-                at.step,
-                out.display()
-            );
-            return Err(cuttle::Error::Interrupted);
-        };
-        if let Some(sw) = &o.switch {
-            let line = serde_json::json!({"event": "switch", "epoch": sw.epoch + 1, "report": sw});
-            run.metric(&line)?;
-            if json {
-                println!("{line}");
-            } else {
-                print_switch(sw);
-            }
-        }
-        let r = &o.report;
-        let mut line = serde_json::to_value(r).expect("report serialises");
-        if !json {
-            eprintln!(
-                "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
-                r.epoch,
-                r.train_loss,
-                100.0 * r.train_acc,
-                r.test_loss,
-                100.0 * r.test_acc,
-                r.images_per_s,
-                r.seconds
-            );
-        }
-        if let (Some(s), Some(cf)) = (&o.stable_ranks, &session.cuttlefish) {
-            run.ranks_row(r.epoch, s)?;
-            let map: serde_json::Map<String, serde_json::Value> =
-                cf.tracker.layers.iter().zip(s).map(|(l, v)| (l.name.clone(), serde_json::json!(v))).collect();
-            line["stable_ranks"] = serde_json::Value::Object(map);
-            if !json {
-                print_ranks(&cf.tracker, s);
-            }
-        }
+    };
+    let stop = || INTERRUPTED.load(Ordering::SeqCst);
+    let r = pollster::block_on(session.next_epoch(gpu, &mut progress, &stop));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    r
+}
+
+/// Prints an epoch's switch, figures and stable ranks, and appends them to the run's files.
+fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: bool) -> Result<(), cuttle::Error> {
+    if let Some(sw) = &o.switch {
+        let line = serde_json::json!({"event": "switch", "epoch": sw.epoch + 1, "report": sw});
         run.metric(&line)?;
         if json {
             println!("{line}");
-        }
-        let ck = pollster::block_on(session.checkpoint(&gpu))?;
-        ck.save(&out)?;
-        run.plots()?;
-        if session.done() {
-            // The final model alone, as `cuttle export` writes it.
-            ck.model_only().write_atomic(&out.join("model.safetensors"))?;
+        } else {
+            print_switch(sw);
         }
     }
+    let r = &o.report;
+    let mut line = serde_json::to_value(r).expect("report serialises");
+    if !json {
+        eprintln!(
+            "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
+            r.epoch,
+            r.train_loss,
+            100.0 * r.train_acc,
+            r.test_loss,
+            100.0 * r.test_acc,
+            r.images_per_s,
+            r.seconds
+        );
+    }
+    if let (Some(s), Some(cf)) = (&o.stable_ranks, &session.cuttlefish) {
+        run.ranks_row(r.epoch, s)?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            cf.tracker.layers.iter().zip(s).map(|(l, v)| (l.name.clone(), serde_json::json!(v))).collect();
+        line["stable_ranks"] = serde_json::Value::Object(map);
+        if !json {
+            print_ranks(&cf.tracker, s);
+        }
+    }
+    run.metric(&line)?;
+    if json {
+        println!("{line}");
+    }
+    Ok(())
+}
 
+/// Ctrl-C: checkpoints mid-epoch and says how to continue.
+fn interrupted(gpu: &Gpu, session: &Session, out: &std::path::Path) -> Result<(), cuttle::Error> {
+    pollster::block_on(session.checkpoint(gpu))?.save(out)?;
+    let at = session.at;
+    eprintln!(
+        "interrupted: checkpointed epoch {} at step {}; continue with `cuttle train --resume {}`",
+        at.epochs_done + 1,
+        at.step,
+        out.display()
+    );
+    Err(cuttle::Error::Interrupted)
+}
+
+/// The final report: written to the run directory and printed.
+fn finish(run: &RunDir, session: &Session, spec: &DataSpec, gpu: &Gpu, json: bool) -> Result<(), cuttle::Error> {
     let report = session.final_report();
     run.report(&report)?;
     let mut value = serde_json::to_value(&report).expect("report serialises");
@@ -309,7 +309,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     } else {
         print_final(&report);
     }
-    eprintln!("run directory: {}", out.display());
+    eprintln!("run directory: {}", run.dir.display());
     Ok(())
 }
 
@@ -376,17 +376,16 @@ fn load_run(
     dir: &std::path::Path,
     data: Option<String>,
 ) -> Result<(Gpu, Session), cuttle::Error> {
-    let mut a = TrainArgs::from_run_dir(dir)?;
+    let mut c = cli::config::from_run_dir(dir)?;
     if let Some(d) = data {
-        a.data = d;
+        c.data = d;
     }
     let path = dir.join(checkpoint::FILE);
     let ck = Checkpoint::load(&path)?;
-    let (_, splits) = load_data(&a)?;
-    a.batch = a.batch.min(splits.train.n);
-    let cfg = train_config(&a, splits.train.n)?;
+    let (_, splits) = load_data(&c)?;
+    c.batch = c.batch.min(splits.train.n);
+    let (cfg, cf) = c.settings(splits.train.n)?;
     let gpu = gpu(adapter)?;
-    let cf = a.cuttlefish.then(|| cuttlefish_config(&a));
     let session = pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, &ck, &path))?;
     Ok((gpu, session))
 }
@@ -444,13 +443,11 @@ fn main() -> ExitCode {
         eprintln!(
             "main job: Cuttlefish training on the built-in Fashion-MNIST subset (`cuttle train --help` for more)"
         );
-        let mut a = cli::config::defaults();
-        a.cuttlefish = true;
-        Command::Train(Box::new(a))
+        Command::Train(Box::new(TrainArgs::main_job()))
     });
     let r = match command {
         Command::Train(a) => match matches.subcommand_matches("train") {
-            Some(m) => a.with_config_file(m).and_then(|a| train(&cli.adapter, a)),
+            Some(m) => (*a).with_config_file(m).and_then(|a| train(&cli.adapter, a)),
             None => train(&cli.adapter, *a),
         },
         Command::Info { model, classes } => info(model, classes),

@@ -11,11 +11,10 @@
 // with `try_borrow*` and reports "busy" instead of panicking.
 #![allow(clippy::await_holding_refcell_ref)]
 
-use crate::cuttlefish::{CuttlefishConfig, FactorizeMode};
 use crate::data::{self, Splits};
 use crate::gpu::{DeviceHandle, Gpu, GpuOptions};
 use crate::session::Session;
-use crate::train::{AugmentKind, Schedule, TrainConfig};
+use crate::train::config::{RunConfig, PRESETS};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -24,38 +23,6 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
-}
-
-/// Training options the page sends (JSON), with the CLI's meanings.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Options {
-    model: String,
-    epochs: usize,
-    batch: usize,
-    lr: f32,
-    schedule: String,
-    seed: u64,
-    cuttlefish: bool,
-    factorize: String,
-    /// Read the loss back (and update the page) every this many steps.
-    report_every: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            model: "resnet6".into(),
-            epochs: 6,
-            batch: 64,
-            lr: 0.05,
-            schedule: "onecycle".into(),
-            seed: 0,
-            cuttlefish: true,
-            factorize: "auto".into(),
-            report_every: 10,
-        }
-    }
 }
 
 struct State {
@@ -168,36 +135,33 @@ impl Engine {
         Ok(desc)
     }
 
-    /// Starts a run with `options` (JSON; see `Options`), dropping any previous one and
-    /// its GPU buffers. Resolves to `{params, steps_per_epoch, tracked, initial_ranks}`.
+    /// The page's presets as JSON, `{name: options}`: partial options that
+    /// [`Engine::options`] completes with the defaults.
+    pub fn presets() -> String {
+        PRESETS.to_string()
+    }
+
+    /// Options (JSON; the keys of the CLI's `config.toml`, any subset) completed with the
+    /// defaults, as JSON. Rejects an unknown key or a value of the wrong type, naming it.
+    pub fn options(options: String) -> Result<String, JsError> {
+        let c = RunConfig::from_json(&options).map_err(|e| err(format!("options: {e}")))?;
+        serde_json::to_string(&c).map_err(err)
+    }
+
+    /// Starts a run with `options` (as for [`Engine::options`]) on the data chosen with a
+    /// `use_*` call (`data`, `train_subset`, `test_subset`, `name` and `out` are not used
+    /// here), dropping any previous run and its GPU buffers. Resolves to
+    /// `{params, steps_per_epoch, dispatches_per_step, tracked, initial_ranks}`.
     pub fn start(&self, options: String) -> js_sys::Promise {
         let state = self.state.clone();
         self.stop.set(false);
         wasm_bindgen_futures::future_to_promise(async move {
-            let o: Options = serde_json::from_str(&options).map_err(|e| err(format!("options: {e}")))?;
+            let o = RunConfig::from_json(&options).map_err(|e| err(format!("options: {e}")))?;
             let mut s = state.try_borrow_mut().map_err(|_| err(BUSY))?;
             s.session = None;
             let s = &mut *s;
             let data = s.data.as_ref().ok_or_else(|| err("choose a data set first"))?;
-            let schedule: Schedule = o.schedule.parse().map_err(err)?;
-            let cfg = TrainConfig {
-                model: o.model,
-                epochs: o.epochs,
-                batch: o.batch,
-                lr: o.lr,
-                schedule,
-                seed: o.seed,
-                augment: AugmentKind::Auto,
-                report_every: o.report_every.max(1),
-                ..Default::default()
-            };
-            let cf = if o.cuttlefish {
-                let mut c = CuttlefishConfig::for_schedule(o.epochs, schedule);
-                c.factorize = o.factorize.parse::<FactorizeMode>().map_err(err)?;
-                Some(c)
-            } else {
-                None
-            };
+            let (cfg, cf) = o.settings(data.train.n).map_err(err)?;
             let session = Session::new(&s.gpu, data, cfg, cf).await.map_err(err)?;
             let out = json!({
                 "params": session.params_full,

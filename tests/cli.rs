@@ -26,6 +26,7 @@ fn bad_arguments_are_clear_errors() {
     fails_with(&["train", "--epochs", "0"], "--epochs must be at least 1");
     fails_with(&["train", "--lr", "NaN"], "--lr must be a positive finite number");
     fails_with(&["train", "--schedule", "cosine"], "unknown schedule");
+    fails_with(&["train", "--report-every", "0"], "--report-every must be at least 1");
     fails_with(&["train", "--cuttlefish", "--extra-bn"], "mutually exclusive");
     fails_with(&["train", "--cuttlefish", "--factorize", "conv9"], "not a factorizable conv");
     fails_with(&["bench", "matmul", "--shapes", "12x"], "bad shape");

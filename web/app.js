@@ -7,15 +7,10 @@ import init, { Engine } from './pkg/cuttle.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
-// Presets sized for a browser. `data`: class-balanced [train, test] subsets (0 = all).
-const PRESETS = {
-  quick: { data: [3000, 1000], options: { model: 'resnet6', epochs: 4, batch: 64, lr: 0.05 } },
-  full: { data: [0, 0], options: { model: 'resnet6', epochs: 6, batch: 64, lr: 0.05 } },
-  cnn: { data: [3000, 1000], options: { model: 'cnn', epochs: 4, batch: 64, lr: 0.05 } },
-  resnet8: { data: [0, 0], options: { model: 'resnet8', epochs: 6, batch: 50, lr: 0.05 } },
-  // The headless test: tiny, and a short schedule that reaches the switch.
-  test: { data: [400, 200], options: { model: 'cnn', epochs: 4, batch: 50, lr: 0.05, factorize: 'reference', report_every: 2 } },
-};
+// Presets sized for a browser: partial run options, whose missing keys and defaults come
+// from the engine (src/train/presets.json and RunConfig in src/train/config.rs). Loaded
+// in main().
+let PRESETS = null;
 
 const app = (window.cuttle = { events: [], ready: false, running: false, done: false, error: null, memory: [] });
 const emit = (kind, data = {}) => app.events.push({ kind, t: performance.now(), ...data });
@@ -101,7 +96,7 @@ async function fail(where, e) {
 }
 
 // ---- the run -----------------------------------------------------------------------
-async function loadData(preset) {
+async function loadData(options) {
   const choice = document.querySelector('input[name=data]:checked').value;
   let desc;
   if (choice === 'cifar10') {
@@ -115,7 +110,7 @@ async function loadData(preset) {
     const bytes = await Promise.all(files.map(async (f) => new Uint8Array(await f.arrayBuffer())));
     desc = JSON.parse(engine.use_folder(files.map((f) => f.webkitRelativePath || f.name), bytes));
   } else {
-    desc = JSON.parse(engine.use_builtin(preset.data[0], preset.data[1]));
+    desc = JSON.parse(engine.use_builtin(options.train_subset ?? 0, options.test_subset ?? 0));
   }
   $('data-status').textContent = `${desc.name}: ${desc.train} training / ${desc.test} test images, ${desc.channels}x${desc.height}x${desc.width}, classes ${desc.classes.join(', ')}`;
   return desc;
@@ -131,10 +126,11 @@ async function start() {
   $('report-panel').hidden = true;
   $('grid-panel').hidden = true;
   try {
-    const data = await loadData(preset);
     // URL overrides (e.g. ?preset=test&model=resnet6&factorize=auto) for trying variants.
     const overrides = Object.fromEntries(['model', 'factorize'].filter((k) => params.has(k)).map((k) => [k, params.get(k)]));
-    const options = { ...preset.options, ...overrides, cuttlefish: $('cuttlefish').checked };
+    // The whole run configuration, every key the engine knows at its value or default.
+    const options = JSON.parse(Engine.options(JSON.stringify({ ...preset, ...overrides, cuttlefish: $('cuttlefish').checked })));
+    const data = await loadData(options);
     status('Planning the model and measuring the initial stable ranks…');
     const info = JSON.parse(await engine.start(JSON.stringify(options)));
     run = { options, data, info, loss: [], acc: [], ranks: [], tracked: info.tracked, switchEpoch: null, epochs: [], switch: null, started: performance.now() };
@@ -297,6 +293,7 @@ function reset() {
 // ---- start-up ----------------------------------------------------------------------
 async function main() {
   wasm = await init();
+  PRESETS = JSON.parse(Engine.presets());
   if (!navigator.gpu) {
     $('adapter').innerHTML = 'This browser has no WebGPU. It works in Chrome and Edge 113 or later on Windows, macOS and ChromeOS (on Linux start Chrome with <code>--enable-unsafe-webgpu</code>), in Safari 26, and in Firefox where WebGPU is enabled (<code>dom.webgpu.enabled</code> in about:config).';
     $('adapter-panel').className = 'panel error';

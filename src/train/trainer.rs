@@ -61,19 +61,10 @@ pub struct TrainConfig {
     pub report_every: usize,
 }
 
+/// The defaults of a run ([`super::RunConfig`]), the one place they are written.
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig {
-            model: "resnet18".into(),
-            epochs: 10,
-            batch: 128,
-            lr: 0.1,
-            schedule: Schedule::OneCycle,
-            sgd: SgdConfig::default(),
-            seed: 0,
-            augment: AugmentKind::Auto,
-            report_every: 50,
-        }
+        super::RunConfig::default().train_config()
     }
 }
 

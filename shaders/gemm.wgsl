@@ -6,27 +6,38 @@
 // per workgroup-memory read). K
 // is walked in steps of BK through workgroup memory. The host picks the entry and tile
 // per GEMM (ops/tune.rs: by measurement, or by output shape) so small layers do not
-// compute mostly padding. Workgroup z computes the K range [z*k_split, (z+1)*k_split) into its
-// own slice of C (split-K for shapes with few output tiles and a long K); the slices are
-// then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
-// deterministic.
+// compute mostly padding.
 //
+// Grid z is one of two things, never both:
+// - split-K (BATCHED false): workgroup z computes the K range [z*k_split, (z+1)*k_split)
+//   into its own slice of C (for shapes with few output tiles and a long K); the slices
+//   are then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
+//   deterministic.
+// - batched GEMM (override BATCHED true): G independent products of the same (M, K, N),
+//   C_g = op(A_g) op(B_g) for g = z in 0..G, with A_g at element g*a_stride of a, B_g at
+//   g*b_stride of b, C_g at g*c_stride of c (stride 0: one operand shared by all g). Only
+//   the row-major and transposed views (A_MODE 0/1, B_MODE 0/1, C_MODE 0) take the
+//   offsets, and only in BATCHED pipelines: the others compile to the unbatched code. A
+//   batched GEMM is not split (each product sums all of K, in the order an unbatched one
+//   does, so G = 1 gives matmul's bits).
+
 // A, B and C are *views*. The override constants A_MODE, B_MODE, C_MODE say how a logical
 // element maps to memory, so the same core serves matmul in the three layouts training
 // needs and convolution as implicit GEMM without a materialised im2col:
 //
-//   A (M x K)  0: a[m*K + k]                      row-major
-//              1: a[k*M + m]                      stored transposed (K x M)
+//   A (M x K)  0: a[g*a_stride + m*K + k]         row-major
+//              1: a[g*a_stride + k*M + m]         stored transposed (K x M)
 //              2: conv weight (c_out, c_in, kh, kw) read as (c_in) x (c_out*t_h*t_w), the
 //                 taps of one stride phase: k = (co, ty, tx), tap (ph_y + ty*stride, ph_x + tx*stride)
 //              3: NCHW tensor (batch, c_out, h_out, w_out) read as (c_out) x (batch*h_out*w_out)
-//   B (K x N)  0: b[k*N + n]                      row-major
-//              1: b[n*K + k]                      stored transposed (N x K)
+//   B (K x N)  0: b[g*b_stride + k*N + n]         row-major
+//              1: b[g*b_stride + n*K + k]         stored transposed (N x K)
 //              2: im2col of x (batch, c_in, h_in, w_in): k = (ci, r, s), n = (img, oy, ox)
 //              3: dY (batch, c_out, h_out, w_out) gathered for the data gradient of one
 //                 stride phase: k = (co, ty, tx), n = (img, qy, qx) (see "stride phases")
 //              4: im2col of x transposed for the weight gradient: k = (img, oy, ox), n = (ci, r, s)
-//   C (M x N)  0: c[z*M*N + m*N + n]              row-major, one slice per split
+//   C (M x N)  0: c[z*M*N + m*N + n]              row-major, one slice per split;
+//                 c[g*c_stride + m*N + n]         batched
 //              1: NCHW scatter: n = (img, hw), c[(img*M + m)*(N/batch) + hw]
 //              2: NCHW scatter of one stride phase: n = (img, qy, qx) is pixel
 //                 (y0 + qy*stride, x0 + qx*stride) of c (batch, M, h_in, w_in)
@@ -53,12 +64,17 @@ struct Params {
     q_h: u32, q_w: u32,         // its pixels per image: q_h x q_w
     t_h: u32, t_w: u32,         // its taps: t_h x t_w
     base_y: u32, base_x: u32,   // oy = base_y + qy - ty
+    // Batched GEMM (BATCHED): G products (the grid's z; here for the host's tile key) and
+    // the element strides between consecutive A_g, B_g, C_g (0: shared).
+    groups: u32,
+    a_stride: u32, b_stride: u32, c_stride: u32,
     _pad0: u32,
 }
 
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
 override C_MODE: u32 = 0u;
+override BATCHED: bool = false;   // grid z = product g, operands offset by g*stride
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;        // see A_MODE
@@ -78,6 +94,12 @@ override BS_LEN: u32 = BK * RN;
 override AS_ALL: u32 = AS_LEN * STAGES;
 override BS_ALL: u32 = BS_LEN * STAGES;
 
+// Where this workgroup's A_g, B_g (BATCHED only) and C slice or product (C_MODE 0) start:
+// set once at the top of each entry point by `begin`.
+var<private> ga_off: u32;
+var<private> gb_off: u32;
+var<private> gc_off: u32;
+
 var<workgroup> As: array<vec4<f32>, AS_ALL>;   // [copy][kk][i]: A[m0 + 4i .. 4i+3, k0 + kk]
 var<workgroup> Bs: array<vec4<f32>, BS_ALL>;   // [copy][kk][j]: B[k0 + kk, n0 + 4j .. 4j+3]
 
@@ -92,9 +114,11 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
     if (A_MODE == 0u) {
         base = m * p.k + k;
         stride = p.k;
+        if (BATCHED) { base += ga_off; }
     } else if (A_MODE == 1u) {
         base = k * p.m + m;
         stride = 1u;
+        if (BATCHED) { base += ga_off; }
     } else if (A_MODE == 2u) {
         // conv weight (c_out, c_in, kh, kw) read as c_in x (c_out*t_h*t_w), one phase's taps
         let tt = p.t_h * p.t_w;
@@ -128,15 +152,17 @@ fn im2col(img: u32, ci: u32, oy: u32, ox: u32, r: u32, s: u32) -> f32 {
 fn load_b4(k: u32, n: u32) -> vec4<f32> {
     var out = vec4<f32>(0.0);
     if (k >= p.k || n >= p.n) { return out; }
+    var off = 0u;
+    if (BATCHED) { off = gb_off; }
     if (B_MODE == 0u) {
         for (var j = 0u; j < 4u; j++) {
-            if (n + j < p.n) { out[j] = b[k * p.n + n + j]; }
+            if (n + j < p.n) { out[j] = b[off + k * p.n + n + j]; }
         }
         return out;
     }
     if (B_MODE == 1u) {
         for (var j = 0u; j < 4u; j++) {
-            if (n + j < p.n) { out[j] = b[(n + j) * p.k + k]; }
+            if (n + j < p.n) { out[j] = b[off + (n + j) * p.k + k]; }
         }
         return out;
     }
@@ -195,7 +221,7 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
     return out;
 }
 
-fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
+fn store_c(m: u32, n0: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
@@ -204,7 +230,7 @@ fn store_c(z: u32, m: u32, n0: u32, v: vec4<f32>) {
             if ((p.flags & 1u) != 0u) { x += bias[n]; }
             var idx: u32;
             if (C_MODE == 0u) {
-                idx = z * p.m * p.n + m * p.n + n;
+                idx = gc_off + m * p.n + n;
             } else if (C_MODE == 1u) {
                 let hw = p.n / p.batch;
                 idx = ((n / hw) * p.m + m) * hw + n % hw;
@@ -243,6 +269,19 @@ fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32, copy: u32) {
     }
 }
 
+// Sets this workgroup's operand offsets from grid z (a K slice, or a product when
+// BATCHED) and returns the first K it sums.
+fn begin(z: u32) -> u32 {
+    if (BATCHED) {
+        ga_off = z * p.a_stride;
+        gb_off = z * p.b_stride;
+        gc_off = z * p.c_stride;
+        return 0u;
+    }
+    gc_off = z * p.m * p.n;
+    return z * p.k_split;
+}
+
 // The 4x4 register block. With STAGES = 2 the tile has two copies in workgroup memory:
 // step i+1 is staged into one while step i is computed from the other, so each K step
 // needs one barrier instead of two (barriers are what CPU adapters pay most for; on a
@@ -252,8 +291,7 @@ fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32, copy: u32) {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m0 = wg.y * 4u * WG_M;
     let n0 = wg.x * 4u * WG_N;
-    let z = wg.z;
-    let k_begin = z * p.k_split;
+    let k_begin = begin(wg.z);
     let k_end = min(p.k, k_begin + p.k_split);
     let t = lid.y * WG_N + lid.x;
 
@@ -293,10 +331,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
     let m = m0 + 4u * lid.y;
     let n = n0 + 4u * lid.x;
-    store_c(z, m, n, acc0);
-    store_c(z, m + 1u, n, acc1);
-    store_c(z, m + 2u, n, acc2);
-    store_c(z, m + 3u, n, acc3);
+    store_c(m, n, acc0);
+    store_c(m + 1u, n, acc1);
+    store_c(m + 2u, n, acc2);
+    store_c(m + 3u, n, acc3);
 }
 
 // The 8x8 register block (TM = 8). An invocation's rows are the two groups of four
@@ -307,8 +345,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 fn main_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m0 = wg.y * 8u * WG_M;
     let n0 = wg.x * 8u * WG_N;
-    let z = wg.z;
-    let k_begin = z * p.k_split;
+    let k_begin = begin(wg.z);
     let k_end = min(p.k, k_begin + p.k_split);
     let t = lid.y * WG_N + lid.x;
 
@@ -348,8 +385,8 @@ fn main_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     for (var h = 0u; h < 2u; h++) {
         let m = m0 + 4u * (lid.y + h * WG_M);
         for (var r = 0u; r < 4u; r++) {
-            store_c(z, m + r, n_lo, acc[8u * h + 2u * r]);
-            store_c(z, m + r, n_hi, acc[8u * h + 2u * r + 1u]);
+            store_c(m + r, n_lo, acc[8u * h + 2u * r]);
+            store_c(m + r, n_hi, acc[8u * h + 2u * r + 1u]);
         }
     }
 }

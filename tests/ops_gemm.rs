@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use cuttle::gpu::{read_f32, test_gpu, Gpu, Tensor};
-use cuttle::ops::gemm::{self, cpu, ConvShape, Layout};
+use cuttle::ops::gemm::{self, cpu, ConvShape, Layout, Tile};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
     Tensor::from_slice(gpu, name, &[v.len()], &f32s(v)).unwrap()
@@ -174,4 +174,98 @@ fn conv_random_shapes() {
     for (i, s) in shapes.into_iter().enumerate() {
         check_conv(&gpu, s, 100 + i as u64);
     }
+}
+
+/// One batched case: its layout, (G, M, K, N), strides, alpha, accumulate.
+type Batched = (Layout, (usize, usize, usize, usize), gemm::Strides, f32, bool);
+
+/// The batched cases: G = 1, 3, 7 over shapes that are no multiple of any tile, every
+/// layout, dense and gapped strides, a shared A (one weight for all) and a shared B,
+/// alpha (attention's 1/sqrt(d)) and accumulation.
+fn batched_cases() -> Vec<Batched> {
+    let mut v = Vec::new();
+    for &(g, m, k, n) in &[(1, 1, 1, 1), (7, 1, 1, 1), (1, 5, 17, 9), (3, 5, 17, 9), (7, 5, 17, 9), (3, 33, 64, 65)] {
+        for layout in [Layout::AB, Layout::AtB, Layout::ABt] {
+            let dense = gemm::Strides::dense((m, k, n));
+            let gapped = gemm::Strides { a: m * k + 3, b: k * n + 1, c: m * n + 2 };
+            v.push((layout, (g, m, k, n), dense, 1.0, false));
+            v.push((layout, (g, m, k, n), gemm::Strides { a: 0, ..dense }, 0.125, true));
+            v.push((layout, (g, m, k, n), gemm::Strides { b: 0, ..dense }, 1.0, true));
+            v.push((layout, (g, m, k, n), gapped, 1.0 / (k as f32).sqrt(), false));
+        }
+    }
+    v
+}
+
+/// What `run_batched` returns for each case.
+struct BatchedRun {
+    /// The whole C buffer, gaps between products included.
+    got: Vec<Vec<f32>>,
+    /// Its f64 reference.
+    wants: Vec<Vec<f64>>,
+    /// (case, g, product g as `matmul` computes it alone), for the plain cases (alpha 1,
+    /// overwriting).
+    singles: Vec<(usize, usize, Vec<f32>)>,
+}
+
+/// Plans and runs every batched case in one submit.
+fn run_batched(gpu: &Gpu, cases: &[Batched]) -> BatchedRun {
+    let mut rng = Rng(11);
+    let (mut ds, mut outs, mut wants, mut singles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, &(layout, (g, m, k, n), st, alpha, acc)) in cases.iter().enumerate() {
+        let a = rng.vec((g - 1) * st.a + m * k);
+        let b = rng.vec((g - 1) * st.b + k * n);
+        let c0 = rng.vec((g - 1) * st.c + m * n);
+        let mut want = c0.clone();
+        cpu::matmul_batched(layout, (g, m, k, n), st, alpha as f64, &a, &b, &mut want, acc);
+        let (ta, tb, tc) = (t(gpu, "a", &a), t(gpu, "b", &b), t(gpu, "c", &c0));
+        ds.extend(gemm::matmul_batched(gpu, "bmm", layout, (g, m, k, n), st, alpha, &ta, &tb, &tc, acc).unwrap());
+        outs.push(tc);
+        wants.push(want);
+        if alpha == 1.0 && !acc {
+            for gi in 0..g {
+                let ag = t(gpu, "a1", &a[gi * st.a..][..m * k]);
+                let bg = t(gpu, "b1", &b[gi * st.b..][..k * n]);
+                let cg = Tensor::zeros(gpu, "c1", &[m * n]).unwrap();
+                ds.extend(gemm::matmul(gpu, "mm", layout, (m, k, n), &ag, &bg, None, &cg, false).unwrap());
+                singles.push((i, gi, cg));
+            }
+        }
+    }
+    run(gpu, &ds);
+    let got = outs.iter().map(|c| read(gpu, c)).collect();
+    let singles = singles.into_iter().map(|(i, gi, c)| (i, gi, read(gpu, &c))).collect();
+    BatchedRun { got, wants, singles }
+}
+
+#[test]
+fn matmul_batched_against_cpu_and_every_tile() {
+    let Some(gpu) = test_gpu() else { return };
+    let cases = batched_cases();
+    let BatchedRun { got: by_rule, wants, singles } = run_batched(&gpu, &cases);
+    for ((case, got), want) in cases.iter().zip(&by_rule).zip(&wants) {
+        let k = (case.1).2 as f64;
+        // K-long f32 dot products: error grows like sqrt(K)·eps.
+        assert_close(&format!("batched {case:?}"), got, want, 1e-5 * k.sqrt().max(1.0), 1e-4);
+    }
+    // Each product sums its K as the unbatched matmul does: the same bits.
+    for (i, gi, single) in &singles {
+        let (_, (_, m, _, n), st, _, _) = cases[*i];
+        let got = &by_rule[*i][gi * st.c..][..m * n];
+        assert!(bits(got) == bits(single), "batched {:?} product {gi} differs from matmul", cases[*i]);
+    }
+    // Every tile the adapter runs gives the same bits as the shape rule's.
+    let forced = cuttle::ops::tune::attach(&gpu, cuttle::ops::tune::TileCache::default());
+    for tile in Tile::ALL.into_iter().filter(|t| t.fits(gpu.adapter())) {
+        forced.force(Some(tile));
+        let got = run_batched(&gpu, &cases).got;
+        for (i, (g, r)) in got.iter().zip(&by_rule).enumerate() {
+            assert!(bits(g) == bits(r), "tile {tile:?} changed batched {:?}", cases[i]);
+        }
+    }
+    forced.force(None);
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }

@@ -3,29 +3,27 @@
 //! ends: the shaders are portable to Vulkan, Metal and DX12 without those GPUs here.
 
 use cuttle::gpu::SHADERS;
-use cuttle::ops::gemm::Tile;
+use cuttle::ops::gemm::{Tile, VIEWS_IN_USE};
 use naga::back::{hlsl, msl, spv, PipelineConstants};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
+/// The override settings the engine builds pipelines with: for gemm, every operand view
+/// combination in use (`gemm::VIEWS_IN_USE`, the list gemm.rs builds from) under every
+/// tile; the other shaders have no overrides without a default.
 fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
     if shader == "gemm" {
         let mut v = Vec::new();
-        for a in 0..4 {
-            for b in 0..5 {
-                for c in 0..3 {
-                    for t in Tile::ALL {
-                        v.push(vec![
-                            ("A_MODE", a as f64),
-                            ("B_MODE", b as f64),
-                            ("C_MODE", c as f64),
-                            ("WG_M", t.wg_m as f64),
-                            ("WG_N", t.wg_n as f64),
-                            ("BK", t.bk as f64),
-                            ("TM", t.tm as f64),
-                            ("STAGES", t.stages as f64),
-                        ]);
-                    }
-                }
+        for views in VIEWS_IN_USE {
+            for t in Tile::ALL {
+                let mut set = views.constants().to_vec();
+                set.extend([
+                    ("WG_M", t.wg_m as f64),
+                    ("WG_N", t.wg_n as f64),
+                    ("BK", t.bk as f64),
+                    ("TM", t.tm as f64),
+                    ("STAGES", t.stages as f64),
+                ]);
+                v.push(set);
             }
         }
         v

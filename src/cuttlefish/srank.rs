@@ -17,22 +17,24 @@ use crate::rng::SplitMix64;
 /// Iterations between readbacks.
 pub const ROUND: usize = 8;
 
+/// Matches `Params` in srank.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    layers: u32,
-    _pad: [u32; 3],
+pub struct Params {
+    pub layers: u32,
+    pub _pad: [u32; 3],
 }
 
+/// Matches `Layer` in srank.wgsl: one watched matrix and where its vectors live.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct LayerEntry {
-    offset: u32,
-    rows: u32,
-    cols: u32,
-    v_off: u32,
-    u_off: u32,
-    _pad: [u32; 3],
+pub struct LayerEntry {
+    pub offset: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub v_off: u32,
+    pub u_off: u32,
+    pub _pad: [u32; 3],
 }
 
 /// A matrix to watch: `rows x cols` row-major at element `offset` of the weight buffer.

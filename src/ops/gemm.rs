@@ -6,9 +6,15 @@
 //! - `Layout::AB`:  C (M,N) = A (M,K) · B (K,N)
 //! - `Layout::AtB`: C (M,N) = Aᵀ · B with A stored (K,M)
 //! - `Layout::ABt`: C (M,N) = A · Bᵀ with B stored (N,K)
+//! - batched (`matmul_batched`): C_g = op(A_g)·op(B_g) for g in 0..G, each as above, with
+//!   A_g, B_g, C_g at element strides (0 for a shared operand) in one dispatch
 //! - conv forward:  y (B,Co,Ho,Wo) = W (Co, Ci·kh·kw) · im2col(x)   [M=Co, N=B·Ho·Wo, K=Ci·kh·kw]
 //! - conv data grad: dx (B,Ci,H,W) = Wᵀ · gather(dy)               [M=Ci, N=B·H·W,  K=Co·kh·kw]
 //! - conv weight grad: dW (Co,Ci,kh,kw) = dy · im2col(x)ᵀ           [M=Co, N=Ci·kh·kw, K=B·Ho·Wo]
+//!
+//! Operand views (`AView`, `BView`, `CView`: how a logical element of A, B, C maps to
+//! memory) are the shader's `A_MODE`, `B_MODE`, `C_MODE`; `VIEWS_IN_USE` lists every
+//! combination the engine builds, which `tests/shaders.rs` translates under every tile.
 //!
 //! Functions here build `Dispatch`es at plan time and allocate what they need then (the
 //! split-K scratch buffer). The only GPU work they do is tile tuning (`tune.rs`), which
@@ -48,15 +54,133 @@ pub struct Params {
     pub t_w: u32,
     pub base_y: u32,
     pub base_x: u32,
+    /// Products of a batched GEMM (G; 1 otherwise) and the element strides between
+    /// consecutive A_g, B_g, C_g (0: one operand shared by all). Read only by batched
+    /// pipelines (`Views::batched`); G is the grid's z there.
+    pub groups: u32,
+    pub a_stride: u32,
+    pub b_stride: u32,
+    pub c_stride: u32,
     pub _pad: u32,
 }
 
 impl Default for Params {
-    /// Zero sizes, batch 1, stride 1, scale 1.
+    /// Zero sizes, batch 1, stride 1, scale 1, one product.
     fn default() -> Self {
-        Params { batch: 1, stride: 1, alpha: 1.0, ..bytemuck::Zeroable::zeroed() }
+        Params { batch: 1, stride: 1, alpha: 1.0, groups: 1, ..bytemuck::Zeroable::zeroed() }
     }
 }
+
+/// How the GEMM reads A (M x K): gemm.wgsl `A_MODE` is the discriminant.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AView {
+    /// `a[g*a_stride + m*K + k]`.
+    RowMajor = 0,
+    /// Stored transposed (K x M): `a[g*a_stride + k*M + m]`.
+    Transposed = 1,
+    /// A conv weight (Co, Ci, kh, kw) read as Ci x (Co·t_h·t_w), the taps of one stride
+    /// phase (the data gradient).
+    ConvWeightPhase = 2,
+    /// An NCHW tensor (B, Co, Ho, Wo) read as Co x (B·Ho·Wo) (dy in the weight gradient).
+    Nchw = 3,
+}
+
+/// How the GEMM reads B (K x N): gemm.wgsl `B_MODE` is the discriminant.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BView {
+    /// `b[g*b_stride + k*N + n]`.
+    RowMajor = 0,
+    /// Stored transposed (N x K): `b[g*b_stride + n*K + k]`.
+    Transposed = 1,
+    /// im2col of x (B, Ci, H, W): k = (ci, r, s), n = (img, oy, ox) (conv forward).
+    Im2col = 2,
+    /// dy (B, Co, Ho, Wo) gathered for one stride phase of the data gradient.
+    DyPhase = 3,
+    /// im2col of x transposed: k = (img, oy, ox), n = (ci, r, s) (the weight gradient).
+    Im2colT = 4,
+}
+
+/// How the GEMM writes C (M x N): gemm.wgsl `C_MODE` is the discriminant.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CView {
+    /// `c[slice*G*M*N + g*c_stride + m*N + n]` (split-K slices, batched products).
+    RowMajor = 0,
+    /// Scattered to NCHW (B, M, N/B) (conv forward).
+    Nchw = 1,
+    /// Scattered to one stride phase's pixels of NCHW (B, M, H, W) (the data gradient).
+    NchwPhase = 2,
+}
+
+/// The operand views of one GEMM, and whether it is batched (gemm.wgsl `BATCHED`: grid z
+/// is the product g and the row-major/transposed views are offset by g·stride; otherwise
+/// z is a split-K slice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Views {
+    pub a: AView,
+    pub b: BView,
+    pub c: CView,
+    pub batched: bool,
+}
+
+impl Views {
+    const fn new(a: AView, b: BView, c: CView) -> Views {
+        Views { a, b, c, batched: false }
+    }
+    pub const AB: Views = Views::new(AView::RowMajor, BView::RowMajor, CView::RowMajor);
+    pub const ATB: Views = Views::new(AView::Transposed, BView::RowMajor, CView::RowMajor);
+    pub const ABT: Views = Views::new(AView::RowMajor, BView::Transposed, CView::RowMajor);
+    pub const CONV_FORWARD: Views = Views::new(AView::RowMajor, BView::Im2col, CView::Nchw);
+    pub const CONV_DATA_GRAD: Views = Views::new(AView::ConvWeightPhase, BView::DyPhase, CView::NchwPhase);
+    pub const CONV_WEIGHT_GRAD: Views = Views::new(AView::Nchw, BView::Im2colT, CView::RowMajor);
+
+    /// The views of a matmul in `layout`.
+    pub const fn matmul(layout: Layout) -> Views {
+        match layout {
+            Layout::AB => Views::AB,
+            Layout::AtB => Views::ATB,
+            Layout::ABt => Views::ABT,
+        }
+    }
+
+    /// The views of a batched matmul in `layout`.
+    pub const fn matmul_batched(layout: Layout) -> Views {
+        Views { batched: true, ..Views::matmul(layout) }
+    }
+
+    /// The gemm.wgsl override constants that select these views.
+    pub fn constants(&self) -> [(&'static str, f64); 4] {
+        [
+            ("A_MODE", self.a as u32 as f64),
+            ("B_MODE", self.b as u32 as f64),
+            ("C_MODE", self.c as u32 as f64),
+            ("BATCHED", self.batched as u32 as f64),
+        ]
+    }
+
+    /// The mode numbers (A_MODE, B_MODE, C_MODE).
+    pub fn modes(&self) -> (u32, u32, u32) {
+        (self.a as u32, self.b as u32, self.c as u32)
+    }
+}
+
+/// Every view combination the engine builds a GEMM with: the three matmul layouts, conv
+/// forward, data gradient, weight gradient (split-K keeps its row-major C), and the three
+/// batched matmul layouts. `gemm` refuses any other (debug builds), and
+/// `tests/shaders.rs` translates exactly these under every tile.
+pub const VIEWS_IN_USE: &[Views] = &[
+    Views::AB,
+    Views::ATB,
+    Views::ABT,
+    Views::CONV_FORWARD,
+    Views::CONV_DATA_GRAD,
+    Views::CONV_WEIGHT_GRAD,
+    Views::matmul_batched(Layout::AB),
+    Views::matmul_batched(Layout::AtB),
+    Views::matmul_batched(Layout::ABt),
+];
 
 /// Matches `Params` in elementwise.wgsl.
 #[repr(C)]
@@ -257,13 +381,14 @@ fn split_count(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
     want.min(k / 256).clamp(1, 64)
 }
 
-/// The general entry: C (M,N) = A·B through the given operand views. `flags` may hold
-/// FLAG_BIAS (not with split-K) and FLAG_ACCUMULATE.
+/// The general entry: C (M,N) = A·B through the given operand views (one of
+/// `VIEWS_IN_USE`). `flags` may hold FLAG_BIAS (not with split-K) and FLAG_ACCUMULATE.
+/// A batched GEMM (`views.batched`: `p.groups` products) runs unsplit.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     gpu: &Gpu,
     label: &str,
-    modes: (u32, u32, u32),
+    views: Views,
     mut p: Params,
     a: &Tensor,
     b: &Tensor,
@@ -271,8 +396,10 @@ fn gemm(
     c: &Tensor,
     allow_split: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
+    debug_assert!(VIEWS_IN_USE.contains(&views), "GEMM `{label}`: views {views:?} are not in VIEWS_IN_USE");
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let splits = if allow_split && bias.is_none() { split_count(gpu, m, n, k) } else { 1 };
+    let groups = if views.batched { p.groups as usize } else { 1 };
+    let splits = if allow_split && bias.is_none() && !views.batched { split_count(gpu, m, n, k) } else { 1 };
     let dummy;
     let bias_t = match bias {
         Some(t) => {
@@ -290,27 +417,28 @@ fn gemm(
     let splits = k.div_ceil(k_split.max(1)).max(1);
     let accumulate = p.flags & FLAG_ACCUMULATE;
     if splits > 1 {
-        assert_eq!(modes.2, 0, "split-K writes row-major slices");
+        assert_eq!(views.c, CView::RowMajor, "split-K writes row-major slices");
         p.flags &= !FLAG_ACCUMULATE;
     }
     p.k_split = k_split as u32;
-    let c_mode = if splits > 1 { 0 } else { modes.2 };
+    let [a_mode, b_mode, c_mode, batched] = views.constants();
     let main = |tile: Tile, label: &str, ops: [&Tensor; 4]| {
         let consts = [
-            ("A_MODE", modes.0 as f64),
-            ("B_MODE", modes.1 as f64),
-            ("C_MODE", c_mode as f64),
+            a_mode,
+            b_mode,
+            c_mode,
+            batched,
             ("WG_M", tile.wg_m as f64),
             ("WG_N", tile.wg_n as f64),
             ("BK", tile.bk as f64),
             ("TM", tile.tm as f64),
             ("STAGES", tile.stages as f64),
         ];
-        let groups = [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, splits as u32];
-        Dispatch::new(gpu, label, ("gemm", tile.entry()), &consts, &p, &ops, groups)
+        let grid = [n.div_ceil(tile.cols()) as u32, m.div_ceil(tile.rows()) as u32, (splits * groups) as u32];
+        Dispatch::new(gpu, label, ("gemm", tile.entry()), &consts, &p, &ops, grid)
     };
     let c_len = if splits > 1 { splits * m * n } else { c.len() };
-    let tile = super::tune::choose(gpu, modes, &p, splits, (a.len(), b.len(), c_len), |t, ops| main(t, "tune", ops))?;
+    let tile = super::tune::choose(gpu, views, &p, splits, (a.len(), b.len(), c_len), |t, ops| main(t, "tune", ops))?;
     if splits == 1 {
         return Ok(vec![main(tile, label, [a, b, bias_t, c])]);
     }
@@ -346,11 +474,6 @@ pub fn matmul(
     assert_eq!(a.len(), m * k, "matmul `{label}`: A is not {m}x{k}");
     assert_eq!(b.len(), k * n, "matmul `{label}`: B is not {k}x{n}");
     assert_eq!(c.len(), m * n, "matmul `{label}`: C is not {m}x{n}");
-    let (am, bm) = match layout {
-        Layout::AB => (0, 0),
-        Layout::AtB => (1, 0),
-        Layout::ABt => (0, 1),
-    };
     let p = Params {
         m: m as u32,
         n: n as u32,
@@ -359,7 +482,7 @@ pub fn matmul(
         batch: 1,
         ..Default::default()
     };
-    gemm(gpu, label, (am, bm, 0), p, a, b, bias, c, true)
+    gemm(gpu, label, Views::matmul(layout), p, a, b, bias, c, true)
 }
 
 /// C (M,N) += alpha · op(A)·op(B): the accumulate-and-scale form regularisers use.
@@ -375,13 +498,70 @@ pub fn matmul_scaled_add(
     c: &Tensor,
 ) -> Result<Vec<Dispatch>, GpuError> {
     assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "matmul `{label}`: shapes");
-    let (am, bm) = match layout {
-        Layout::AB => (0, 0),
-        Layout::AtB => (1, 0),
-        Layout::ABt => (0, 1),
-    };
     let p = Params { m: m as u32, n: n as u32, k: k as u32, flags: FLAG_ACCUMULATE, alpha, ..Default::default() };
-    gemm(gpu, label, (am, bm, 0), p, a, b, None, c, true)
+    gemm(gpu, label, Views::matmul(layout), p, a, b, None, c, true)
+}
+
+/// Element strides between consecutive products of a batched GEMM: A_g starts at element
+/// `g*a` of A, B_g at `g*b`, C_g at `g*c`. 0 shares one operand among all products (one
+/// weight for every batch); C's stride must not make two products' outputs overlap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+impl Strides {
+    /// Products stored back to back: A (G,·) of M·K each, B of K·N, C of M·N.
+    pub fn dense((m, k, n): (usize, usize, usize)) -> Strides {
+        Strides { a: m * k, b: k * n, c: m * n }
+    }
+}
+
+/// C_g (M,N) (+)= alpha · op(A_g)·op(B_g) for g in 0..G, in one dispatch (grid z = g; no
+/// split-K): attention's (batch x head) products. Each product has the shapes of `layout`
+/// (top of this file): A_g is (M,K), or (K,M) for `AtB`; B_g (K,N), or (N,K) for `ABt`;
+/// C_g (M,N) row-major. A_g = `a[g*strides.a ..]`, likewise B_g and C_g, so `a` holds at
+/// least (G-1)·strides.a + M·K elements (M·K when shared: stride 0), and so on. Every
+/// product sums its K in the order `matmul` does: G = 1 gives `matmul`'s bits.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_batched(
+    gpu: &Gpu,
+    label: &str,
+    layout: Layout,
+    (g, m, k, n): (usize, usize, usize, usize),
+    strides: Strides,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    assert!(g >= 1, "matmul_batched `{label}`: no products");
+    assert!(g <= crate::gpu::MAX_GROUPS as usize, "matmul_batched `{label}`: {g} products exceed the grid limit");
+    for (name, t, stride, one) in [("A", a, strides.a, m * k), ("B", b, strides.b, k * n), ("C", c, strides.c, m * n)] {
+        let need = (g - 1) * stride + one;
+        assert!(
+            t.len() >= need,
+            "matmul_batched `{label}`: {name} holds {} elements, {g} products need {need}",
+            t.len()
+        );
+    }
+    assert!(g == 1 || strides.c >= m * n, "matmul_batched `{label}`: C stride {} overlaps {m}x{n} products", strides.c);
+    let p = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        flags: if accumulate { FLAG_ACCUMULATE } else { 0 },
+        alpha,
+        groups: g as u32,
+        a_stride: strides.a as u32,
+        b_stride: strides.b as u32,
+        c_stride: strides.c as u32,
+        ..Default::default()
+    };
+    gemm(gpu, label, Views::matmul_batched(layout), p, a, b, None, c, false)
 }
 
 /// y (B,Co,Ho,Wo) = conv(x (B,Ci,H,W), w (Co,Ci,kh,kw)).
@@ -398,7 +578,7 @@ pub fn conv_forward(
     p.m = s.c_out as u32;
     p.n = (s.batch * s.h_out() * s.w_out()) as u32;
     p.k = (s.c_in * s.kh * s.kw) as u32;
-    gemm(gpu, label, (0, 2, 1), p, w, x, None, y, false)
+    gemm(gpu, label, Views::CONV_FORWARD, p, w, x, None, y, false)
 }
 
 /// One stride phase of a data gradient: the input pixels whose (coordinate + pad) is
@@ -454,7 +634,7 @@ pub fn conv_backward_data(
                 ..s.params()
             };
             let name = if s.stride == 1 { label.to_string() } else { format!("{label}.phase{ph_y}{ph_x}") };
-            out.extend(gemm(gpu, &name, (2, 3, 2), p, w, dy, None, dx, false)?);
+            out.extend(gemm(gpu, &name, Views::CONV_DATA_GRAD, p, w, dy, None, dx, false)?);
         }
     }
     Ok(out)
@@ -475,7 +655,7 @@ pub fn conv_backward_weight(
     p.n = (s.c_in * s.kh * s.kw) as u32;
     p.k = (s.batch * s.h_out() * s.w_out()) as u32;
     p.flags = if accumulate { FLAG_ACCUMULATE } else { 0 };
-    gemm(gpu, label, (3, 4, 0), p, dy, x, None, dw, true)
+    gemm(gpu, label, Views::CONV_WEIGHT_GRAD, p, dy, x, None, dw, true)
 }
 
 /// db (N,) (+)= column sums of dy (rows, N): the gradient of a bias added to every row.
@@ -486,9 +666,38 @@ pub fn bias_grad(gpu: &Gpu, label: &str, rows: usize, dy: &Tensor, db: &Tensor, 
     Dispatch::new(gpu, label, ("elementwise", "column_sum"), &[], &p, &[dy, db], grid_1d(n, 256))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_map_to_shader_modes_once() {
+        assert_eq!(Views::AB.modes(), (0, 0, 0));
+        assert_eq!(Views::ATB.modes(), (1, 0, 0));
+        assert_eq!(Views::ABT.modes(), (0, 1, 0));
+        assert_eq!(Views::CONV_FORWARD.modes(), (0, 2, 1));
+        assert_eq!(Views::CONV_DATA_GRAD.modes(), (2, 3, 2));
+        assert_eq!(Views::CONV_WEIGHT_GRAD.modes(), (3, 4, 0));
+        for (i, v) in VIEWS_IN_USE.iter().enumerate() {
+            assert!(!VIEWS_IN_USE[..i].contains(v), "{v:?} listed twice");
+        }
+        for l in [Layout::AB, Layout::AtB, Layout::ABt] {
+            assert!(VIEWS_IN_USE.contains(&Views::matmul(l)));
+            assert!(VIEWS_IN_USE.contains(&Views::matmul_batched(l)));
+            assert_eq!(Views::matmul_batched(l).modes(), Views::matmul(l).modes());
+        }
+    }
+
+    #[test]
+    fn params_is_a_whole_number_of_16_bytes() {
+        assert_eq!(std::mem::size_of::<Params>() % 16, 0);
+        assert_eq!(Params::default().groups, 1);
+    }
+}
+
 /// Plain f64 references, written for clarity, for the tests.
 pub mod cpu {
-    use super::{ConvShape, Layout};
+    use super::{ConvShape, Layout, Strides};
 
     /// C (M,N) = op(A)·op(B) (+ bias) in the given layout.
     pub fn matmul(
@@ -517,6 +726,30 @@ pub mod cpu {
             }
         }
         c
+    }
+
+    /// C_g (=|+=) alpha·op(A_g)·op(B_g) for g in 0..G into `c`, with A_g at
+    /// `a[g*strides.a ..]`, B_g at `b[g*strides.b ..]`, C_g at `c[g*strides.c ..]` (see
+    /// `super::matmul_batched`); the rest of `c` is left as it is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_batched(
+        layout: Layout,
+        (g, m, k, n): (usize, usize, usize, usize),
+        strides: Strides,
+        alpha: f64,
+        a: &[f64],
+        b: &[f64],
+        c: &mut [f64],
+        accumulate: bool,
+    ) {
+        for gi in 0..g {
+            let ag = &a[gi * strides.a..][..m * k];
+            let bg = &b[gi * strides.b..][..k * n];
+            let cg = &mut c[gi * strides.c..][..m * n];
+            for (o, v) in cg.iter_mut().zip(matmul(layout, (m, k, n), ag, bg, None)) {
+                *o = alpha * v + if accumulate { *o } else { 0.0 };
+            }
+        }
     }
 
     fn at(s: &ConvShape, x: &[f64], img: usize, c: usize, y: isize, xx: isize) -> f64 {

@@ -12,7 +12,7 @@
 //! every tile, and the split-K partition does not depend on the tile. Tuned and untuned
 //! runs are bit-identical (tested), so a cache filled by another run cannot change this one.
 
-use super::gemm::{Params, Tile};
+use super::gemm::{Params, Tile, Views};
 use crate::gpu::{AdapterSummary, Dispatch, Gpu, GpuError, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -152,16 +152,26 @@ impl TileCache {
     }
 }
 
-/// What a tile choice depends on: the operand views and every size in the parameters
-/// (not the flags, scale or K slice, which do not change the memory traffic's shape).
-fn key(modes: (u32, u32, u32), p: &Params, splits: usize) -> String {
+/// What a tile choice depends on: the operand views and every size in the parameters,
+/// for a batched GEMM its products and strides too (not the flags, scale or K slice,
+/// which do not change the memory traffic's shape). An unbatched key leaves the batch
+/// fields out, so it reads as keys did before batching existed and earlier cache files
+/// stay valid.
+fn key(views: Views, p: &Params, splits: usize) -> String {
+    let modes = views.modes();
     let mut q = *p;
     q.flags = 0;
     q.alpha = 0.0;
     q.k_split = 0;
-    let words: &[u32] = bytemuck::cast_slice(std::slice::from_ref(&q));
+    let mut words: Vec<u32> = bytemuck::cast_slice(std::slice::from_ref(&q)).to_vec();
+    let batched = if views.batched { "b" } else { "" };
+    if !views.batched {
+        // groups, a_stride, b_stride, c_stride, _pad: one zero stands where the padding was.
+        words.truncate(words.len() - 4);
+        *words.last_mut().expect("params words") = 0;
+    }
     let sizes: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-    format!("{}{}{} s{splits} {}", modes.0, modes.1, modes.2, sizes.join(","))
+    format!("{}{}{}{batched} s{splits} {}", modes.0, modes.1, modes.2, sizes.join(","))
 }
 
 /// The tile for one GEMM: forced, cached, measured now (tuning on), or by shape.
@@ -169,7 +179,7 @@ fn key(modes: (u32, u32, u32), p: &Params, splits: usize) -> String {
 /// `a_len`, `b_len`, `c_len` size the scratch operands it is timed on.
 pub(super) fn choose(
     gpu: &Gpu,
-    modes: (u32, u32, u32),
+    views: Views,
     p: &Params,
     splits: usize,
     (a_len, b_len, c_len): (usize, usize, usize),
@@ -184,7 +194,7 @@ pub(super) fn choose(
     if !cache.enabled || cfg!(target_arch = "wasm32") {
         return Ok(rule);
     }
-    let key = key(modes, p, splits);
+    let key = key(views, p, splits);
     if let Some(t) = cache.chosen.lock().expect("tile cache lock").get(&key) {
         return Ok(*t);
     }
@@ -246,5 +256,23 @@ fn block_on_ready<T>(f: impl std::future::Future<Output = T>) -> T {
             return v;
         }
         std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_unbatched_gemms_are_unchanged_and_batched_ones_distinct() {
+        let p = Params { m: 2, n: 3, k: 4, ..Default::default() };
+        // The key this GEMM had before batched GEMMs (cache files of earlier runs).
+        let old = "000 s1 2,3,4,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0";
+        assert_eq!(key(Views::AB, &p, 1), old);
+        let b = Params { groups: 3, a_stride: 8, c_stride: 6, ..p };
+        let batched = key(Views::matmul_batched(crate::ops::gemm::Layout::AB), &b, 1);
+        assert_eq!(batched, "000b s1 2,3,4,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,3,8,0,6,0");
+        let shared = key(Views::matmul_batched(crate::ops::gemm::Layout::AB), &Params { a_stride: 0, ..b }, 1);
+        assert_ne!(batched, shared);
     }
 }

@@ -8,7 +8,7 @@ use naga::back::{hlsl, msl, spv, PipelineConstants};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// The override settings the engine builds pipelines with: for gemm, every operand view
-/// combination in use (`gemm::VIEWS_IN_USE`, the list gemm.rs builds from) under every
+/// combination in use (`gemm::VIEWS_IN_USE`, the list ops::gemm builds from) under every
 /// tile; the other shaders have no overrides without a default.
 fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
     if shader == "gemm" {

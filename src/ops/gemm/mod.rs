@@ -16,9 +16,19 @@
 //! memory) are the shader's `A_MODE`, `B_MODE`, `C_MODE`; `VIEWS_IN_USE` lists every
 //! combination the engine builds, which `tests/shaders.rs` translates under every tile.
 //!
+//! Files: this one (Params, the dispatch builders), `views.rs` (operand views and the list
+//! in use), `tile.rs` (workgroup tiles), `cpu.rs` (the f64 references).
+//!
 //! Functions here build `Dispatch`es at plan time and allocate what they need then (the
 //! split-K scratch buffer). The only GPU work they do is tile tuning (`tune.rs`), which
 //! times candidate tiles on scratch operands the first time a shape is planned.
+
+pub mod cpu;
+mod tile;
+mod views;
+
+pub use tile::Tile;
+pub use views::{AView, BView, CView, Views, VIEWS_IN_USE};
 
 use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, Tensor};
 
@@ -71,117 +81,6 @@ impl Default for Params {
     }
 }
 
-/// How the GEMM reads A (M x K): gemm.wgsl `A_MODE` is the discriminant.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AView {
-    /// `a[g*a_stride + m*K + k]`.
-    RowMajor = 0,
-    /// Stored transposed (K x M): `a[g*a_stride + k*M + m]`.
-    Transposed = 1,
-    /// A conv weight (Co, Ci, kh, kw) read as Ci x (Co·t_h·t_w), the taps of one stride
-    /// phase (the data gradient).
-    ConvWeightPhase = 2,
-    /// An NCHW tensor (B, Co, Ho, Wo) read as Co x (B·Ho·Wo) (dy in the weight gradient).
-    Nchw = 3,
-}
-
-/// How the GEMM reads B (K x N): gemm.wgsl `B_MODE` is the discriminant.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BView {
-    /// `b[g*b_stride + k*N + n]`.
-    RowMajor = 0,
-    /// Stored transposed (N x K): `b[g*b_stride + n*K + k]`.
-    Transposed = 1,
-    /// im2col of x (B, Ci, H, W): k = (ci, r, s), n = (img, oy, ox) (conv forward).
-    Im2col = 2,
-    /// dy (B, Co, Ho, Wo) gathered for one stride phase of the data gradient.
-    DyPhase = 3,
-    /// im2col of x transposed: k = (img, oy, ox), n = (ci, r, s) (the weight gradient).
-    Im2colT = 4,
-}
-
-/// How the GEMM writes C (M x N): gemm.wgsl `C_MODE` is the discriminant.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CView {
-    /// `c[slice*G*M*N + g*c_stride + m*N + n]` (split-K slices, batched products).
-    RowMajor = 0,
-    /// Scattered to NCHW (B, M, N/B) (conv forward).
-    Nchw = 1,
-    /// Scattered to one stride phase's pixels of NCHW (B, M, H, W) (the data gradient).
-    NchwPhase = 2,
-}
-
-/// The operand views of one GEMM, and whether it is batched (gemm.wgsl `BATCHED`: grid z
-/// is the product g and the row-major/transposed views are offset by g·stride; otherwise
-/// z is a split-K slice).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Views {
-    pub a: AView,
-    pub b: BView,
-    pub c: CView,
-    pub batched: bool,
-}
-
-impl Views {
-    const fn new(a: AView, b: BView, c: CView) -> Views {
-        Views { a, b, c, batched: false }
-    }
-    pub const AB: Views = Views::new(AView::RowMajor, BView::RowMajor, CView::RowMajor);
-    pub const ATB: Views = Views::new(AView::Transposed, BView::RowMajor, CView::RowMajor);
-    pub const ABT: Views = Views::new(AView::RowMajor, BView::Transposed, CView::RowMajor);
-    pub const CONV_FORWARD: Views = Views::new(AView::RowMajor, BView::Im2col, CView::Nchw);
-    pub const CONV_DATA_GRAD: Views = Views::new(AView::ConvWeightPhase, BView::DyPhase, CView::NchwPhase);
-    pub const CONV_WEIGHT_GRAD: Views = Views::new(AView::Nchw, BView::Im2colT, CView::RowMajor);
-
-    /// The views of a matmul in `layout`.
-    pub const fn matmul(layout: Layout) -> Views {
-        match layout {
-            Layout::AB => Views::AB,
-            Layout::AtB => Views::ATB,
-            Layout::ABt => Views::ABT,
-        }
-    }
-
-    /// The views of a batched matmul in `layout`.
-    pub const fn matmul_batched(layout: Layout) -> Views {
-        Views { batched: true, ..Views::matmul(layout) }
-    }
-
-    /// The gemm.wgsl override constants that select these views.
-    pub fn constants(&self) -> [(&'static str, f64); 4] {
-        [
-            ("A_MODE", self.a as u32 as f64),
-            ("B_MODE", self.b as u32 as f64),
-            ("C_MODE", self.c as u32 as f64),
-            ("BATCHED", self.batched as u32 as f64),
-        ]
-    }
-
-    /// The mode numbers (A_MODE, B_MODE, C_MODE).
-    pub fn modes(&self) -> (u32, u32, u32) {
-        (self.a as u32, self.b as u32, self.c as u32)
-    }
-}
-
-/// Every view combination the engine builds a GEMM with: the three matmul layouts, conv
-/// forward, data gradient, weight gradient (split-K keeps its row-major C), and the three
-/// batched matmul layouts. `gemm` refuses any other (debug builds), and
-/// `tests/shaders.rs` translates exactly these under every tile.
-pub const VIEWS_IN_USE: &[Views] = &[
-    Views::AB,
-    Views::ATB,
-    Views::ABT,
-    Views::CONV_FORWARD,
-    Views::CONV_DATA_GRAD,
-    Views::CONV_WEIGHT_GRAD,
-    Views::matmul_batched(Layout::AB),
-    Views::matmul_batched(Layout::AtB),
-    Views::matmul_batched(Layout::ABt),
-];
-
 /// Matches `Params` in elementwise.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -194,117 +93,6 @@ pub struct EwParams {
 
 pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_ACCUMULATE: u32 = 2;
-
-/// A workgroup tile: `wg_m` x `wg_n` invocations (at most 256, WebGPU's default limit) of
-/// `tm` x `tm` outputs each (4: gemm.wgsl `main`, 8: `main_8x8`), the K step
-/// and the copies of the tile in workgroup memory. Workgroup memory:
-/// 4·bk·(wg_m + wg_n)·tm·stages bytes, checked against the adapter's limit (`fits`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Tile {
-    pub wg_m: u32,
-    pub wg_n: u32,
-    pub bk: u32,
-    #[serde(default = "four")]
-    pub tm: u32,
-    /// Copies of the tile in workgroup memory: 2 overlaps staging the next K step with
-    /// computing this one (4x4 only).
-    #[serde(default = "one")]
-    pub stages: u32,
-}
-
-fn four() -> u32 {
-    4
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Tile {
-    pub const SQUARE: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16, tm: 4, stages: 1 };
-    pub const WIDE: Tile = Tile { wg_m: 4, wg_n: 64, bk: 8, tm: 4, stages: 1 };
-    pub const MEDIUM: Tile = Tile { wg_m: 8, wg_n: 32, bk: 16, tm: 4, stages: 1 };
-    pub const TALL: Tile = Tile { wg_m: 64, wg_n: 4, bk: 8, tm: 4, stages: 1 };
-    /// 16x32 outputs from 32 invocations: weight gradients of small layers, whose whole
-    /// output fits one tile and whose work is all in K (split-K spreads it).
-    pub const SMALL: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32, tm: 4, stages: 1 };
-    /// SQUARE with twice the K step: half the barriers, 16 KiB of workgroup memory.
-    pub const SQUARE_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 32, tm: 4, stages: 1 };
-    /// 32x32 outputs from 64 invocations.
-    pub const QUARTER: Tile = Tile { wg_m: 8, wg_n: 8, bk: 32, tm: 4, stages: 1 };
-    /// 16x64 outputs from 64 invocations: 16-channel layers over a moderate N.
-    pub const NARROW: Tile = Tile { wg_m: 4, wg_n: 16, bk: 32, tm: 4, stages: 1 };
-    /// 128x128 outputs from 256 invocations of 8x8: the large-GPU tile.
-    pub const BIG: Tile = Tile { wg_m: 16, wg_n: 16, bk: 8, tm: 8, stages: 1 };
-    /// BIG with twice the K step (16 KiB of workgroup memory).
-    pub const BIG_DEEP: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16, tm: 8, stages: 1 };
-    /// 64x64 outputs from 64 invocations of 8x8.
-    pub const SQUARE_8X8: Tile = Tile { wg_m: 8, wg_n: 8, bk: 16, tm: 8, stages: 1 };
-    /// Double-buffered 4x4 tiles: one barrier per K step instead of two.
-    pub const SQUARE_DB: Tile = Tile { wg_m: 16, wg_n: 16, bk: 16, tm: 4, stages: 2 };
-    pub const QUARTER_DB: Tile = Tile { wg_m: 8, wg_n: 8, bk: 32, tm: 4, stages: 2 };
-    pub const NARROW_DB: Tile = Tile { wg_m: 4, wg_n: 16, bk: 16, tm: 4, stages: 2 };
-    pub const SMALL_DB: Tile = Tile { wg_m: 4, wg_n: 8, bk: 32, tm: 4, stages: 2 };
-    /// Every tile the tuner may choose (`tune.rs`).
-    pub const ALL: [Tile; 15] = [
-        Tile::SQUARE,
-        Tile::SQUARE_DEEP,
-        Tile::WIDE,
-        Tile::MEDIUM,
-        Tile::TALL,
-        Tile::SMALL,
-        Tile::QUARTER,
-        Tile::NARROW,
-        Tile::BIG,
-        Tile::BIG_DEEP,
-        Tile::SQUARE_8X8,
-        Tile::SQUARE_DB,
-        Tile::QUARTER_DB,
-        Tile::NARROW_DB,
-        Tile::SMALL_DB,
-    ];
-    /// The largest K step of any tile: split-K slices are multiples of it, so the
-    /// partition of K, and with it every rounding, is the same whatever the tile.
-    pub const MAX_BK: usize = 32;
-
-    /// The tile that wastes least on an M x N output: a narrow M (a conv with 16 or 32
-    /// output channels) gets a wide tile, a narrow N a tall one.
-    pub fn for_shape(m: usize, n: usize) -> Tile {
-        if m <= 16 && n <= 32 {
-            Tile::SMALL
-        } else if m <= 16 && n >= 256 {
-            Tile::WIDE
-        } else if m <= 32 && n >= 128 {
-            Tile::MEDIUM
-        } else if n <= 16 && m >= 256 {
-            Tile::TALL
-        } else {
-            Tile::SQUARE
-        }
-    }
-    /// Whether the adapter can run this tile (invocations and workgroup memory).
-    pub fn fits(&self, a: &crate::gpu::AdapterSummary) -> bool {
-        self.wg_m * self.wg_n <= a.max_workgroup_invocations
-            && 4 * self.bk * (self.wg_m + self.wg_n) * self.tm * self.stages <= a.max_workgroup_storage
-            && self.bk <= Tile::MAX_BK as u32
-            && self.bk > 0
-            && matches!((self.tm, self.stages), (4, 1) | (4, 2) | (8, 1))
-    }
-    pub fn rows(&self) -> usize {
-        (self.tm * self.wg_m) as usize
-    }
-    pub fn cols(&self) -> usize {
-        (self.tm * self.wg_n) as usize
-    }
-    /// The gemm.wgsl entry point that computes this tile.
-    pub fn entry(&self) -> &'static str {
-        if self.tm == 8 {
-            "main_8x8"
-        } else {
-            "main"
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -692,128 +480,5 @@ mod tests {
     fn params_is_a_whole_number_of_16_bytes() {
         assert_eq!(std::mem::size_of::<Params>() % 16, 0);
         assert_eq!(Params::default().groups, 1);
-    }
-}
-
-/// Plain f64 references, written for clarity, for the tests.
-pub mod cpu {
-    use super::{ConvShape, Layout, Strides};
-
-    /// C (M,N) = op(A)·op(B) (+ bias) in the given layout.
-    pub fn matmul(
-        layout: Layout,
-        (m, k, n): (usize, usize, usize),
-        a: &[f64],
-        b: &[f64],
-        bias: Option<&[f64]>,
-    ) -> Vec<f64> {
-        let mut c = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let mut s = bias.map_or(0.0, |b| b[j]);
-                for l in 0..k {
-                    let av = match layout {
-                        Layout::AtB => a[l * m + i],
-                        _ => a[i * k + l],
-                    };
-                    let bv = match layout {
-                        Layout::ABt => b[j * k + l],
-                        _ => b[l * n + j],
-                    };
-                    s += av * bv;
-                }
-                c[i * n + j] = s;
-            }
-        }
-        c
-    }
-
-    /// C_g (=|+=) alpha·op(A_g)·op(B_g) for g in 0..G into `c`, with A_g at
-    /// `a[g*strides.a ..]`, B_g at `b[g*strides.b ..]`, C_g at `c[g*strides.c ..]` (see
-    /// `super::matmul_batched`); the rest of `c` is left as it is.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_batched(
-        layout: Layout,
-        (g, m, k, n): (usize, usize, usize, usize),
-        strides: Strides,
-        alpha: f64,
-        a: &[f64],
-        b: &[f64],
-        c: &mut [f64],
-        accumulate: bool,
-    ) {
-        for gi in 0..g {
-            let ag = &a[gi * strides.a..][..m * k];
-            let bg = &b[gi * strides.b..][..k * n];
-            let cg = &mut c[gi * strides.c..][..m * n];
-            for (o, v) in cg.iter_mut().zip(matmul(layout, (m, k, n), ag, bg, None)) {
-                *o = alpha * v + if accumulate { *o } else { 0.0 };
-            }
-        }
-    }
-
-    fn at(s: &ConvShape, x: &[f64], img: usize, c: usize, y: isize, xx: isize) -> f64 {
-        if y < 0 || xx < 0 || y >= s.h_in as isize || xx >= s.w_in as isize {
-            return 0.0;
-        }
-        x[((img * s.c_in + c) * s.h_in + y as usize) * s.w_in + xx as usize]
-    }
-
-    /// y (B,Co,Ho,Wo) = conv(x, w), zero padding.
-    pub fn conv_forward(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
-        let (ho, wo) = (s.h_out(), s.w_out());
-        let mut y = vec![0.0; s.batch * s.c_out * ho * wo];
-        for img in 0..s.batch {
-            for co in 0..s.c_out {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let mut acc = 0.0;
-                        for ci in 0..s.c_in {
-                            for r in 0..s.kh {
-                                for q in 0..s.kw {
-                                    let iy = (oy * s.stride + r) as isize - s.pad as isize;
-                                    let ix = (ox * s.stride + q) as isize - s.pad as isize;
-                                    acc += w[((co * s.c_in + ci) * s.kh + r) * s.kw + q] * at(s, x, img, ci, iy, ix);
-                                }
-                            }
-                        }
-                        y[((img * s.c_out + co) * ho + oy) * wo + ox] = acc;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    /// (dx, dw) for upstream gradient dy: the adjoint of `conv_forward`, by scattering.
-    pub fn conv_backward(s: &ConvShape, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (ho, wo) = (s.h_out(), s.w_out());
-        let mut dx = vec![0.0; x.len()];
-        let mut dw = vec![0.0; w.len()];
-        for img in 0..s.batch {
-            for co in 0..s.c_out {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let g = dy[((img * s.c_out + co) * ho + oy) * wo + ox];
-                        for ci in 0..s.c_in {
-                            for r in 0..s.kh {
-                                for q in 0..s.kw {
-                                    let iy = (oy * s.stride + r) as isize - s.pad as isize;
-                                    let ix = (ox * s.stride + q) as isize - s.pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
-                                        continue;
-                                    }
-                                    let xi = ((img * s.c_in + ci) * s.h_in + iy as usize) * s.w_in + ix as usize;
-                                    let wi = ((co * s.c_in + ci) * s.kh + r) * s.kw + q;
-                                    dx[xi] += g * w[wi];
-                                    dw[wi] += g * x[xi];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        (dx, dw)
     }
 }

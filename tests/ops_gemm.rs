@@ -10,10 +10,6 @@ fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
     Tensor::from_slice(gpu, name, &[v.len()], &f32s(v)).unwrap()
 }
 
-fn run(gpu: &Gpu, ds: &[cuttle::gpu::Dispatch]) {
-    gpu.run(ds);
-}
-
 fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
     pollster::block_on(read_f32(gpu, &[x])).unwrap().remove(0)
 }
@@ -26,7 +22,7 @@ fn matmul_hand_checked() {
     let b = t(&gpu, "b", &[1., 0., 0., 1., 1., 1.]);
     let bias = t(&gpu, "bias", &[10., 20.]);
     let c = Tensor::zeros(&gpu, "c", &[4]).unwrap();
-    run(&gpu, &gemm::matmul(&gpu, "mm", Layout::AB, (2, 3, 2), &a, &b, Some(&bias), &c, false).unwrap());
+    gpu.run(&gemm::matmul(&gpu, "mm", Layout::AB, (2, 3, 2), &a, &b, Some(&bias), &c, false).unwrap());
     assert_eq!(read(&gpu, &c), vec![14., 25., 20., 31.]);
 }
 
@@ -56,8 +52,7 @@ fn matmul_layouts_random() {
             let want = cpu::matmul(layout, (m, k, n), &a, &b, use_bias.then_some(&bias[..]));
             let (ta, tb, tbias) = (t(&gpu, "a", &a), t(&gpu, "b", &b), t(&gpu, "bias", &bias));
             let c = Tensor::zeros(&gpu, "c", &[m * n]).unwrap();
-            run(
-                &gpu,
+            gpu.run(
                 &gemm::matmul(&gpu, "mm", layout, (m, k, n), &ta, &tb, use_bias.then_some(&tbias), &c, false).unwrap(),
             );
             // K-long f32 dot products: error grows like sqrt(K)·eps.
@@ -75,8 +70,7 @@ fn matmul_accumulates() {
     let mut want = cpu::matmul(Layout::AB, (m, k, n), &a, &b, None);
     want.iter_mut().zip(&c0).for_each(|(w, c)| *w += c);
     let c = t(&gpu, "c", &c0);
-    run(
-        &gpu,
+    gpu.run(
         &gemm::matmul(&gpu, "mm", Layout::AB, (m, k, n), &t(&gpu, "a", &a), &t(&gpu, "b", &b), None, &c, true).unwrap(),
     );
     assert_close("accumulate", &read(&gpu, &c), &want, 1e-5, 1e-4);
@@ -99,7 +93,7 @@ fn check_conv(gpu: &Gpu, s: ConvShape, seed: u64) {
     let mut ds = gemm::conv_forward(gpu, "fwd", &s, &tx, &tw, &ty).unwrap();
     ds.extend(gemm::conv_backward_data(gpu, "bwd-data", &s, &tdy, &tw, &tdx, false).unwrap());
     ds.extend(gemm::conv_backward_weight(gpu, "bwd-weight", &s, &tdy, &tx, &tdw, false).unwrap());
-    run(gpu, &ds);
+    gpu.run(&ds);
     let k_fwd = (s.c_in * s.kh * s.kw) as f64;
     let k_w = (s.batch * s.h_out() * s.w_out()) as f64;
     assert_close(&format!("conv fwd {s:?}"), &read(gpu, &ty), &y_want, 1e-5 * k_fwd.sqrt(), 1e-4);
@@ -124,10 +118,7 @@ fn conv_data_grad_accumulates_under_stride() {
         let (mut want, _) = cpu::conv_backward(&s, &x, &w, &dy);
         want.iter_mut().zip(&dx0).for_each(|(w, d)| *w += d);
         let tdx = t(&gpu, "dx", &dx0);
-        run(
-            &gpu,
-            &gemm::conv_backward_data(&gpu, "dx", &s, &t(&gpu, "dy", &dy), &t(&gpu, "w", &w), &tdx, true).unwrap(),
-        );
+        gpu.run(&gemm::conv_backward_data(&gpu, "dx", &s, &t(&gpu, "dy", &dy), &t(&gpu, "w", &w), &tdx, true).unwrap());
         assert_close(&format!("accumulated dx {s:?}"), &read(&gpu, &tdx), &want, 1e-5, 1e-4);
     }
 }
@@ -140,7 +131,7 @@ fn conv_hand_checked() {
     let x = t(&gpu, "x", &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
     let w = t(&gpu, "w", &[1.0; 9]);
     let y = Tensor::zeros(&gpu, "y", &[9]).unwrap();
-    run(&gpu, &gemm::conv_forward(&gpu, "c", &s, &x, &w, &y).unwrap());
+    gpu.run(&gemm::conv_forward(&gpu, "c", &s, &x, &w, &y).unwrap());
     assert_eq!(read(&gpu, &y), vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]);
 }
 
@@ -232,7 +223,7 @@ fn run_batched(gpu: &Gpu, cases: &[Batched]) -> BatchedRun {
             }
         }
     }
-    run(gpu, &ds);
+    gpu.run(&ds);
     let got = outs.iter().map(|c| read(gpu, c)).collect();
     let singles = singles.into_iter().map(|(i, gi, c)| (i, gi, read(gpu, &c))).collect();
     BatchedRun { got, wants, singles }

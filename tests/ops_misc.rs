@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use cuttle::gpu::{read_f32, read_u32, test_gpu, Dispatch, Gpu, Tensor};
+use cuttle::gpu::{read_f32, read_u32, test_gpu, Gpu, Tensor};
 use cuttle::ops::{augment, batchnorm as bn, elementwise, loss, pool, sgd, StepState};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
@@ -12,9 +12,6 @@ fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
 }
 fn z(gpu: &Gpu, name: &str, n: usize) -> Tensor {
     Tensor::zeros(gpu, name, &[n]).unwrap()
-}
-fn run(gpu: &Gpu, ds: &[Dispatch]) {
-    gpu.run(ds);
 }
 fn read(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
     pollster::block_on(read_f32(gpu, &[x])).unwrap().remove(0)
@@ -51,7 +48,7 @@ fn batchnorm_forward_backward_and_running_stats() {
             bn::apply(&gpu, "apply-res-relu", s, bn::RELU | bn::RESIDUAL, &tx, &stats, &tg, &tb, Some(&tres), &ty2),
         ];
         ds.extend(bn::backward(&gpu, "bwd", s, &tx, &stats, &tg, &tdy, None, &tdg, &tdb, Some((&tdx, false))));
-        run(&gpu, &ds);
+        gpu.run(&ds);
         assert_close("bn y", &read(&gpu, &ty), &y, 1e-5, 1e-4);
         let y2: Vec<f64> = y.iter().zip(&res).map(|(a, r)| (a + r).max(0.0)).collect();
         assert_close("bn y (residual, relu)", &read(&gpu, &ty2), &y2, 1e-5, 1e-4);
@@ -82,7 +79,7 @@ fn batchnorm_forward_backward_and_running_stats() {
             bn::backward(&gpu, "bwd-relu", s, &tx, &stats, &tg, &tdy, Some(&ty2), &tdg2, &tdb2, Some((&tdx2, true)));
         ds.extend(bn::backward(&gpu, "bwd-no-dx", s, &tx, &stats, &tg, &tdy, Some(&ty2), &tdg3, &tdb3, None));
         assert_eq!(ds.len(), 3, "without dx only the reduction runs");
-        run(&gpu, &ds);
+        gpu.run(&ds);
         let want: Vec<f64> = dx_m.iter().zip(&prior).map(|(a, b)| a + b).collect();
         assert_close("bn dx (relu mask, accumulated)", &read(&gpu, &tdx2), &want, 1e-4, 1e-3);
         assert_close("bn dgamma (relu mask)", &read(&gpu, &tdg2), &dg_m, 1e-4, 1e-4);
@@ -91,7 +88,7 @@ fn batchnorm_forward_backward_and_running_stats() {
         assert_close("bn dbeta (no dx)", &read(&gpu, &tdb3), &db_m, 1e-4, 1e-4);
         // Eval: stats from the running estimates.
         let ev = z(&gpu, "eval-stats", 2 * s.channels);
-        run(&gpu, &[bn::eval_stats(&gpu, "eval", s, &running, &ev)]);
+        gpu.run(&[bn::eval_stats(&gpu, "eval", s, &running, &ev)]);
         let r = read(&gpu, &running);
         let mut want_ev: Vec<f64> = r[..s.channels].iter().map(|&m| m as f64).collect();
         want_ev.extend(r[s.channels..].iter().map(|&v| 1.0 / (v as f64 + bn::EPS as f64).sqrt()));
@@ -106,7 +103,7 @@ fn add_two_inputs() {
     for n in [1, 255, 257, 1000] {
         let (a, b) = (rng.vec(n), rng.vec(n));
         let (ta, tb, ty) = (t(&gpu, "a", &a), t(&gpu, "b", &b), z(&gpu, "y", n));
-        run(&gpu, &[elementwise::add_two(&gpu, "add", &ta, &tb, &ty)]);
+        gpu.run(&[elementwise::add_two(&gpu, "add", &ta, &tb, &ty)]);
         let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_close("a + b", &read(&gpu, &ty), &want, 1e-6, 1e-6);
     }
@@ -118,7 +115,7 @@ fn pools_and_relu() {
     // Hand-checked: one 2x2 window [1 3; 2 0] -> max 3 at index 1, mean 1.5.
     let x = t(&gpu, "x", &[1., 3., 2., 0.]);
     let (y, a) = (z(&gpu, "y", 1), z(&gpu, "a", 1));
-    run(&gpu, &[pool::max_forward(&gpu, "max", (1, 2, 2), &x, &y), pool::avg_forward(&gpu, "avg", (1, 2, 2), &x, &a)]);
+    gpu.run(&[pool::max_forward(&gpu, "max", (1, 2, 2), &x, &y), pool::avg_forward(&gpu, "avg", (1, 2, 2), &x, &a)]);
     assert_eq!((read(&gpu, &y), read(&gpu, &a)), (vec![3.0], vec![1.5]));
 
     let mut rng = Rng(12);
@@ -131,18 +128,15 @@ fn pools_and_relu() {
         let (ty, tdx, ta, tdxa) =
             (z(&gpu, "y", dy.len()), z(&gpu, "dx", xs.len()), z(&gpu, "a", pl), z(&gpu, "dxa", xs.len()));
         let (tr, tdr) = (z(&gpu, "relu", xs.len()), z(&gpu, "drelu", xs.len()));
-        run(
-            &gpu,
-            &[
-                pool::max_forward(&gpu, "max", shape, &tx, &ty),
-                pool::max_backward(&gpu, "max-b", shape, &tx, &tdy, &tdx, false),
-                pool::avg_forward(&gpu, "avg", shape, &tx, &ta),
-                pool::avg_backward(&gpu, "avg-b", shape, &tdya, &tdxa, false),
-                elementwise::relu(&gpu, "relu", &tx, &tr),
-                // d relu with dy = x itself, read through the saved output.
-                elementwise::relu_backward(&gpu, "relu-b", &tr, &tx, &tdr, false),
-            ],
-        );
+        gpu.run(&[
+            pool::max_forward(&gpu, "max", shape, &tx, &ty),
+            pool::max_backward(&gpu, "max-b", shape, &tx, &tdy, &tdx, false),
+            pool::avg_forward(&gpu, "avg", shape, &tx, &ta),
+            pool::avg_backward(&gpu, "avg-b", shape, &tdya, &tdxa, false),
+            elementwise::relu(&gpu, "relu", &tx, &tr),
+            // d relu with dy = x itself, read through the saved output.
+            elementwise::relu_backward(&gpu, "relu-b", &tr, &tx, &tdr, false),
+        ]);
         assert_close("maxpool", &read(&gpu, &ty), &pool::cpu::max_forward(shape, &xs), 0.0, 1e-6); // exact up to f32 rounding of the inputs
         assert_close("maxpool dx", &read(&gpu, &tdx), &pool::cpu::max_backward(shape, &xs, &dy), 0.0, 1e-6); // exact up to f32 rounding of the inputs
         assert_close("avgpool", &read(&gpu, &ta), &pool::cpu::avg_forward(shape, &xs), 1e-6, 1e-5);
@@ -165,7 +159,7 @@ fn cross_entropy_loss_grad_and_totals() {
         let step = step_tensor(&gpu, StepState { valid: valid as u32, ..Default::default() });
         let (td, tot) = (z(&gpu, "d", b * k), z(&gpu, "totals", 4));
         let ce = loss::cross_entropy(&gpu, "ce", (b, k), true, &tl, &tlab, &step, &td, &tot);
-        run(&gpu, &[ce]);
+        gpu.run(&[ce]);
         assert_close("ce grad", &read(&gpu, &td), &d, 1e-6, 1e-4);
         let totals = read(&gpu, &tot);
         assert_close("ce totals", &totals, &[l * valid as f64, correct as f64, valid as f64, 1.0], 1e-4, 1e-5);
@@ -181,7 +175,7 @@ fn sgd_matches_reference() {
         let (mut w, g, mut v) = (rng.vec(n), rng.vec(n), rng.vec(n));
         let (tw, tg, tv) = (t(&gpu, "w", &w), t(&gpu, "g", &g), t(&gpu, "v", &v));
         let step = step_tensor(&gpu, StepState { lr: 0.05, ..Default::default() });
-        run(&gpu, &[sgd::update(&gpu, cfg, 613, &tw, &tg, &tv, &step)]);
+        gpu.run(&[sgd::update(&gpu, cfg, 613, &tw, &tg, &tv, &step)]);
         sgd::cpu::update(cfg, 0.05, 613, &mut w, &g, &mut v);
         assert_close("sgd w", &read(&gpu, &tw), &w, 1e-6, 1e-5);
         assert_close("sgd v", &read(&gpu, &tv), &v, 1e-6, 1e-5);
@@ -218,7 +212,7 @@ fn augment_batch_matches_reference() {
             let b = 10;
             let (tx, tl) = (z(&gpu, "x", b * c * h * w), Tensor::zeros(&gpu, "labels", &[b]).unwrap());
             let step = step_tensor(&gpu, st);
-            run(&gpu, &[augment::batch(&gpu, "aug", &dev, &aug, b, &tperm, &step, &tx, &tl)]);
+            gpu.run(&[augment::batch(&gpu, "aug", &dev, &aug, b, &tperm, &step, &tx, &tl)]);
             let (x, labels) = augment::cpu::batch(&d, &aug, b, &perm, &st);
             assert_close("augment x", &read(&gpu, &tx), &x, 1e-6, 1e-6);
             assert_eq!(pollster::block_on(read_u32(&gpu, &[&tl])).unwrap()[0], labels);

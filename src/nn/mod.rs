@@ -1,5 +1,6 @@
 //! Models: a graph description (`graph`), the model zoo (`models`), the flat parameter
-//! store (`params`) and the GPU plan that runs a graph forward and backward (`net`).
+//! store (`params`), one file per planned layer kind (`layers`) and the GPU plan that
+//! groups a graph's nodes into layers and runs them forward and backward (`net`).
 
 pub mod graph;
 pub mod layers;

@@ -4,7 +4,7 @@ Reads the JSON lines of `cuttle bench` and of torch_baseline.py from one run and
 a markdown table: each of issue 6's figures, ours, PyTorch's, the ratio and the target.
 Where a figure was measured more than once in the run, ours is the lowest (conservative).
 
-Usage: python3 bench/table.py bench.jsonl [MODEL [BATCH]]   (default resnet18 256)
+Usage: python3 bench/table.py bench.jsonl [MODEL [BATCH [VIT_BATCH]]]   (default resnet18 256 256)
 """
 import json
 import sys
@@ -25,14 +25,15 @@ def load(path):
 
 
 def main():
-    if not 2 <= len(sys.argv) <= 4:
+    if not 2 <= len(sys.argv) <= 5:
         sys.exit(__doc__.strip().splitlines()[-1])
     rows = load(sys.argv[1])
     model = sys.argv[2] if len(sys.argv) > 2 else "resnet18"
     try:
         batch = int(sys.argv[3]) if len(sys.argv) > 3 else 256
+        vit_batch = int(sys.argv[4]) if len(sys.argv) > 4 else 256
     except ValueError:
-        sys.exit(f"batch {sys.argv[3]!r} is not a whole number")
+        sys.exit(f"batch {sys.argv[3:]!r} is not a whole number")
     pick = lambda **kw: [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
     low = lambda rs, key: min((r[key] for r in rs if key in r), default=None)
     device = next((r["name"] for r in rows if r.get("bench") == "device"), None)
@@ -80,6 +81,10 @@ def main():
         flat = r["allocated_after_steps_bytes"] == r["plan_bytes"]
         seen = "" if not smi else f"; driver's view {smi['min_mib']}-{smi['max_mib']} MiB over {smi['samples']} samples"
         line(f"memory flat over {r['steps']} steps", f"allocated {fmt(r['allocated_after_steps_bytes'] / 2**20)} MiB after, plan {fmt(plan_mib)} MiB{seen}", "-", "-", "flat", "yes" if flat else "**no**")
+    ours = low(pick(bench="train", model="deit-tiny", batch=vit_batch, lowrank=None), "images_per_s")
+    theirs = low(pick(bench="deit_tiny_train", strict_fp32=True, batch=256), "per_s")
+    default = low(pick(bench="deit_tiny_train", strict_fp32=False, batch=256), "per_s")
+    compare(f"deit-tiny batch {vit_batch} images/s (PyTorch default TF32: {fmt(default)})", ours, theirs, 0.60)
     print("\n".join(out))
 
 

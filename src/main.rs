@@ -203,14 +203,26 @@ fn describe(session: &Session, spec: &DataSpec, splits: &data::Splits) {
     );
     if let Some(cf) = &session.cuttlefish {
         let d = cf.cfg.detector;
+        let looser: Vec<String> = d
+            .looser
+            .iter()
+            .map(
+                |(lo, hi, t)| {
+                    if lo == hi {
+                        format!("{t:.3} with {lo} left")
+                    } else {
+                        format!("{t:.3} with {lo}-{hi} left")
+                    }
+                },
+            )
+            .collect();
         eprintln!(
-            "cuttlefish: tracking {} layers; stable after >= {} epochs when the mean |d srank/dt| over {} epochs <= {:.3} ({:.3} with two left, {:.3} with one)",
+            "cuttlefish: tracking {} layers; stable after >= {} epochs when the mean |d srank/dt| over {} epochs <= {:.3} ({})",
             cf.tracker.layers.len(),
             d.p,
             d.m,
             d.thr,
-            d.thr_two,
-            d.thr_one
+            looser.join(", ")
         );
     }
 }
@@ -412,8 +424,14 @@ fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Err
 
 fn info(model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
     if let Some(m) = model {
-        let g = model_by_name(&m, [3, 32, 32], classes).map_err(cuttle::Error::Config)?;
-        println!("{m}: {} parameters, {:.3} GMAC per 32x32x3 image forward", g.param_count(), g.macs() as f64 / 1e9);
+        let input = cuttle::nn::models::default_input(&m);
+        let g = model_by_name(&m, input, classes).map_err(cuttle::Error::Config)?;
+        let [c, h, w] = input;
+        println!(
+            "{m}: {} parameters, {:.4} GMAC per {h}x{w}x{c} image forward",
+            g.param_count(),
+            g.macs() as f64 / 1e9
+        );
         for p in &g.params {
             println!("  {:<32} {:?}", p.name, p.shape);
         }

@@ -5,10 +5,9 @@
 //! the GPU forward loss. Directional derivatives of the scalar loss keep f32 noise small.
 
 mod common;
-use common::Rng;
-use cuttle::gpu::{read_f32, test_gpu, Dispatch, Gpu, Tensor};
+use common::{check_net_gradients, Rng};
+use cuttle::gpu::{test_gpu, Gpu};
 use cuttle::nn::{Graph, Net};
-use cuttle::ops::{loss, StepState};
 
 fn tiny_graph() -> Graph {
     let mut g = Graph::new("tiny", [3, 8, 8], 5);
@@ -75,79 +74,12 @@ fn planner_fuses_batchnorm_epilogues() {
     assert_eq!((g.nodes.len(), units.len()), (28, 20));
 }
 
-struct Harness {
-    net: Net,
-    loss_step: Vec<Dispatch>,
-    totals: Tensor,
-}
-
-impl Harness {
-    fn loss(&self, gpu: &Gpu, with_backward: bool) -> f64 {
-        self.totals.write(gpu, &[0.0f32; 4]);
-        let bwd: &[Dispatch] = if with_backward { &self.net.backward } else { &[] };
-        gpu.run(self.net.forward_train.iter().chain(&self.loss_step).chain(bwd));
-        let t = pollster::block_on(read_f32(gpu, &[&self.totals])).unwrap().remove(0);
-        t[0] as f64 / t[2] as f64
-    }
-}
-
 fn check_graph(gpu: &Gpu, graph: Graph, batch: usize, seed: u64) {
     let mut rng = Rng(seed);
     let classes = graph.classes;
     let net = Net::new(gpu, graph, batch).unwrap();
     net.params.initialise(gpu, seed);
-    let input: Vec<f32> = (0..net.input().len()).map(|_| rng.uniform() as f32).collect();
-    net.input().write(gpu, &input);
-    let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
-    net.labels.write(gpu, &labels);
-    let st = StepState { valid: batch as u32, ..Default::default() };
-    let step = Tensor::from_slice(gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
-    let totals = Tensor::zeros(gpu, "totals", &[4]).unwrap();
-    let ce = loss::cross_entropy(
-        gpu,
-        "loss",
-        (batch, classes),
-        true,
-        net.logits(),
-        &net.labels,
-        &step,
-        net.dlogits(),
-        &totals,
-    );
-    let h = Harness { net, loss_step: vec![ce], totals };
-
-    h.loss(gpu, true);
-    let grads = pollster::block_on(read_f32(gpu, &[&h.net.params.grads])).unwrap().remove(0);
-    let w0 = pollster::block_on(read_f32(gpu, &[&h.net.params.weights])).unwrap().remove(0);
-    // BatchNorm over 3-4 samples, ReLU kinks and max-pool switches make the loss strongly
-    // curved: keep the step small. f32 noise in the difference is then ~3e-4. (At 1e-3
-    // the four-block tiny graph's early layers were 4-5% off for 2 of 6 seeds, and the
-    // error grew with the step, 3e-3 failing a third of them: curvature, not the backward.)
-    let eps = 3e-4;
-    for p in h.net.params.all() {
-        let (spec, off) = (&p.spec, p.offset);
-        // A unit-norm direction: the step is eps in weight space whatever the tensor's size.
-        let mut dir: Vec<f64> = (0..spec.len()).map(|_| rng.uniform()).collect();
-        let norm = dir.iter().map(|d| d * d).sum::<f64>().sqrt();
-        dir.iter_mut().for_each(|d| *d /= norm);
-        let analytic: f64 = dir.iter().enumerate().map(|(i, d)| d * grads[off + i] as f64).sum();
-        let at = |sign: f64| {
-            let mut w = w0.clone();
-            for (i, d) in dir.iter().enumerate() {
-                w[off + i] = (w0[off + i] as f64 + sign * eps * d) as f32;
-            }
-            h.net.params.weights.write(gpu, &w);
-            h.loss(gpu, false)
-        };
-        let numeric = (at(1.0) - at(-1.0)) / (2.0 * eps);
-        h.net.params.weights.write(gpu, &w0);
-        let err = (numeric - analytic).abs();
-        assert!(
-            err <= 5e-4 + 0.03 * analytic.abs(),
-            "{}: directional derivative numeric {numeric:.6} vs backward {analytic:.6}",
-            spec.name
-        );
-    }
+    check_net_gradients(gpu, net, classes, &mut rng);
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! The switch to low rank: which layers, the graph rewrite, and the SVD initialisation.
 //!
+//! A linear layer W (out, in) = U S Vᵀ becomes `NAME.0`, a linear layer in → r without bias
+//! and weight S_r^½ V_rᵀ, then `NAME.1`, r → out with weight U_r S_r^½ and the original
+//! bias (the reference's `fc_u`/`fc_v`, with the bias on the second only).
+//!
 //! A k x k convolution W (c_out, c_in, k, k), unfolded as c_out x c_in·k·k = U S Vᵀ, becomes
 //! `NAME.0`: a k x k convolution c_in → r (same stride and padding) with weight
 //! S_r^½ V_rᵀ, then `NAME.1`: a 1x1 convolution r → c_out with weight U_r S_r^½
@@ -7,7 +11,7 @@
 //! and `NAME.2`). At full rank the pair computes exactly the original layer. The truncated
 //! SVD runs on the CPU in f64 (faer), once.
 
-use crate::nn::graph::{ActId, Graph, Op};
+use crate::nn::graph::{ActId, Graph, Init, LinearInit, Op, ParamId};
 use std::collections::HashMap;
 
 /// A layer chosen for factorization and its rank.
@@ -24,14 +28,51 @@ pub fn factor_names(layer: &str, extra_bn: bool) -> (String, String) {
     (format!("{layer}.0"), format!("{layer}.{}", if extra_bn { 2 } else { 1 }))
 }
 
+/// A layer whose weight Cuttlefish sees as a matrix: rows x cols = c_out x c_in·k·k for a
+/// conv, out x in for a linear layer (as stored).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    pub weight: ParamId,
+    pub rows: usize,
+    pub cols: usize,
+    /// Index of its node in the graph.
+    pub node: usize,
+}
+
+impl Matrix {
+    pub fn full_rank(&self) -> usize {
+        self.rows.min(self.cols)
+    }
+}
+
+/// Every conv and linear layer of `g` by name, with its weight as a matrix.
+pub fn matrices(g: &Graph) -> HashMap<String, Matrix> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let (weight, rows, cols) = match &n.op {
+                Op::Conv(c) => (c.weight, c.c_out, c.c_in * c.k * c.k),
+                Op::Linear(l) => (l.weight, l.outputs, l.inputs),
+                _ => return None,
+            };
+            Some((n.name.clone(), Matrix { weight, rows, cols, node: i }))
+        })
+        .collect()
+}
+
 /// Layers Cuttlefish may factorize: every k x k conv (k > 1) except the stem (the conv that
-/// reads the input image). 1x1 convs (shortcuts) and linear heads stay full-rank, as in
-/// the reference.
+/// reads the input image), and every linear layer over tokens except the patch embedding
+/// (the attention projections and MLPs of a transformer). 1x1 convs (shortcuts) and
+/// linear heads stay full-rank, as in the reference.
 pub fn candidates(g: &Graph) -> Vec<String> {
+    let reads_patches =
+        |n: &crate::nn::graph::Node| g.nodes.iter().any(|m| m.output == n.inputs[0] && matches!(m.op, Op::Patchify(_)));
     g.nodes
         .iter()
         .filter_map(|n| match &n.op {
             Op::Conv(c) if c.k > 1 && n.inputs[0] != Graph::INPUT => Some(n.name.clone()),
+            Op::Linear(_) if g.shape(n.inputs[0]).tokens().is_some() && !reads_patches(n) => Some(n.name.clone()),
             _ => None,
         })
         .collect()
@@ -40,7 +81,8 @@ pub fn candidates(g: &Graph) -> Vec<String> {
 /// The reference's hard-coded choice (shared/cuttlefish-spec.md §1.5): ResNet-18 keeps the
 /// stem and stage 1 full-rank and factorizes both 3x3 convs of every later block; VGG-19
 /// keeps conv1-conv4 and factorizes conv5-conv16. For the small models the same idea: the
-/// first stage stays full-rank.
+/// first stage stays full-rank. DeiT: every block's `attn.qkv`, `mlp.fc1` and `mlp.fc2`
+/// (`AdaptAttention`, `AdaptMlp`); `attn.proj` stays full-rank.
 pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
     let c = candidates(g);
     match g.name.as_str() {
@@ -48,6 +90,10 @@ pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
         // candidates() already drops the stem (conv1 of 16): conv5.. is the 4th candidate on.
         "vgg19" => Ok(c.into_iter().skip(3).collect()),
         "cnn" => Ok(c),
+        "deit-tiny" | "vit-mini" => Ok(c
+            .into_iter()
+            .filter(|n| n.ends_with(".attn.qkv") || n.ends_with(".mlp.fc1") || n.ends_with(".mlp.fc2"))
+            .collect()),
         other => Err(format!("no reference layer choice for model {other:?}; use --factorize auto or a list")),
     }
 }
@@ -82,12 +128,45 @@ pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius
                 }
                 None => out.conv(&n.name, x[0], c.c_out, c.k, c.stride, c.pad),
             },
+            Op::Linear(l) => match ranks.get(n.name.as_str()) {
+                Some(&r) => {
+                    assert!(!extra_bn, "{}: extra BatchNorms are for convolutions", n.name);
+                    let (first, second) = factor_names(&n.name, false);
+                    let init = Init::TruncNormal(0.02);
+                    let h =
+                        out.linear_with(&first, x[0], r, LinearInit { weight: init, bias: None, weight_shape: None });
+                    let u = last_weight(&out).expect("linear declared a weight");
+                    let bias = l.bias.map(|b| g.param(b).init);
+                    let y =
+                        out.linear_with(&second, h, l.outputs, LinearInit { weight: init, bias, weight_shape: None });
+                    let v = last_weight(&out).expect("linear declared a weight");
+                    if frobenius_decay {
+                        out.exempt_from_decay(u);
+                        out.exempt_from_decay(v);
+                    }
+                    y
+                }
+                None => {
+                    let w = g.param(l.weight);
+                    let init = LinearInit {
+                        weight: w.init,
+                        bias: l.bias.map(|b| g.param(b).init),
+                        weight_shape: Some(w.shape.clone()),
+                    };
+                    out.linear_with(&n.name, x[0], l.outputs, init)
+                }
+            },
             Op::BatchNorm(_) => out.batchnorm(&n.name, x[0]),
             Op::Relu => out.relu(&n.name, x[0]),
             Op::Add => out.add(&n.name, x[0], x[1]),
             Op::MaxPool2 => out.max_pool2(&n.name, x[0]),
             Op::GlobalAvgPool => out.global_avg_pool(&n.name, x[0]),
-            Op::Linear(l) => out.linear(&n.name, x[0], l.outputs),
+            Op::LayerNorm(l) => out.layernorm(&n.name, x[0], l.eps),
+            Op::Gelu => out.gelu(&n.name, x[0]),
+            Op::Attention(a) => out.attention(&n.name, x[0], a.heads, a.causal),
+            Op::Patchify(p) => out.patchify(&n.name, x[0], *p),
+            Op::ClassToken(_) => out.class_token(&n.name, x[0]),
+            Op::FirstToken => out.first_token(&n.name, x[0]),
         };
         map[n.output] = y;
     }
@@ -103,15 +182,12 @@ pub fn fixed_lowrank(g: &Graph, div: usize) -> Result<Graph, String> {
         return Err(format!("the rank divisor must be at least 2, not {div}"));
     }
     let layers = reference_layers(g)?;
-    let factors: Vec<Factor> = g
-        .nodes
+    let mats = matrices(g);
+    let factors: Vec<Factor> = layers
         .iter()
-        .filter_map(|n| match &n.op {
-            Op::Conv(c) if layers.contains(&n.name) => {
-                let full_rank = c.c_out.min(c.c_in * c.k * c.k);
-                Some(Factor { layer: n.name.clone(), rank: (c.c_out / div).max(1), full_rank })
-            }
-            _ => None,
+        .map(|name| {
+            let m = &mats[name];
+            Factor { layer: name.clone(), rank: (m.rows / div).max(1), full_rank: m.full_rank() }
         })
         .collect();
     Ok(factorized_graph(g, &factors, false, false))

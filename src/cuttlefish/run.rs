@@ -5,7 +5,9 @@
 //! The mechanism only looks at the graph: any model built from the engine's conv layers
 //! can be factorized, by name, with no per-model index lists.
 
-use super::factorize::{candidates, factor_names, factorized_graph, reference_layers, svd_factors, Factor};
+use super::factorize::{
+    candidates, factor_names, factorized_graph, matrices, reference_layers, svd_factors, Factor, Matrix,
+};
 use super::srank::{RankProbe, Watched};
 use super::tracker::{chosen_rank, Detector, Tracker};
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -71,6 +73,19 @@ impl CuttlefishConfig {
     /// Defaults for a schedule: reference settings, window scaled to the epoch count,
     /// re-warm on with the reference's multistep schedule only.
     pub fn for_schedule(epochs: usize, schedule: Schedule) -> CuttlefishConfig {
+        Self::for_model(false, epochs, schedule)
+    }
+
+    /// As `for_schedule`, with the reference's transformer settings (DeiT's detector and
+    /// rank floor of half the full rank) when `transformer`.
+    pub fn for_model(transformer: bool, epochs: usize, schedule: Schedule) -> CuttlefishConfig {
+        if transformer {
+            return CuttlefishConfig {
+                rank_floor: 0.5,
+                detector: Detector::scaled(Detector::REFERENCE_TRANSFORMER, epochs),
+                ..Self::for_model(false, epochs, schedule)
+            };
+        }
         CuttlefishConfig {
             factorize: FactorizeMode::Auto,
             frobenius_decay: Some(1e-4),
@@ -161,16 +176,6 @@ pub struct Cuttlefish {
     pub last_iterations: usize,
 }
 
-fn conv_nodes(g: &Graph) -> HashMap<String, (super::super::nn::graph::Conv, [usize; 3])> {
-    g.nodes
-        .iter()
-        .filter_map(|n| match &n.op {
-            Op::Conv(c) => Some((n.name.clone(), (c.clone(), g.shape(n.inputs[0]).image().expect("conv input")))),
-            _ => None,
-        })
-        .collect()
-}
-
 impl Cuttlefish {
     /// Chooses the tracked layers and records their stable ranks at initialisation.
     pub async fn new(gpu: &Gpu, trainer: &Trainer, cfg: CuttlefishConfig) -> Result<Cuttlefish> {
@@ -183,13 +188,17 @@ impl Cuttlefish {
         cfg.validate()?;
         let g = &trainer.net.graph;
         let names = check_layers(g, &cfg.factorize)?;
-        let convs = conv_nodes(g);
+        let mats = matrices(g);
         let params = &trainer.net.params;
         let mut watched = Vec::new();
         for name in &names {
-            let (c, _) = &convs[name];
-            let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
-            watched.push(Watched { name: name.clone(), offset: params.get(c.weight).offset, rows, cols });
+            let m = &mats[name];
+            watched.push(Watched {
+                name: name.clone(),
+                offset: params.get(m.weight).offset,
+                rows: m.rows,
+                cols: m.cols,
+            });
         }
         let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
         Ok(Cuttlefish {
@@ -227,13 +236,12 @@ impl Cuttlefish {
     /// Ranks now: `min(full, ceil(s_now · full / s_init))` per tracked layer of `g` (the
     /// full-rank graph), as (layer, rank, full rank).
     pub fn ranks(&self, g: &Graph) -> Vec<(String, usize, usize)> {
-        let convs = conv_nodes(g);
+        let mats = matrices(g);
         self.tracker
             .layers
             .iter()
             .map(|l| {
-                let c = &convs[&l.name].0;
-                let full = c.c_out.min(c.c_in * c.k * c.k);
+                let full = mats[&l.name].full_rank();
                 let h = &l.history;
                 let (first, last) = (h[0].floor(), h[h.len() - 1].floor());
                 (l.name.clone(), chosen_rank(last, first, full, self.cfg.rank_floor), full)
@@ -245,13 +253,13 @@ impl Cuttlefish {
     /// dispatches.
     fn low_rank_net(&self, gpu: &Gpu, trainer: &Trainer, factors: &[Factor]) -> Result<(Net, Vec<Dispatch>)> {
         let g = &trainer.net.graph;
-        let convs = conv_nodes(g);
+        let mats = matrices(g);
         let fd = self.cfg.frobenius_decay.filter(|&l| l > 0.0);
         let net = Net::new(gpu, factorized_graph(g, factors, self.cfg.extra_bn, fd.is_some()), trainer.cfg.batch)?;
         let mut regularisers = Vec::new();
         if let Some(lambda) = fd {
             for f in factors {
-                regularisers.extend(frobenius_decay(gpu, &net, f, &convs[&f.layer].0, lambda, self.cfg.extra_bn)?);
+                regularisers.extend(frobenius_decay(gpu, &net, f, &mats[&f.layer], lambda, self.cfg.extra_bn)?);
             }
         }
         Ok((net, regularisers))
@@ -311,14 +319,13 @@ impl Cuttlefish {
     pub async fn switch(&mut self, gpu: &Gpu, trainer: &mut Trainer, epochs_done: usize) -> Result<&SwitchReport> {
         let t0 = Instant::now();
         let g = trainer.net.graph.clone();
-        let convs = conv_nodes(&g);
+        let mats = matrices(&g);
         let batch = trainer.cfg.batch;
         let mut decisions = Vec::new();
         for (name, rank, full) in self.ranks(&g) {
-            let (c, input) = &convs[&name];
             let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
                 FactorizeMode::Auto if rank < full => {
-                    let (f, l) = time_layer(gpu, &c.shape(batch, *input), rank).await?;
+                    let (f, l) = time_layer(gpu, &g, &mats[&name], batch, rank).await?;
                     (Some(f * 1e3), Some(l * 1e3), l < f)
                 }
                 FactorizeMode::Auto => (None, None, false),
@@ -345,13 +352,16 @@ impl Cuttlefish {
             trainer.net.params.read(gpu).await?.into_iter().map(|(n, _, v)| (n, v)).collect();
         let mut values: HashMap<String, Vec<f32>> = HashMap::new();
         for f in &factors {
-            let (c, _) = &convs[&f.layer];
-            let (rows, cols) = (c.c_out, c.c_in * c.k * c.k);
+            let m = &mats[&f.layer];
             let (first, second) =
-                svd_factors(&old[&format!("{}.weight", f.layer)], rows, cols, f.rank).map_err(Error::Config)?;
+                svd_factors(&old[&format!("{}.weight", f.layer)], m.rows, m.cols, f.rank).map_err(Error::Config)?;
             let (n1, n2) = factor_names(&f.layer, self.cfg.extra_bn);
             values.insert(format!("{n1}.weight"), first);
             values.insert(format!("{n2}.weight"), second);
+            // A linear layer's bias moves to the second factor.
+            if let Some(b) = old.get(&format!("{}.bias", f.layer)) {
+                values.insert(format!("{n2}.bias"), b.clone());
+            }
         }
         let mut flat = net.params.initial_values(trainer.cfg.seed);
         for p in net.params.all() {
@@ -388,14 +398,7 @@ impl Cuttlefish {
 }
 
 /// Frobenius decay for one factor pair of the net.
-fn frobenius_decay(
-    gpu: &Gpu,
-    net: &Net,
-    f: &Factor,
-    conv: &crate::nn::graph::Conv,
-    lambda: f32,
-    extra_bn: bool,
-) -> Result<Vec<Dispatch>> {
+fn frobenius_decay(gpu: &Gpu, net: &Net, f: &Factor, m: &Matrix, lambda: f32, extra_bn: bool) -> Result<Vec<Dispatch>> {
     let (n1, n2) = factor_names(&f.layer, extra_bn);
     let id = |n: &str| {
         let name = format!("{n}.weight");
@@ -404,7 +407,7 @@ fn frobenius_decay(
     let (first, second) = (id(&n1)?, id(&n2)?);
     let (u, v) = (net.params.weight(first), net.params.weight(second));
     let (gu, gv) = (net.params.grad(first), net.params.grad(second));
-    let dims = (f.rank, conv.c_in * conv.k * conv.k, conv.c_out);
+    let dims = (f.rank, m.cols, m.rows);
     frobenius_decay_grad(gpu, &format!("{}.frobenius-decay", f.layer), dims, lambda, (&u, &v), (&gu, &gv))
 }
 
@@ -426,9 +429,52 @@ pub fn frobenius_decay_grad(
     Ok(ds)
 }
 
-/// Seconds for forward + backward of a conv layer at full rank and factorized at `rank`,
-/// on this adapter (median of three timed runs after a warm-up).
-pub async fn time_layer(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
+/// Seconds for forward + backward of a conv or linear layer of `g` at full rank and
+/// factorized at `rank`, on this adapter (median of three timed runs after a warm-up).
+pub async fn time_layer(gpu: &Gpu, g: &Graph, m: &Matrix, batch: usize, rank: usize) -> Result<(f64, f64)> {
+    let node = &g.nodes[m.node];
+    match &node.op {
+        Op::Conv(c) => {
+            let input = g.shape(node.inputs[0]).image().expect("conv input");
+            time_conv(gpu, &c.shape(batch, input), rank).await
+        }
+        Op::Linear(l) => time_linear(gpu, batch * l.rows, l.inputs, l.outputs, rank).await,
+        _ => unreachable!("matrices() holds convs and linear layers only"),
+    }
+}
+
+/// As `time_layer` for a linear layer over `rows` rows: y = x Wᵀ against y = (x Uᵀ) Vᵀ.
+async fn time_linear(gpu: &Gpu, rows: usize, inputs: usize, outputs: usize, rank: usize) -> Result<(f64, f64)> {
+    let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
+    let (x, dx) = (t("x", &[rows, inputs])?, t("dx", &[rows, inputs])?);
+    let (y, dy) = (t("y", &[rows, outputs])?, t("dy", &[rows, outputs])?);
+    let (w, dw) = (t("w", &[outputs, inputs])?, t("dw", &[outputs, inputs])?);
+    let (h, dh) = (t("h", &[rows, rank])?, t("dh", &[rows, rank])?);
+    let (u, du) = (t("u", &[rank, inputs])?, t("du", &[rank, inputs])?);
+    let (v, dv) = (t("v", &[outputs, rank])?, t("dv", &[outputs, rank])?);
+    // Forward, weight gradient, input gradient of one linear map (rows, a) -> (rows, b).
+    let layer = |label: &str,
+                 (a, b): (usize, usize),
+                 x: &Tensor,
+                 w: &Tensor,
+                 y: &Tensor,
+                 dy: &Tensor,
+                 dw: &Tensor,
+                 dx: &Tensor| {
+        let mut ds = gemm::matmul(gpu, label, Layout::ABt, (rows, a, b), x, w, None, y, false)?;
+        ds.extend(gemm::matmul(gpu, label, Layout::AtB, (b, rows, a), dy, x, None, dw, false)?);
+        ds.extend(gemm::matmul(gpu, label, Layout::AB, (rows, b, a), dy, w, None, dx, false)?);
+        Ok::<_, Error>(ds)
+    };
+    let full = layer("full", (inputs, outputs), &x, &w, &y, &dy, &dw, &dx)?;
+    let mut low = layer("u", (inputs, rank), &x, &u, &h, &dh, &du, &dx)?;
+    low.extend(layer("v", (rank, outputs), &h, &v, &y, &dy, &dv, &dh)?);
+    let reps = if gpu.adapter().is_cpu() { 1 } else { 10 };
+    Ok((time_dispatches(gpu, &full, reps).await, time_dispatches(gpu, &low, reps).await))
+}
+
+/// As `time_layer` for a convolution.
+async fn time_conv(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
     let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
     let (x, dx) = (t("x", &s.input_shape())?, t("dx", &s.input_shape())?);
     let (y, dy) = (t("y", &s.output_shape())?, t("dy", &s.output_shape())?);

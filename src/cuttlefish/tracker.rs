@@ -25,26 +25,43 @@ pub struct Detector {
     /// Window of derivatives averaged.
     pub m: usize,
     pub thr: f64,
-    /// Thresholds when two / one layers remain unstable.
-    pub thr_two: f64,
-    pub thr_one: f64,
+    /// Looser thresholds while few layers remain unstable: `(lo, hi, thr)` applies when
+    /// lo ≤ remaining ≤ hi (the first match wins).
+    pub looser: [(usize, usize, f64); 2],
 }
 
 impl Detector {
-    /// The reference CIFAR values (300 epochs).
-    pub const REFERENCE: Detector = Detector { p: 15, m: 11, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+    /// The reference CIFAR values (300 epochs): 0.25 with two layers left, 0.5 with one.
+    pub const REFERENCE: Detector = Detector { p: 15, m: 11, thr: 0.1, looser: [(2, 2, 0.25), (1, 1, 0.5)] };
 
-    /// The reference values scaled to a schedule of `epochs` epochs (see the module doc).
+    /// The reference DeiT/ResMLP values (300 epochs, `cuttlefish_deit/main.py`): 1.0275
+    /// with 5-9 layers left, 2.055 with 4 or fewer.
+    pub const REFERENCE_TRANSFORMER: Detector =
+        Detector { p: 5, m: 5, thr: 0.411, looser: [(5, 9, 1.0275), (0, 4, 2.055)] };
+
+    /// The reference CIFAR values scaled to a schedule of `epochs` epochs (see the module doc).
     pub fn for_epochs(epochs: usize) -> Detector {
+        Self::scaled(Detector::REFERENCE, epochs)
+    }
+
+    /// `reference` (a 300-epoch setting) scaled to `epochs` epochs: P and M kept as a
+    /// fraction of the schedule (P at least 3, M at least 2), thresholds ×300/E.
+    pub fn scaled(reference: Detector, epochs: usize) -> Detector {
         if epochs >= 300 {
-            return Detector::REFERENCE;
+            return reference;
         }
         let e = epochs.max(1) as f64;
-        let p = ((15.0 * e / 300.0).round() as usize).clamp(3, 15);
-        let m = ((11.0 * p as f64 / 15.0).round() as usize).clamp(2, 11);
+        let r = reference;
+        let p = ((r.p as f64 * e / 300.0).round() as usize).clamp(3.min(r.p), r.p);
+        let m = ((r.m as f64 * p as f64 / r.p as f64).round() as usize).clamp(2.min(r.m), r.m);
         let scale = 300.0 / e;
-        let r = Detector::REFERENCE;
-        Detector { p, m, thr: r.thr * scale, thr_two: r.thr_two * scale, thr_one: r.thr_one * scale }
+        let looser = r.looser.map(|(lo, hi, t)| (lo, hi, t * scale));
+        Detector { p, m, thr: r.thr * scale, looser }
+    }
+
+    /// The threshold while `remaining` layers are still unstable.
+    pub fn threshold(&self, remaining: usize) -> f64 {
+        self.looser.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&remaining)).map_or(self.thr, |l| l.2)
     }
 }
 
@@ -120,11 +137,7 @@ impl Tracker {
             l.history.push(s);
         }
         let remain = self.layers.iter().filter(|l| !l.stable).count();
-        let thr = match remain {
-            1 => det.thr_one,
-            2 => det.thr_two,
-            _ => det.thr,
-        };
+        let thr = det.threshold(remain);
         let w = 2.0 / (det.p as f64 + 1.0);
         for l in &mut self.layers {
             if l.stable || epoch < det.p {
@@ -169,6 +182,12 @@ mod tests {
         let d = Detector::for_epochs(20);
         assert_eq!((d.p, d.m), (3, 2));
         assert!((d.thr - 1.5).abs() < 1e-12);
+        let t = Detector::scaled(Detector::REFERENCE_TRANSFORMER, 8);
+        assert_eq!((t.p, t.m), (3, 3));
+        assert!((t.threshold(20) - 0.411 * 37.5).abs() < 1e-9 && (t.threshold(4) - 2.055 * 37.5).abs() < 1e-9);
+        assert_eq!(Detector::REFERENCE_TRANSFORMER.threshold(7), 1.0275);
+        assert_eq!(Detector::REFERENCE.threshold(2), 0.25);
+        assert_eq!(Detector::REFERENCE.threshold(3), 0.1);
     }
 
     #[test]
@@ -181,7 +200,7 @@ mod tests {
 
     #[test]
     fn constant_ranks_switch_after_p_epochs_and_stay_sticky() {
-        let det = Detector { p: 3, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let det = Detector { p: 3, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into(), "b".into()]);
         assert!(!t.observe(&det, 0, &[10.0, 20.0]));
         assert!(!t.observe(&det, 1, &[10.0, 20.0]));
@@ -194,7 +213,7 @@ mod tests {
 
     #[test]
     fn serialises_as_a_list_of_layers_and_back() {
-        let det = Detector { p: 1, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let det = Detector { p: 1, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into(), "b".into()]);
         t.observe(&det, 0, &[10.5, 20.0]);
         t.observe(&det, 1, &[10.25, 27.0]);
@@ -205,7 +224,7 @@ mod tests {
 
     #[test]
     fn moving_ranks_never_switch() {
-        let det = Detector { p: 3, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let det = Detector { p: 3, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into()]);
         for e in 0..50 {
             assert!(!t.observe(&det, e, &[100.0 - 2.0 * e as f64]));
@@ -214,7 +233,7 @@ mod tests {
 
     #[test]
     fn threshold_loosens_for_the_last_layer() {
-        let det = Detector { p: 2, m: 2, thr: 0.1, thr_two: 0.25, thr_one: 0.5 };
+        let det = Detector { p: 2, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into()]);
         // Derivative about 0.4 per epoch: above 0.1, below the single-layer 0.5.
         let mut stable = false;

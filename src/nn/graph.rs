@@ -76,6 +76,9 @@ pub enum Init {
     /// default bias init.
     UniformFanIn(usize),
     Const(f32),
+    /// N(0, std²) truncated to ±2·std (resampled): timm's `trunc_normal_(std=.02)` for
+    /// transformer linear weights, position embeddings and the class token.
+    TruncNormal(f32),
 }
 
 /// A k x k convolution without bias over `[C, H, W]` activations.
@@ -124,13 +127,56 @@ pub struct BatchNorm {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     pub prefix: String,
-    /// (outputs, inputs)
+    /// (outputs, inputs), or any shape of that many elements in that order (the patch
+    /// embedding's (D, C, p, p) conv weight).
     pub weight: ParamId,
-    /// (outputs,)
-    pub bias: ParamId,
+    /// (outputs,); none on the first factor of a factorized layer.
+    pub bias: Option<ParamId>,
     pub rows: usize,
     pub inputs: usize,
     pub outputs: usize,
+}
+
+/// LayerNorm over the last axis (`dim` features) of every row: each token of a `[T, D]`
+/// activation, or a whole `[D]` vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    /// The module path, e.g. `blocks.0.norm1`.
+    pub prefix: String,
+    pub dim: usize,
+    /// γ and β, (dim,) each.
+    pub gamma: ParamId,
+    pub beta: ParamId,
+    pub eps: f32,
+}
+
+/// Multi-head self-attention on a fused `[T, 3·D]` q/k/v activation (timm's `qkv` output,
+/// laid out (T, 3, heads, D/heads)), giving the heads' outputs concatenated, `[T, D]`:
+/// per head softmax(Q Kᵀ / √d) V. Parameter-free: the projections are linear layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attention {
+    pub heads: usize,
+    /// Token i attends to tokens j ≤ i only (a language model).
+    pub causal: bool,
+}
+
+/// The class token and the learned position embedding: `[P, D]` patch embeddings become
+/// `[P + 1, D]` tokens, the class token first, each plus its position's embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassToken {
+    /// (1, 1, D)
+    pub cls: ParamId,
+    /// (1, P + 1, D)
+    pub pos: ParamId,
+}
+
+/// How `Graph::linear_with` initialises and shapes a linear layer's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearInit {
+    pub weight: Init,
+    /// None: no bias.
+    pub bias: Option<Init>,
+    pub weight_shape: Option<Vec<usize>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +189,16 @@ pub enum Op {
     Linear(Linear),
     /// The sum of its two inputs (of the same shape).
     Add,
+    LayerNorm(LayerNorm),
+    /// GELU, the exact erf form.
+    Gelu,
+    Attention(Attention),
+    /// `[C, H, W]` image into `[P, C·p·p]` rows of non-overlapping p x p patches (the
+    /// network input only: it has no backward).
+    Patchify(usize),
+    ClassToken(ClassToken),
+    /// `[T, D]` into its first token, `[D]` (the class token, for the head).
+    FirstToken,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,16 +316,97 @@ impl Graph {
     }
 
     /// y = x·Wᵀ + b: per token over a `[T, D]` activation (output `[T, outputs]`), else over
-    /// the flattened activation (output `[outputs]`).
+    /// the flattened activation (output `[outputs]`). PyTorch's default initialisation.
     pub fn linear(&mut self, name: &str, x: ActId, outputs: usize) -> ActId {
+        let fan_in = self.row_len(x);
+        let init = Init::UniformFanIn(fan_in);
+        self.linear_with(name, x, outputs, LinearInit { weight: init, bias: Some(init), weight_shape: None })
+    }
+
+    /// A linear layer with the given initialisation, no bias when `init.bias` is None, and
+    /// optionally another weight shape of the same (outputs·inputs) elements.
+    pub fn linear_with(&mut self, name: &str, x: ActId, outputs: usize, init: LinearInit) -> ActId {
         let (rows, inputs, out) = match self.shape(x).tokens() {
             Some([t, d]) => (t, d, vec![t, outputs]),
             None => (1, self.shape(x).len(), vec![outputs]),
         };
-        let weight = self.declare(format!("{name}.weight"), vec![outputs, inputs], true, Init::UniformFanIn(inputs));
-        let bias = self.declare(format!("{name}.bias"), vec![outputs], false, Init::UniformFanIn(inputs));
+        let shape = init.weight_shape.unwrap_or_else(|| vec![outputs, inputs]);
+        assert_eq!(shape.iter().product::<usize>(), outputs * inputs, "{name}: weight shape {shape:?}");
+        let weight = self.declare(format!("{name}.weight"), shape, true, init.weight);
+        let bias = init.bias.map(|b| self.declare(format!("{name}.bias"), vec![outputs], false, b));
         let l = Linear { prefix: name.to_string(), weight, bias, rows, inputs, outputs };
         self.push(name, Op::Linear(l), vec![x], out)
+    }
+
+    /// Features per row of `x` as a linear layer sees it (a token's, or everything).
+    fn row_len(&self, x: ActId) -> usize {
+        match self.shape(x).tokens() {
+            Some([_, d]) => d,
+            None => self.shape(x).len(),
+        }
+    }
+
+    /// LayerNorm over the last axis, γ = 1, β = 0 (neither decays).
+    pub fn layernorm(&mut self, name: &str, x: ActId, eps: f32) -> ActId {
+        let s = self.shape(x).0.clone();
+        let dim = *s.last().expect("a LayerNorm input has a feature axis");
+        let gamma = self.declare(format!("{name}.weight"), vec![dim], false, Init::Const(1.0));
+        let beta = self.declare(format!("{name}.bias"), vec![dim], false, Init::Const(0.0));
+        let ln = LayerNorm { prefix: name.to_string(), dim, gamma, beta, eps };
+        self.push(name, Op::LayerNorm(ln), vec![x], s)
+    }
+
+    pub fn gelu(&mut self, name: &str, x: ActId) -> ActId {
+        let s = self.shape(x).0.clone();
+        self.push(name, Op::Gelu, vec![x], s)
+    }
+
+    /// Self-attention over a `[T, 3·D]` q/k/v activation with `heads` heads: `[T, D]`.
+    pub fn attention(&mut self, name: &str, qkv: ActId, heads: usize, causal: bool) -> ActId {
+        let [t, d3] = self.shape(qkv).tokens().unwrap_or_else(|| panic!("{name}: needs a [T, 3D] input"));
+        assert!(
+            d3 % 3 == 0 && heads > 0 && (d3 / 3) % heads == 0,
+            "{name}: {d3} = 3·D with D divisible by {heads} heads"
+        );
+        self.push(name, Op::Attention(Attention { heads, causal }), vec![qkv], vec![t, d3 / 3])
+    }
+
+    /// timm's patch embedding: `NAME.proj`, a p x p stride-p convolution C → `dim` with
+    /// bias, as patches → linear (weight stored (dim, C, p, p)); `[P, dim]` tokens.
+    pub fn patch_embed(&mut self, name: &str, x: ActId, dim: usize, patch: usize) -> ActId {
+        let [c, h, w] = self.shape(x).expect_image(name);
+        assert!(patch > 0 && h % patch == 0 && w % patch == 0, "{name}: {h}x{w} images in {patch}x{patch} patches");
+        let p = self.patchify(&format!("{name}.patchify"), x, patch);
+        let init = Init::UniformFanIn(c * patch * patch);
+        let shape = Some(vec![dim, c, patch, patch]);
+        self.linear_with(
+            &format!("{name}.proj"),
+            p,
+            dim,
+            LinearInit { weight: init, bias: Some(init), weight_shape: shape },
+        )
+    }
+
+    /// `[C, H, W]` into `[P, C·p·p]` patch rows (H and W multiples of p).
+    pub fn patchify(&mut self, name: &str, x: ActId, patch: usize) -> ActId {
+        let [c, h, w] = self.shape(x).expect_image(name);
+        assert!(patch > 0 && h % patch == 0 && w % patch == 0, "{name}: {h}x{w} images in {patch}x{patch} patches");
+        self.push(name, Op::Patchify(patch), vec![x], vec![(h / patch) * (w / patch), c * patch * patch])
+    }
+
+    /// Prepends the class token `cls_token` (1, 1, D) and adds `pos_embed` (1, P+1, D) (timm's
+    /// names; both N(0, .02²) truncated, neither decays): `[P + 1, D]`.
+    pub fn class_token(&mut self, name: &str, x: ActId) -> ActId {
+        let [p, d] = self.shape(x).tokens().unwrap_or_else(|| panic!("{name}: needs [P, D] patch embeddings"));
+        let cls = self.declare("cls_token".into(), vec![1, 1, d], false, Init::TruncNormal(0.02));
+        let pos = self.declare("pos_embed".into(), vec![1, p + 1, d], false, Init::TruncNormal(0.02));
+        self.push(name, Op::ClassToken(ClassToken { cls, pos }), vec![x], vec![p + 1, d])
+    }
+
+    /// The first token of a `[T, D]` activation: `[D]`.
+    pub fn first_token(&mut self, name: &str, x: ActId) -> ActId {
+        let [_, d] = self.shape(x).tokens().unwrap_or_else(|| panic!("{name}: needs a [T, D] input"));
+        self.push(name, Op::FirstToken, vec![x], vec![d])
     }
 
     pub fn param_count(&self) -> usize {
@@ -283,6 +420,8 @@ impl Graph {
             .map(|n| match &n.op {
                 Op::Conv(c) => self.acts[n.output].len() * c.c_in * c.k * c.k,
                 Op::Linear(l) => l.rows * l.inputs * l.outputs,
+                // Q·Kᵀ and P·V: T·T·D each.
+                Op::Attention(_) => 2 * self.acts[n.output].len() * self.acts[n.output].0[0],
                 _ => 0,
             })
             .sum()

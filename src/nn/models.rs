@@ -13,11 +13,16 @@
 //! - `cnn`: a small conv net for MNIST-sized images (conv 16, pool, conv 32, pool, conv 64,
 //!   pool, linear over the 64x3x3 features): 29k parameters, most of them in the two 3x3
 //!   convs Cuttlefish may factorize, so the main job shows the method on a CPU adapter.
+//! - `deit-tiny`: DeiT-Tiny (timm's `VisionTransformer`: embed 192, depth 12, 3 heads, MLP
+//!   768, pre-norm, class token, LayerNorm ε 1e-6) on 32x32 images in 4x4 patches (65
+//!   tokens): 5,362,762 parameters for 10 classes, under timm's names.
+//! - `vit-mini`: the same design for 28x28 images in 7x7 patches (17 tokens), embed 64,
+//!   depth 4, 4 heads, MLP 128: 139,018 parameters; trains on any adapter (CI, browser).
 
-use super::graph::{ActId, Graph};
+use super::graph::{ActId, Graph, Init, LinearInit};
 
 /// The names `model_by_name` accepts.
-pub const MODELS: &[&str] = &["resnet18", "resnet8", "resnet6", "vgg19", "cnn"];
+pub const MODELS: &[&str] = &["resnet18", "resnet8", "resnet6", "vgg19", "cnn", "deit-tiny", "vit-mini"];
 
 /// Builds a model for inputs of `input` = (C, H, W) and `classes` outputs.
 pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
@@ -27,6 +32,8 @@ pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Gr
         "resnet6" => Ok(resnet6(input, classes)),
         "vgg19" => Ok(vgg19(input, classes)),
         "cnn" => Ok(cnn(input, classes)),
+        "deit-tiny" => vit(name, input, classes, Vit { patch: 4, dim: 192, depth: 12, heads: 3, mlp: 768 }),
+        "vit-mini" => vit(name, input, classes, Vit { patch: 7, dim: 64, depth: 4, heads: 4, mlp: 128 }),
         _ => Err(format!("unknown model {name:?}; known models: {}", MODELS.join(", "))),
     }
 }
@@ -115,4 +122,62 @@ fn cnn(input: [usize; 3], classes: usize) -> Graph {
     let x = g.max_pool2("pool3", x);
     g.linear("fc", x, classes);
     g
+}
+
+/// A vision transformer's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Vit {
+    pub patch: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp: usize,
+}
+
+/// timm's `VisionTransformer` (as DeiT uses it) with its initialisation: linear weights
+/// N(0, .02²) truncated, biases 0, the head all zeros, LayerNorm 1/0, the patch
+/// embedding PyTorch's conv default. Images whose sides are not multiples of the patch
+/// are refused with the reason.
+pub fn vit(name: &str, input: [usize; 3], classes: usize, v: Vit) -> Result<Graph, String> {
+    let [_, h, w] = input;
+    if h % v.patch != 0 || w % v.patch != 0 {
+        return Err(format!("{name} cuts images into {0}x{0} patches; {h}x{w} images do not divide", v.patch));
+    }
+    let mut g = Graph::new(name, input, classes);
+    let x = g.patch_embed("patch_embed", Graph::INPUT, v.dim, v.patch);
+    let mut x = g.class_token("embed", x);
+    let lin = LinearInit { weight: Init::TruncNormal(0.02), bias: Some(Init::Const(0.0)), weight_shape: None };
+    for i in 0..v.depth {
+        let b = format!("blocks.{i}");
+        let h = g.layernorm(&format!("{b}.norm1"), x, 1e-6);
+        let h = g.linear_with(&format!("{b}.attn.qkv"), h, 3 * v.dim, lin.clone());
+        let h = g.attention(&format!("{b}.attn"), h, v.heads, false);
+        let h = g.linear_with(&format!("{b}.attn.proj"), h, v.dim, lin.clone());
+        x = g.add(&format!("{b}.add1"), x, h);
+        let h = g.layernorm(&format!("{b}.norm2"), x, 1e-6);
+        let h = g.linear_with(&format!("{b}.mlp.fc1"), h, v.mlp, lin.clone());
+        let h = g.gelu(&format!("{b}.mlp.act"), h);
+        let h = g.linear_with(&format!("{b}.mlp.fc2"), h, v.dim, lin.clone());
+        x = g.add(&format!("{b}.add2"), x, h);
+    }
+    let x = g.layernorm("norm", x, 1e-6);
+    let x = g.first_token("cls", x);
+    let zero = LinearInit { weight: Init::Const(0.0), bias: Some(Init::Const(0.0)), weight_shape: None };
+    g.linear_with("head", x, classes, zero);
+    Ok(g)
+}
+
+/// The image shape `cuttle info` describes a model at: 28x28 grayscale for `vit-mini`
+/// (its patches divide nothing else of the built-in data), CIFAR's 32x32 RGB otherwise.
+pub fn default_input(model: &str) -> [usize; 3] {
+    if model == "vit-mini" {
+        [1, 28, 28]
+    } else {
+        [3, 32, 32]
+    }
+}
+
+/// Transformers train with AdamW and their own defaults; CNNs with SGD.
+pub fn is_transformer(model: &str) -> bool {
+    model.starts_with("vit") || model.starts_with("deit")
 }

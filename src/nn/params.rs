@@ -18,6 +18,18 @@ pub struct StoredParam {
     pub offset: usize,
 }
 
+/// A standard normal draw truncated to [-2, 2] by rejection (Box–Muller on two uniforms;
+/// about 4.6% of draws are rejected).
+fn truncated_normal(rng: &mut SplitMix64) -> f64 {
+    loop {
+        let (u1, u2) = (1.0 - rng.uniform(), rng.uniform());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        if z.abs() <= 2.0 {
+            return z;
+        }
+    }
+}
+
 pub struct ParamStore {
     /// Indexed by `ParamId` (the graph's declaration order).
     params: Vec<StoredParam>,
@@ -91,6 +103,11 @@ impl ParamStore {
                     let bound = 1.0 / (fan_in as f64).sqrt();
                     for v in dst {
                         *v = ((rng.uniform() * 2.0 - 1.0) * bound) as f32;
+                    }
+                }
+                Init::TruncNormal(std) => {
+                    for v in dst {
+                        *v = (truncated_normal(&mut rng) * std as f64) as f32;
                     }
                 }
             }

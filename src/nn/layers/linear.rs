@@ -9,23 +9,26 @@ use crate::ops::gemm::{self, Layout};
 pub struct Linear {
     /// (out, in)
     pub weight: ParamId,
-    /// (out,)
-    pub bias: ParamId,
+    /// (out,), if the layer has one.
+    pub bias: Option<ParamId>,
 }
 
 pub fn plan(io: &Io, l: &graph::Linear, steps: &mut Steps) -> Result<Linear, GpuError> {
     let (gpu, p) = (io.gpu, io.params);
     let rows = io.batch * l.rows;
-    let (w, b) = (p.weight(l.weight), p.weight(l.bias));
+    let (w, b) = (p.weight(l.weight), l.bias.map(|b| p.weight(b)));
     let (x, dy) = (io.x(0), io.dy);
-    steps.forward(gemm::matmul(gpu, io.name, Layout::ABt, (rows, l.inputs, l.outputs), x, &w, Some(&b), io.y, false)?);
+    let dims = (rows, l.inputs, l.outputs);
+    steps.forward(gemm::matmul(gpu, io.name, Layout::ABt, dims, x, &w, b.as_ref(), io.y, false)?);
 
     // dW (out, in) = dyᵀ (out, rows) · x (rows, in); db = Σ_rows dy; dx (rows, in) = dy · W.
     let name = io.backward_label();
-    let (dw, db) = (p.grad(l.weight), p.grad(l.bias));
+    let dw = p.grad(l.weight);
     let bwd = &mut steps.backward;
     bwd.extend(gemm::matmul(gpu, &name, Layout::AtB, (l.outputs, rows, l.inputs), dy, x, None, &dw, false)?);
-    bwd.push(gemm::bias_grad(gpu, &name, rows, dy, &db, false));
+    if let Some(bias) = l.bias {
+        bwd.push(gemm::bias_grad(gpu, &name, rows, dy, &p.grad(bias), false));
+    }
     if let Some(dx) = &io.dx[0] {
         bwd.extend(gemm::matmul(
             gpu,

@@ -10,11 +10,15 @@
 //! `plan` that fills `Steps`, one arm in `Layer` and `Layer::plan` below. Nothing else.
 
 pub mod add;
+pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod gelu;
+pub mod layernorm;
 pub mod linear;
 pub mod pool;
 pub mod relu;
+pub mod tokens;
 
 use super::graph::{Op, Shape};
 use super::params::ParamStore;
@@ -92,6 +96,12 @@ pub enum Layer {
     GlobalAvgPool,
     Linear(linear::Linear),
     Add,
+    LayerNorm(layernorm::LayerNorm),
+    Gelu,
+    Attention(attention::Attention),
+    Patchify,
+    ClassToken(tokens::ClassToken),
+    FirstToken,
 }
 
 impl Layer {
@@ -116,6 +126,21 @@ impl Layer {
             Op::Add => {
                 add::plan(io, steps);
                 Layer::Add
+            }
+            Op::LayerNorm(l) => Layer::LayerNorm(layernorm::plan(io, l, steps)?),
+            Op::Gelu => {
+                gelu::plan(io, steps);
+                Layer::Gelu
+            }
+            Op::Attention(a) => Layer::Attention(attention::plan(io, a, steps)?),
+            Op::Patchify(p) => {
+                tokens::plan_patchify(io, *p, steps);
+                Layer::Patchify
+            }
+            Op::ClassToken(c) => Layer::ClassToken(tokens::plan_class_token(io, c, steps)),
+            Op::FirstToken => {
+                tokens::plan_first_token(io, steps);
+                Layer::FirstToken
             }
         })
     }

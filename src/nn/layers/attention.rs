@@ -1,0 +1,105 @@
+//! Multi-head self-attention (`graph::Attention`) on a fused q/k/v activation:
+//! qkv (B, T, 3·D) laid out (B, T, 3, H, d) as timm's `qkv` linear writes it, output
+//! (B, T, D) = the heads' softmax(Q Kᵀ/√d) V side by side, as timm's `proj` reads it.
+//!
+//! The heads are gathered once into (3, B, H, T, d) so that each of the B·H products is a
+//! dense block and the four GEMMs of forward and backward are batched GEMMs over B·H
+//! (`gemm::matmul_batched`), one dispatch each. The probabilities P (B·H, T, T) are kept
+//! from forward to backward rather than recomputed: at the sizes this engine trains
+//! (T ≤ 257) they cost T/d times an activation per layer, and recomputing would add a
+//! third of the attention FLOPs to every backward.
+
+use super::{Io, Steps};
+use crate::gpu::{GpuError, Tensor};
+use crate::nn::graph;
+use crate::ops::gemm::{self, Layout, Strides};
+use crate::ops::{softmax, tokens};
+
+/// (B, T, 3, H, d) -> (3, B, H, T, d).
+const SPLIT: [usize; 5] = [2, 0, 3, 1, 4];
+/// (B, H, T, d) <-> (B, T, H, d) (its own inverse).
+const MERGE: [usize; 4] = [0, 2, 1, 3];
+
+pub struct Attention {
+    /// (3, B, H, T, d): Q, K and V per head, from forward to backward.
+    pub heads: Tensor,
+    /// (B·H, T, T) softmax probabilities, from forward to backward.
+    pub probs: Tensor,
+}
+
+pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attention, GpuError> {
+    let gpu = io.gpu;
+    let [t, d3] = io.x[0].1.tokens().expect("[T, 3D] input");
+    let (b, h, dim) = (io.batch, op.heads, d3 / 3);
+    let dh = dim / h;
+    let g = b * h;
+    let block = g * t * dh; // one of Q, K, V
+    let t_ = |name: &str, shape: &[usize]| Tensor::zeros(gpu, &format!("{}.{name}", io.name), shape);
+    let heads = t_("heads", &[3, b, h, t, dh])?;
+    let scores = t_("scores", &[g, t, t])?;
+    let probs = t_("probs", &[g, t, t])?;
+    let ctx = t_("context", &[b, h, t, dh])?;
+    let part = |buf: &Tensor, name: &str, i: usize| buf.slice(&format!("{}.{name}", io.name), &[g, t, dh], i * block);
+    let (q, k, v) = (part(&heads, "q", 0), part(&heads, "k", 1), part(&heads, "v", 2));
+    let scale = 1.0 / (dh as f32).sqrt();
+    let tt = Strides { a: t * dh, b: t * dh, c: t * t }; // (T,d)·(T,d)ᵀ -> (T,T)
+    let pv = Strides { a: t * t, b: t * dh, c: t * dh }; // (T,T)·(T,d) -> (T,d)
+
+    let mut f = vec![tokens::permute(gpu, io.name, &[b, t, 3, h, dh], &SPLIT, io.x(0), &heads, false)];
+    f.extend(gemm::matmul_batched(gpu, io.name, Layout::ABt, (g, t, dh, t), tt, scale, &q, &k, &scores, false)?);
+    f.push(softmax::forward(gpu, io.name, (g * t, t), op.causal, &scores, &probs));
+    f.extend(gemm::matmul_batched(gpu, io.name, Layout::AB, (g, t, t, dh), pv, 1.0, &probs, &v, &ctx, false)?);
+    f.push(tokens::permute(gpu, io.name, &[b, h, t, dh], &MERGE, &ctx, io.y, false));
+    steps.forward(f);
+
+    // Backward. The context buffer takes d context, the scores buffer d P (neither is
+    // needed after forward); dS needs its own, since the softmax backward reads P.
+    let name = io.backward_label();
+    let dheads = t_("heads.grad", &[3, b, h, t, dh])?;
+    let dscores = t_("scores.grad", &[g, t, t])?;
+    let (dq, dk, dv) = (part(&dheads, "dq", 0), part(&dheads, "dk", 1), part(&dheads, "dv", 2));
+    let dctx = &ctx;
+    let dp = &scores;
+    let bwd = &mut steps.backward;
+    bwd.push(tokens::permute(gpu, &name, &[b, t, h, dh], &MERGE, io.dy, dctx, false));
+    // dV = Pᵀ dC;  dP = dC Vᵀ;  dS = softmax'(P, dP);  dQ = s·dS K;  dK = s·dSᵀ Q.
+    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AtB, (g, t, t, dh), pv, 1.0, &probs, dctx, &dv, false)?);
+    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::ABt, (g, t, dh, t), tt, 1.0, dctx, &v, dp, false)?);
+    bwd.push(softmax::backward(gpu, &name, (g * t, t), &probs, dp, &dscores, false));
+    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AB, (g, t, t, dh), pv, scale, &dscores, &k, &dq, false)?);
+    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AtB, (g, t, t, dh), pv, scale, &dscores, &q, &dk, false)?);
+    if let Some(dx) = &io.dx[0] {
+        let inv = tokens::inverse(&SPLIT);
+        bwd.push(tokens::permute(gpu, &name, &[3, b, h, t, dh], &inv, &dheads, dx.t, dx.accumulate));
+    }
+    Ok(Attention { heads, probs })
+}
+
+/// The f64 reference of one attention forward, for tests: qkv (B, T, 3, H, d) -> (B, T, H·d).
+pub mod cpu {
+    pub fn forward(b: usize, t: usize, heads: usize, dh: usize, causal: bool, qkv: &[f64]) -> Vec<f64> {
+        let d = heads * dh;
+        let at = |bi: usize, ti: usize, which: usize, hi: usize, k: usize| {
+            qkv[((bi * t + ti) * 3 + which) * d + hi * dh + k]
+        };
+        let mut y = vec![0.0; b * t * d];
+        let scale = 1.0 / (dh as f64).sqrt();
+        for bi in 0..b {
+            for hi in 0..heads {
+                for i in 0..t {
+                    let n = if causal { i + 1 } else { t };
+                    let s: Vec<f64> = (0..n)
+                        .map(|j| (0..dh).map(|k| at(bi, i, 0, hi, k) * at(bi, j, 1, hi, k)).sum::<f64>() * scale)
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|v| (v - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for k in 0..dh {
+                        y[(bi * t + i) * d + hi * dh + k] = (0..n).map(|j| e[j] / z * at(bi, j, 2, hi, k)).sum();
+                    }
+                }
+            }
+        }
+        y
+    }
+}

@@ -1,0 +1,182 @@
+//! Vision transformers end to end below the trainer: the model zoo's ViTs (parameter
+//! counts and timm's names, no GPU needed), attention forward against the f64 reference
+//! at the sequence lengths real models use, a whole-network finite-difference check of a
+//! 2-block ViT (every parameter tensor), and the Cuttlefish rewrite of linear layers
+//! (full-rank factors reproduce the network).
+
+mod common;
+use common::*;
+use cuttle::cuttlefish::factorize::{candidates, factorized_graph, reference_layers, svd_factors, Factor};
+use cuttle::gpu::{read_f32, test_gpu, Gpu, Tensor};
+use cuttle::nn::graph::{Attention, Op, Shape};
+use cuttle::nn::layers::{attention, Epilogue, Io, Layer, Steps};
+use cuttle::nn::models::{model_by_name, vit, Vit};
+use cuttle::nn::params::ParamStore;
+use cuttle::nn::{Graph, Net};
+use std::collections::HashMap;
+
+#[test]
+fn vit_parameter_counts_and_timm_names() {
+    let g = model_by_name("deit-tiny", [3, 32, 32], 10).unwrap();
+    assert_eq!(g.param_count(), 5_362_762);
+    let names: Vec<&str> = g.params.iter().map(|p| p.name.as_str()).collect();
+    for n in [
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "cls_token",
+        "pos_embed",
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.qkv.bias",
+        "blocks.11.attn.proj.weight",
+        "blocks.5.norm2.bias",
+        "blocks.11.mlp.fc1.weight",
+        "blocks.11.mlp.fc2.bias",
+        "norm.weight",
+        "head.weight",
+        "head.bias",
+    ] {
+        assert!(names.contains(&n), "missing {n}");
+    }
+    let shape = |n: &str| g.param(g.param_named(n).unwrap()).shape.clone();
+    assert_eq!(shape("patch_embed.proj.weight"), vec![192, 3, 4, 4]);
+    assert_eq!(shape("pos_embed"), vec![1, 65, 192]);
+    assert_eq!(shape("cls_token"), vec![1, 1, 192]);
+    // Decay: linear and patch weights only (timm's DeiT recipe: no decay on 1-D params,
+    // pos_embed and cls_token).
+    for p in &g.params {
+        let decays = p.name.ends_with(".weight") && p.shape.len() >= 2;
+        assert_eq!(p.decay, decays, "{}", p.name);
+    }
+    assert_eq!(model_by_name("vit-mini", [1, 28, 28], 10).unwrap().param_count(), 139_018);
+    let err = model_by_name("vit-mini", [3, 32, 32], 10).unwrap_err();
+    assert!(err.contains("7x7 patches"), "{err}");
+}
+
+#[test]
+fn cuttlefish_candidates_of_a_vit_are_its_block_linears() {
+    let g = model_by_name("vit-mini", [1, 28, 28], 10).unwrap();
+    let c = candidates(&g);
+    assert_eq!(c.len(), 16, "{c:?}");
+    assert_eq!(&c[..4], ["blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]);
+    let r = reference_layers(&g).unwrap();
+    assert_eq!(r.len(), 12);
+    assert!(r.iter().all(|n| !n.ends_with("attn.proj")));
+}
+
+fn tiny_vit() -> Graph {
+    vit("vit-test", [2, 8, 8], 5, Vit { patch: 4, dim: 12, depth: 2, heads: 3, mlp: 10 }).unwrap()
+}
+
+/// Attention forward on the GPU against the f64 reference: T = 1, 7, 65 (DeiT-Tiny on
+/// CIFAR) and 197 (ViT on 224² images), 1 and 3 heads, causal and not.
+#[test]
+fn attention_forward_matches_f64_reference() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(5);
+    let params = ParamStore::new(&gpu, &[]).unwrap();
+    for (b, t, heads, dh, causal) in [
+        (2, 1, 1, 4, false),
+        (3, 7, 3, 5, false),
+        (2, 7, 3, 5, true),
+        (2, 65, 3, 8, false),
+        (1, 197, 1, 6, false),
+        (1, 197, 3, 4, true),
+    ] {
+        let d = heads * dh;
+        let qkv = rng.vec(b * t * 3 * d).iter().map(|v| 1.5 * v).collect::<Vec<f64>>();
+        let x = Tensor::from_slice(&gpu, "qkv", &[b, t, 3 * d], &f32s(&qkv)).unwrap();
+        let y = Tensor::zeros(&gpu, "y", &[b, t, d]).unwrap();
+        let dy = Tensor::zeros(&gpu, "dy", &[b, t, d]).unwrap();
+        let shape = Shape(vec![t, 3 * d]);
+        let io = Io {
+            gpu: &gpu,
+            name: "attn",
+            batch: b,
+            params: &params,
+            x: vec![(&x, &shape)],
+            y: &y,
+            dy: &dy,
+            dx: vec![None],
+        };
+        let mut steps = Steps::default();
+        Layer::plan(&io, &Op::Attention(Attention { heads, causal }), Epilogue::default(), &mut steps).unwrap();
+        gpu.run(&steps.eval);
+        let got = pollster::block_on(read_f32(&gpu, &[&y])).unwrap().remove(0);
+        let want = attention::cpu::forward(b, t, heads, dh, causal, &qkv);
+        assert_close(&format!("attention b{b} t{t} h{heads} causal {causal}"), &got, &want, 2e-5, 1e-4);
+    }
+}
+
+/// Sets every parameter to a random value near its initial one (the head starts at zero,
+/// which would make every other gradient zero and the check vacuous).
+fn perturb(gpu: &Gpu, net: &Net, rng: &mut Rng, seed: u64) {
+    let mut w = net.params.initial_values(seed);
+    for p in net.params.all() {
+        for v in &mut w[p.offset..p.offset + p.spec.len()] {
+            *v += 0.3 * rng.uniform() as f32;
+        }
+    }
+    net.params.weights.write(gpu, &w);
+}
+
+/// Every parameter tensor of a 2-block ViT: the backward's directional derivative against
+/// the central difference of the GPU forward loss.
+#[test]
+fn vit_gradient_matches_finite_differences() {
+    let Some(gpu) = test_gpu() else { return };
+    let (batch, seed) = (3, 31);
+    let mut rng = Rng(seed);
+    let g = tiny_vit();
+    let classes = g.classes;
+    let net = Net::new(&gpu, g, batch).unwrap();
+    perturb(&gpu, &net, &mut rng, seed);
+    common::check_net_gradients(&gpu, net, classes, &mut rng);
+}
+
+/// Factorizing linear layers at full rank (SVD factors, bias on the second factor) leaves
+/// the network's output unchanged.
+#[test]
+fn full_rank_linear_factors_reproduce_the_vit() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(8);
+    let g = tiny_vit();
+    let batch = 2;
+    let net = Net::new(&gpu, g.clone(), batch).unwrap();
+    perturb(&gpu, &net, &mut rng, 3);
+    let input: Vec<f32> = (0..net.input().len()).map(|_| rng.uniform() as f32).collect();
+    net.input().write(&gpu, &input);
+    gpu.run(&net.forward_eval);
+    let want = pollster::block_on(read_f32(&gpu, &[net.logits()])).unwrap().remove(0);
+
+    let layers = reference_layers(&g).unwrap();
+    let mats = cuttle::cuttlefish::factorize::matrices(&g);
+    let factors: Vec<Factor> = layers
+        .iter()
+        .map(|l| Factor { layer: l.clone(), rank: mats[l].full_rank(), full_rank: mats[l].full_rank() })
+        .collect();
+    let fg = factorized_graph(&g, &factors, false, true);
+    assert!(
+        fg.param_named("blocks.0.attn.qkv.0.bias").is_none() && fg.param_named("blocks.0.attn.qkv.1.bias").is_some()
+    );
+    let old: HashMap<String, Vec<f32>> =
+        pollster::block_on(net.params.read(&gpu)).unwrap().into_iter().map(|(n, _, v)| (n, v)).collect();
+    let low = Net::new(&gpu, fg, batch).unwrap();
+    let mut flat = vec![0.0f32; low.params.weights.len()];
+    let mut values = old.clone();
+    for f in &factors {
+        let m = &mats[&f.layer];
+        let (u, v) = svd_factors(&old[&format!("{}.weight", f.layer)], m.rows, m.cols, f.rank).unwrap();
+        values.insert(format!("{}.0.weight", f.layer), u);
+        values.insert(format!("{}.1.weight", f.layer), v);
+        values.insert(format!("{}.1.bias", f.layer), old[&format!("{}.bias", f.layer)].clone());
+    }
+    for p in low.params.all() {
+        flat[p.offset..p.offset + p.spec.len()].copy_from_slice(&values[&p.spec.name]);
+    }
+    low.params.weights.write(&gpu, &flat);
+    low.input().write(&gpu, &input);
+    gpu.run(&low.forward_eval);
+    let got = pollster::block_on(read_f32(&gpu, &[low.logits()])).unwrap().remove(0);
+    assert_close("factorized logits", &got, &f64s(&want), 1e-4, 1e-3);
+}

@@ -5,7 +5,7 @@
 
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
-use cuttle::ops::{augment, batchnorm, elementwise, gemm, loss, pool, sgd, StepState};
+use cuttle::ops::{augment, batchnorm, elementwise, gemm, loss, pool, sgd, tokens, StepState};
 use std::mem::size_of;
 
 /// (shader, WGSL struct, Rust struct, its size).
@@ -22,6 +22,8 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("augment", "Step", "ops::StepState", size_of::<StepState>()),
     ("srank", "Params", "srank::Params", size_of::<srank::Params>()),
     ("srank", "Layer", "srank::LayerEntry", size_of::<srank::LayerEntry>()),
+    ("tokens", "Params", "tokens::Params", size_of::<tokens::Params>()),
+    ("tokens", "PermuteParams", "tokens::PermuteParams", size_of::<tokens::PermuteParams>()),
 ];
 
 #[test]

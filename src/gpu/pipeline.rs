@@ -25,6 +25,7 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("sgd", include_str!("../../shaders/sgd.wgsl")),
     ("augment", include_str!("../../shaders/augment.wgsl")),
     ("srank", include_str!("../../shaders/srank.wgsl")),
+    ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
 type Key = (ShaderId, String, Vec<(String, u64)>);

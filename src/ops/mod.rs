@@ -9,6 +9,7 @@ pub mod gemm;
 pub mod loss;
 pub mod pool;
 pub mod sgd;
+pub mod tokens;
 pub mod tune;
 
 /// Flag bit shared by kernels that can add into their output instead of overwriting it

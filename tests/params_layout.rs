@@ -5,7 +5,7 @@
 
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
-use cuttle::ops::{augment, batchnorm, elementwise, gemm, loss, pool, sgd, StepState};
+use cuttle::ops::{augment, batchnorm, elementwise, gemm, layernorm, loss, pool, sgd, softmax, StepState};
 use std::mem::size_of;
 
 /// (shader, WGSL struct, Rust struct, its size).
@@ -22,6 +22,8 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("augment", "Step", "ops::StepState", size_of::<StepState>()),
     ("srank", "Params", "srank::Params", size_of::<srank::Params>()),
     ("srank", "Layer", "srank::LayerEntry", size_of::<srank::LayerEntry>()),
+    ("layernorm", "Params", "layernorm::Params", size_of::<layernorm::Params>()),
+    ("softmax", "Params", "softmax::Params", size_of::<softmax::Params>()),
 ];
 
 #[test]

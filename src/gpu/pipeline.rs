@@ -25,6 +25,8 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("sgd", include_str!("../../shaders/sgd.wgsl")),
     ("augment", include_str!("../../shaders/augment.wgsl")),
     ("srank", include_str!("../../shaders/srank.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
 ];
 
 type Key = (ShaderId, String, Vec<(String, u64)>);

@@ -5,7 +5,7 @@
 
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
-use cuttle::ops::{augment, batchnorm, elementwise, gemm, loss, pool, sgd, tokens, StepState};
+use cuttle::ops::{augment, batchnorm, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState};
 use std::mem::size_of;
 
 /// (shader, WGSL struct, Rust struct, its size).
@@ -24,6 +24,8 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("srank", "Layer", "srank::LayerEntry", size_of::<srank::LayerEntry>()),
     ("tokens", "Params", "tokens::Params", size_of::<tokens::Params>()),
     ("tokens", "PermuteParams", "tokens::PermuteParams", size_of::<tokens::PermuteParams>()),
+    ("layernorm", "Params", "layernorm::Params", size_of::<layernorm::Params>()),
+    ("softmax", "Params", "softmax::Params", size_of::<softmax::Params>()),
 ];
 
 #[test]

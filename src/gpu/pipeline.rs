@@ -26,6 +26,8 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("augment", include_str!("../../shaders/augment.wgsl")),
     ("srank", include_str!("../../shaders/srank.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
 ];
 
 type Key = (ShaderId, String, Vec<(String, u64)>);

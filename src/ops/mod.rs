@@ -6,9 +6,11 @@ pub mod augment;
 pub mod batchnorm;
 pub mod elementwise;
 pub mod gemm;
+pub mod layernorm;
 pub mod loss;
 pub mod pool;
 pub mod sgd;
+pub mod softmax;
 pub mod tokens;
 pub mod tune;
 

@@ -14,8 +14,8 @@
 //   are then summed in a fixed order by elementwise.wgsl `sum_slices`, so results stay
 //   deterministic.
 // - batched GEMM (override BATCHED true): G independent products of the same (M, K, N),
-//   C_g = op(A_g) op(B_g) for g = z in 0..G, with A_g at element g*a_stride of a, B_g at
-//   g*b_stride of b, C_g at g*c_stride of c (stride 0: one operand shared by all g). Only
+//   C_g = op(A_g) op(B_g) for g = z in 0..G, with A_g at element a_first + g*a_stride of
+//   a, B_g at b_first + g*b_stride of b, C_g at c_first + g*c_stride of c (stride 0: one operand shared by all g). Only
 //   the row-major and transposed views (A_MODE 0/1, B_MODE 0/1, C_MODE 0) take the
 //   offsets, and only in BATCHED pipelines: the others compile to the unbatched code. A
 //   batched GEMM is not split (each product sums all of K, in the order an unbatched one
@@ -68,7 +68,10 @@ struct Params {
     // the element strides between consecutive A_g, B_g, C_g (0: shared).
     groups: u32,
     a_stride: u32, b_stride: u32, c_stride: u32,
-    _pad0: u32,
+    // ... and where A_0, B_0, C_0 start in their buffers (attention's Q, K and V are three
+    // blocks of one buffer, at offsets no binding could start at).
+    a_first: u32, b_first: u32, c_first: u32,
+    _pad0: u32, _pad1: u32,
 }
 
 override A_MODE: u32 = 0u;
@@ -273,9 +276,9 @@ fn stage(t: u32, m0: u32, n0: u32, k0: u32, k_end: u32, copy: u32) {
 // BATCHED) and returns the first K it sums.
 fn begin(z: u32) -> u32 {
     if (BATCHED) {
-        ga_off = z * p.a_stride;
-        gb_off = z * p.b_stride;
-        gc_off = z * p.c_stride;
+        ga_off = p.a_first + z * p.a_stride;
+        gb_off = p.b_first + z * p.b_stride;
+        gc_off = p.c_first + z * p.c_stride;
         return 0u;
     }
     gc_off = z * p.m * p.n;

@@ -79,7 +79,7 @@ fn check_graph(gpu: &Gpu, graph: Graph, batch: usize, seed: u64) {
     let classes = graph.classes;
     let net = Net::new(gpu, graph, batch).unwrap();
     net.params.initialise(gpu, seed);
-    check_net_gradients(gpu, net, classes, &mut rng);
+    check_net_gradients(gpu, net, classes, &mut rng, 3e-4);
 }
 
 #[test]

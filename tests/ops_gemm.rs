@@ -171,18 +171,21 @@ fn conv_random_shapes() {
 type Batched = (Layout, (usize, usize, usize, usize), gemm::Strides, f32, bool);
 
 /// The batched cases: G = 1, 3, 7 over shapes that are no multiple of any tile, every
-/// layout, dense and gapped strides, a shared A (one weight for all) and a shared B,
-/// alpha (attention's 1/sqrt(d)) and accumulation.
+/// layout, dense and gapped strides, operands at odd first offsets, a shared A (one
+/// weight for all) and a shared B, alpha (attention's 1/sqrt(d)) and accumulation.
 fn batched_cases() -> Vec<Batched> {
     let mut v = Vec::new();
     for &(g, m, k, n) in &[(1, 1, 1, 1), (7, 1, 1, 1), (1, 5, 17, 9), (3, 5, 17, 9), (7, 5, 17, 9), (3, 33, 64, 65)] {
         for layout in [Layout::AB, Layout::AtB, Layout::ABt] {
             let dense = gemm::Strides::dense((m, k, n));
-            let gapped = gemm::Strides { a: m * k + 3, b: k * n + 1, c: m * n + 2 };
+            let gapped = gemm::Strides { a: m * k + 3, b: k * n + 1, c: m * n + 2, first: [0; 3] };
+            // Operands starting at odd elements of their buffers (attention's Q, K, V).
+            let offset = gemm::Strides { first: [5, 3, 7], ..gapped };
             v.push((layout, (g, m, k, n), dense, 1.0, false));
             v.push((layout, (g, m, k, n), gemm::Strides { a: 0, ..dense }, 0.125, true));
             v.push((layout, (g, m, k, n), gemm::Strides { b: 0, ..dense }, 1.0, true));
             v.push((layout, (g, m, k, n), gapped, 1.0 / (k as f32).sqrt(), false));
+            v.push((layout, (g, m, k, n), offset, 1.0, true));
         }
     }
     v
@@ -204,9 +207,9 @@ fn run_batched(gpu: &Gpu, cases: &[Batched]) -> BatchedRun {
     let mut rng = Rng(11);
     let (mut ds, mut outs, mut wants, mut singles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, &(layout, (g, m, k, n), st, alpha, acc)) in cases.iter().enumerate() {
-        let a = rng.vec((g - 1) * st.a + m * k);
-        let b = rng.vec((g - 1) * st.b + k * n);
-        let c0 = rng.vec((g - 1) * st.c + m * n);
+        let a = rng.vec(st.first[0] + (g - 1) * st.a + m * k);
+        let b = rng.vec(st.first[1] + (g - 1) * st.b + k * n);
+        let c0 = rng.vec(st.first[2] + (g - 1) * st.c + m * n);
         let mut want = c0.clone();
         cpu::matmul_batched(layout, (g, m, k, n), st, alpha as f64, &a, &b, &mut want, acc);
         let (ta, tb, tc) = (t(gpu, "a", &a), t(gpu, "b", &b), t(gpu, "c", &c0));

@@ -53,6 +53,48 @@ fn vit_parameter_counts_and_timm_names() {
     assert!(err.contains("7x7 patches"), "{err}");
 }
 
+/// The state-dict keys and shapes of timm's `VisionTransformer(img_size=32, patch_size=4,
+/// embed_dim=192, depth=12, num_heads=3, mlp_ratio=4, num_classes=10)`, so that an
+/// exported full-rank `deit-tiny` loads into it with `load_state_dict(strict=True)`.
+#[test]
+fn deit_tiny_has_exactly_timms_state_dict() {
+    let (d, t, mlp) = (192, 65, 768);
+    let mut want: Vec<(String, Vec<usize>)> = vec![
+        ("cls_token".into(), vec![1, 1, d]),
+        ("pos_embed".into(), vec![1, t, d]),
+        ("patch_embed.proj.weight".into(), vec![d, 3, 4, 4]),
+        ("patch_embed.proj.bias".into(), vec![d]),
+    ];
+    for i in 0..12 {
+        for (n, s) in [
+            ("norm1.weight", vec![d]),
+            ("norm1.bias", vec![d]),
+            ("attn.qkv.weight", vec![3 * d, d]),
+            ("attn.qkv.bias", vec![3 * d]),
+            ("attn.proj.weight", vec![d, d]),
+            ("attn.proj.bias", vec![d]),
+            ("norm2.weight", vec![d]),
+            ("norm2.bias", vec![d]),
+            ("mlp.fc1.weight", vec![mlp, d]),
+            ("mlp.fc1.bias", vec![mlp]),
+            ("mlp.fc2.weight", vec![d, mlp]),
+            ("mlp.fc2.bias", vec![d]),
+        ] {
+            want.push((format!("blocks.{i}.{n}"), s));
+        }
+    }
+    for (n, s) in
+        [("norm.weight", vec![d]), ("norm.bias", vec![d]), ("head.weight", vec![10, d]), ("head.bias", vec![10])]
+    {
+        want.push((n.into(), s));
+    }
+    let g = model_by_name("deit-tiny", [3, 32, 32], 10).unwrap();
+    let mut got: Vec<(String, Vec<usize>)> = g.params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn cuttlefish_candidates_of_a_vit_are_its_block_linears() {
     let g = model_by_name("vit-mini", [1, 28, 28], 10).unwrap();
@@ -131,7 +173,9 @@ fn vit_gradient_matches_finite_differences() {
     let classes = g.classes;
     let net = Net::new(&gpu, g, batch).unwrap();
     perturb(&gpu, &net, &mut rng, seed);
-    common::check_net_gradients(&gpu, net, classes, &mut rng);
+    // GELU, softmax and LayerNorm are smooth: a step of 2e-3 keeps the f32 rounding of
+    // the quotient near 4e-5 (at 3e-4 it was 4e-4, as large as some derivatives).
+    common::check_net_gradients(&gpu, net, classes, &mut rng, 2e-3);
 }
 
 /// Factorizing linear layers at full rank (SVD factors, bias on the second factor) leaves

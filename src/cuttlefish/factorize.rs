@@ -90,7 +90,7 @@ pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
         // candidates() already drops the stem (conv1 of 16): conv5.. is the 4th candidate on.
         "vgg19" => Ok(c.into_iter().skip(3).collect()),
         "cnn" => Ok(c),
-        "deit-tiny" | "vit-mini" => Ok(c
+        name if crate::nn::models::is_transformer(name) => Ok(c
             .into_iter()
             .filter(|n| n.ends_with(".attn.qkv") || n.ends_with(".mlp.fc1") || n.ends_with(".mlp.fc2"))
             .collect()),

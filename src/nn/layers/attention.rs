@@ -39,16 +39,40 @@ pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attenti
     let scores = t_("scores", &[g, t, t])?;
     let probs = t_("probs", &[g, t, t])?;
     let ctx = t_("context", &[b, h, t, dh])?;
-    let part = |buf: &Tensor, name: &str, i: usize| buf.slice(&format!("{}.{name}", io.name), &[g, t, dh], i * block);
-    let (q, k, v) = (part(&heads, "q", 0), part(&heads, "k", 1), part(&heads, "v", 2));
     let scale = 1.0 / (dh as f32).sqrt();
-    let tt = Strides { a: t * dh, b: t * dh, c: t * t }; // (T,d)·(T,d)ᵀ -> (T,T)
-    let pv = Strides { a: t * t, b: t * dh, c: t * dh }; // (T,T)·(T,d) -> (T,d)
+    // Products per (batch, head): (T,d)·(T,d)ᵀ -> (T,T) and (T,T)·(T,d) -> (T,d). Q, K and
+    // V are blocks 0, 1, 2 of `heads` (and of its gradient), addressed by first offsets:
+    // a slice could not start there (binding offsets must be aligned).
+    let (q, k, v) = (0, block, 2 * block);
+    let tt = |a0: usize, b0: usize| Strides { a: t * dh, b: t * dh, c: t * t, first: [a0, b0, 0] };
+    let pv = |b0: usize, c0: usize| Strides { a: t * t, b: t * dh, c: t * dh, first: [0, b0, c0] };
 
     let mut f = vec![tokens::permute(gpu, io.name, &[b, t, 3, h, dh], &SPLIT, io.x(0), &heads, false)];
-    f.extend(gemm::matmul_batched(gpu, io.name, Layout::ABt, (g, t, dh, t), tt, scale, &q, &k, &scores, false)?);
+    f.extend(gemm::matmul_batched(
+        gpu,
+        io.name,
+        Layout::ABt,
+        (g, t, dh, t),
+        tt(q, k),
+        scale,
+        &heads,
+        &heads,
+        &scores,
+        false,
+    )?);
     f.push(softmax::forward(gpu, io.name, (g * t, t), op.causal, &scores, &probs));
-    f.extend(gemm::matmul_batched(gpu, io.name, Layout::AB, (g, t, t, dh), pv, 1.0, &probs, &v, &ctx, false)?);
+    f.extend(gemm::matmul_batched(
+        gpu,
+        io.name,
+        Layout::AB,
+        (g, t, t, dh),
+        pv(v, 0),
+        1.0,
+        &probs,
+        &heads,
+        &ctx,
+        false,
+    )?);
     f.push(tokens::permute(gpu, io.name, &[b, h, t, dh], &MERGE, &ctx, io.y, false));
     steps.forward(f);
 
@@ -57,17 +81,20 @@ pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attenti
     let name = io.backward_label();
     let dheads = t_("heads.grad", &[3, b, h, t, dh])?;
     let dscores = t_("scores.grad", &[g, t, t])?;
-    let (dq, dk, dv) = (part(&dheads, "dq", 0), part(&dheads, "dk", 1), part(&dheads, "dv", 2));
     let dctx = &ctx;
     let dp = &scores;
     let bwd = &mut steps.backward;
     bwd.push(tokens::permute(gpu, &name, &[b, t, h, dh], &MERGE, io.dy, dctx, false));
     // dV = Pᵀ dC;  dP = dC Vᵀ;  dS = softmax'(P, dP);  dQ = s·dS K;  dK = s·dSᵀ Q.
-    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AtB, (g, t, t, dh), pv, 1.0, &probs, dctx, &dv, false)?);
-    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::ABt, (g, t, dh, t), tt, 1.0, dctx, &v, dp, false)?);
+    let (dq, dk, dv) = (q, k, v);
+    let bmm = |layout, dims, st, alpha, a: &Tensor, b: &Tensor, c: &Tensor| {
+        gemm::matmul_batched(gpu, &name, layout, dims, st, alpha, a, b, c, false)
+    };
+    bwd.extend(bmm(Layout::AtB, (g, t, t, dh), pv(0, dv), 1.0, &probs, dctx, &dheads)?);
+    bwd.extend(bmm(Layout::ABt, (g, t, dh, t), tt(0, v), 1.0, dctx, &heads, dp)?);
     bwd.push(softmax::backward(gpu, &name, (g * t, t), &probs, dp, &dscores, false));
-    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AB, (g, t, t, dh), pv, scale, &dscores, &k, &dq, false)?);
-    bwd.extend(gemm::matmul_batched(gpu, &name, Layout::AtB, (g, t, t, dh), pv, scale, &dscores, &q, &dk, false)?);
+    bwd.extend(bmm(Layout::AB, (g, t, t, dh), pv(k, dq), scale, &dscores, &heads, &dheads)?);
+    bwd.extend(bmm(Layout::AtB, (g, t, t, dh), pv(q, dk), scale, &dscores, &heads, &dheads)?);
     if let Some(dx) = &io.dx[0] {
         let inv = tokens::inverse(&SPLIT);
         bwd.push(tokens::permute(gpu, &name, &[3, b, h, t, dh], &inv, &dheads, dx.t, dx.accumulate));

@@ -46,9 +46,10 @@ pub fn matmul_batched(
     accumulate: bool,
 ) {
     for gi in 0..g {
-        let ag = &a[gi * strides.a..][..m * k];
-        let bg = &b[gi * strides.b..][..k * n];
-        let cg = &mut c[gi * strides.c..][..m * n];
+        let f = strides.first;
+        let ag = &a[f[0] + gi * strides.a..][..m * k];
+        let bg = &b[f[1] + gi * strides.b..][..k * n];
+        let cg = &mut c[f[2] + gi * strides.c..][..m * n];
         for (o, v) in cg.iter_mut().zip(matmul(layout, (m, k, n), ag, bg, None)) {
             *o = alpha * v + if accumulate { *o } else { 0.0 };
         }

@@ -71,7 +71,11 @@ pub struct Params {
     pub a_stride: u32,
     pub b_stride: u32,
     pub c_stride: u32,
-    pub _pad: u32,
+    /// Element offsets of A_0, B_0, C_0 in their buffers (batched pipelines only).
+    pub a_first: u32,
+    pub b_first: u32,
+    pub c_first: u32,
+    pub _pad: [u32; 2],
 }
 
 impl Default for Params {
@@ -290,20 +294,23 @@ pub fn matmul_scaled_add(
     gemm(gpu, label, Views::matmul(layout), p, a, b, None, c, true)
 }
 
-/// Element strides between consecutive products of a batched GEMM: A_g starts at element
-/// `g*a` of A, B_g at `g*b`, C_g at `g*c`. 0 shares one operand among all products (one
-/// weight for every batch); C's stride must not make two products' outputs overlap.
+/// Where the products of a batched GEMM sit: A_g starts at element `first[0] + g*a` of A,
+/// B_g at `first[1] + g*b`, C_g at `first[2] + g*c`. A stride of 0 shares one operand
+/// among all products (one weight for every batch); C's stride must not make two
+/// products' outputs overlap. The first offsets let operands be blocks of one buffer at
+/// offsets a binding could not start at (attention's Q, K and V).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Strides {
     pub a: usize,
     pub b: usize,
     pub c: usize,
+    pub first: [usize; 3],
 }
 
 impl Strides {
-    /// Products stored back to back: A (G,·) of M·K each, B of K·N, C of M·N.
+    /// Products stored back to back from element 0: A (G,·) of M·K each, B of K·N, C of M·N.
     pub fn dense((m, k, n): (usize, usize, usize)) -> Strides {
-        Strides { a: m * k, b: k * n, c: m * n }
+        Strides { a: m * k, b: k * n, c: m * n, first: [0; 3] }
     }
 }
 
@@ -328,8 +335,11 @@ pub fn matmul_batched(
 ) -> Result<Vec<Dispatch>, GpuError> {
     assert!(g >= 1, "matmul_batched `{label}`: no products");
     assert!(g <= crate::gpu::MAX_GROUPS as usize, "matmul_batched `{label}`: {g} products exceed the grid limit");
-    for (name, t, stride, one) in [("A", a, strides.a, m * k), ("B", b, strides.b, k * n), ("C", c, strides.c, m * n)] {
-        let need = (g - 1) * stride + one;
+    let f = strides.first;
+    for (name, t, first, stride, one) in
+        [("A", a, f[0], strides.a, m * k), ("B", b, f[1], strides.b, k * n), ("C", c, f[2], strides.c, m * n)]
+    {
+        let need = first + (g - 1) * stride + one;
         assert!(
             t.len() >= need,
             "matmul_batched `{label}`: {name} holds {} elements, {g} products need {need}",
@@ -347,6 +357,9 @@ pub fn matmul_batched(
         a_stride: strides.a as u32,
         b_stride: strides.b as u32,
         c_stride: strides.c as u32,
+        a_first: f[0] as u32,
+        b_first: f[1] as u32,
+        c_first: f[2] as u32,
         ..Default::default()
     };
     gemm(gpu, label, Views::matmul_batched(layout), p, a, b, None, c, false)

@@ -12,7 +12,7 @@ use cuttle::cuttlefish::factorize::fixed_lowrank;
 use cuttle::data::{Dataset, Splits};
 use cuttle::gpu::{read_f32, Gpu, Tensor};
 use cuttle::nn::graph::Graph;
-use cuttle::nn::models::model_by_name;
+use cuttle::nn::models::{default_input, model_by_name};
 use cuttle::ops::gemm::{self, Layout};
 use cuttle::rng::SplitMix64;
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
@@ -178,18 +178,20 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
     Ok(())
 }
 
-/// Synthetic CIFAR-shaped data (the step does not depend on pixel values): two batches.
-fn synthetic(batch: usize) -> Splits {
+/// Synthetic data of the model's usual image shape (`models::default_input`: CIFAR's
+/// 32x32 RGB, or 28x28 grayscale for `vit-mini`; the step does not depend on pixel
+/// values): two batches.
+fn synthetic(batch: usize, [c, h, w]: [usize; 3]) -> Splits {
     let n = batch * 2;
     let mut rng = SplitMix64::new(2);
     let make = |name: &str, rng: &mut SplitMix64| Dataset {
         name: name.into(),
-        images: (0..n * 3 * 32 * 32).map(|_| rng.below(256) as u8).collect(),
+        images: (0..n * c * h * w).map(|_| rng.below(256) as u8).collect(),
         labels: (0..n).map(|i| (i % 10) as u32).collect(),
         n,
-        channels: 3,
-        height: 32,
-        width: 32,
+        channels: c,
+        height: h,
+        width: w,
         classes: 10,
         class_names: (0..10).map(|i| i.to_string()).collect(),
     };
@@ -198,7 +200,7 @@ fn synthetic(batch: usize) -> Splits {
 
 fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttle::Error> {
     use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig};
-    let splits = synthetic(batch);
+    let splits = synthetic(batch, default_input(&model));
     let cfg = TrainConfig {
         model: model.clone(),
         epochs: 300,
@@ -246,7 +248,7 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
 
 /// The model `bench train` times: the zoo's, or its fixed low-rank variant (ranks c_out/div).
 fn bench_graph(model: &str, lowrank: Option<usize>) -> Result<Graph, cuttle::Error> {
-    let g = model_by_name(model, [3, 32, 32], 10).map_err(cuttle::Error::Config)?;
+    let g = model_by_name(model, default_input(model), 10).map_err(cuttle::Error::Config)?;
     match lowrank {
         None => Ok(g),
         Some(div) => fixed_lowrank(&g, div).map_err(|e| cuttle::Error::Config(format!("--lowrank {div}: {e}"))),
@@ -264,7 +266,7 @@ fn train(
 ) -> Result<(), cuttle::Error> {
     let graph = bench_graph(&model, lowrank)?;
     let params = graph.param_count();
-    let splits = synthetic(batch);
+    let splits = synthetic(batch, default_input(&model));
     let before = gpu.allocated_bytes();
     let cfg = TrainConfig {
         model: model.clone(),

@@ -108,6 +108,7 @@ fn check_graph(gpu: &Gpu, graph: Graph, batch: usize, seed: u64) {
         "loss",
         (batch, classes),
         true,
+        0.0,
         net.logits(),
         &net.labels,
         &step,

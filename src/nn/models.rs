@@ -116,3 +116,9 @@ fn cnn(input: [usize; 3], classes: usize) -> Graph {
     g.linear("fc", x, classes);
     g
 }
+
+/// Whether `model` names a vision transformer (ViT, DeiT): its runs take the transformer
+/// defaults (AdamW, cosine with warm-up, label smoothing; `train::ModelDefaults`).
+pub fn is_transformer(model: &str) -> bool {
+    model.starts_with("vit") || model.starts_with("deit")
+}

@@ -21,7 +21,7 @@ struct Params {
 
 struct Step {
     step: u32, epoch: u32, valid: u32, lr: f32,
-    seed_lo: u32, seed_hi: u32, _a: u32, _b: u32,
+    seed_lo: u32, seed_hi: u32, step_size: f32, bc2_sqrt: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -131,10 +131,12 @@ fn plan(c: &RunConfig) -> Result<Plan, cuttle::Error> {
 
 fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error> {
     let (json, resuming) = (a.json, a.resume.is_some());
+    // The model's defaults filled in once, so config.toml and the header show what trains.
     let c = match &a.resume {
         Some(dir) => cli::config::from_run_dir(dir)?,
         None => a.run,
-    };
+    }
+    .resolved();
     let Plan { spec, splits, cfg, cf } = plan(&c)?;
     let out = cli::config::run_dir(&c);
     let checkpoint = if resuming {
@@ -201,6 +203,7 @@ fn describe(session: &Session, spec: &DataSpec, splits: &data::Splits) {
         trainer.steps_per_epoch,
         trainer.dispatches_per_step()
     );
+    eprintln!("training: {}", trainer.cfg.summary());
     if let Some(cf) = &session.cuttlefish {
         let d = cf.cfg.detector;
         let looser: Vec<String> = d
@@ -388,14 +391,14 @@ fn load_run(
     dir: &std::path::Path,
     data: Option<String>,
 ) -> Result<(Gpu, Session), cuttle::Error> {
-    let mut c = cli::config::from_run_dir(dir)?;
+    let mut c = cli::config::from_run_dir(dir)?.resolved();
     if let Some(d) = data {
         c.data = d;
     }
     let path = dir.join(checkpoint::FILE);
     let ck = Checkpoint::load(&path)?;
     let (_, splits) = load_data(&c)?;
-    c.batch = c.batch.min(splits.train.n);
+    c.batch = c.batch.map(|b| b.min(splits.train.n));
     let (cfg, cf) = c.settings(splits.train.n)?;
     let gpu = gpu(adapter)?;
     let session = pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, &ck, &path))?;

@@ -142,10 +142,12 @@ impl Engine {
     }
 
     /// Options (JSON; the keys of the CLI's `config.toml`, any subset) completed with the
-    /// defaults, as JSON. Rejects an unknown key or a value of the wrong type, naming it.
+    /// defaults, the model's own where they depend on it (`RunConfig::resolved`: every key
+    /// holds a value, none is null), as JSON. Rejects an unknown key or a value of the
+    /// wrong type, naming it.
     pub fn options(options: String) -> Result<String, JsError> {
         let c = RunConfig::from_json(&options).map_err(|e| err(format!("options: {e}")))?;
-        serde_json::to_string(&c).map_err(err)
+        serde_json::to_string(&c.resolved()).map_err(err)
     }
 
     /// Starts a run with `options` (as for [`Engine::options`]) on the data chosen with a

@@ -25,7 +25,13 @@ fn bad_arguments_are_clear_errors() {
     fails_with(&["train", "--batch", "20000"], "larger than the training set");
     fails_with(&["train", "--epochs", "0"], "--epochs must be at least 1");
     fails_with(&["train", "--lr", "NaN"], "--lr must be a positive finite number");
-    fails_with(&["train", "--schedule", "cosine"], "unknown schedule");
+    fails_with(&["train", "--schedule", "linear"], "unknown schedule");
+    fails_with(&["train", "--optimizer", "adam"], "unknown optimizer \"adam\"");
+    fails_with(&["train", "--optimizer", "adamw", "--beta2", "1"], "--beta2 must be in [0, 1)");
+    fails_with(&["train", "--clip-grad=-1"], "--clip-grad must be a positive");
+    fails_with(&["train", "--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)");
+    fails_with(&["train", "--warmup-epochs", "1"], "--warmup-epochs 1 needs --schedule cosine");
+    fails_with(&["train", "--optimizer", "adamw", "--nesterov"], "--nesterov needs --optimizer sgd");
     fails_with(&["train", "--report-every", "0"], "--report-every must be at least 1");
     fails_with(&["train", "--cuttlefish", "--extra-bn"], "mutually exclusive");
     fails_with(&["train", "--cuttlefish", "--factorize", "conv9"], "not a factorizable conv");
@@ -95,7 +101,7 @@ fn bad_config_files_name_the_file_and_the_key() {
     fails_with(&["train", "--config", &wrong], "key `epochs`");
     let negative = file("negative.toml", "batch = -3\n");
     fails_with(&["train", "--config", &negative], "key `batch`");
-    let schedule = file("schedule.toml", "schedule = \"cosine\"\n");
+    let schedule = file("schedule.toml", "schedule = \"linear\"\n");
     fails_with(&["train", "--config", &schedule], "unknown schedule");
     let syntax = file("syntax.toml", "epochs = = 2\n");
     fails_with(&["train", "--config", &syntax], "syntax.toml");

@@ -220,8 +220,18 @@ fn factorized_reference_models_take_a_step() {
         let st = StepState { valid: 2, ..Default::default() };
         let step = Tensor::from_slice(&gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
         let totals = Tensor::zeros(&gpu, "totals", &[4]).unwrap();
-        let ce =
-            loss::cross_entropy(&gpu, "loss", (2, 10), true, net.logits(), &net.labels, &step, net.dlogits(), &totals);
+        let ce = loss::cross_entropy(
+            &gpu,
+            "loss",
+            (2, 10),
+            true,
+            0.0,
+            net.logits(),
+            &net.labels,
+            &step,
+            net.dlogits(),
+            &totals,
+        );
         gpu.run(net.forward_train.iter().chain([&ce]).chain(&net.backward));
         let read = |t: &Tensor| pollster::block_on(read_f32(&gpu, &[t])).unwrap().remove(0);
         let t = read(&totals);

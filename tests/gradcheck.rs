@@ -95,8 +95,10 @@ fn cross_entropy_gradient_matches_finite_differences() {
     let (b, k) = (4, 5);
     let logits: Vec<f64> = rng.vec(b * k).iter().map(|v| v * 3.0).collect();
     let labels = [0u32, 4, 2, 2];
-    for valid in [4, 3] {
-        let (_, _, d) = loss::cross_entropy(k, valid, &logits, &labels);
-        check("cross-entropy", &logits, &[1.0], |l| vec![loss::cross_entropy(k, valid, l, &labels).0], &d);
+    // Plain, and with PyTorch's label smoothing (target (1-ε)·onehot + ε/K).
+    for (valid, eps) in [(4, 0.0), (3, 0.0), (4, 0.1), (3, 0.3)] {
+        let (_, _, d) = loss::cross_entropy(k, valid, eps, &logits, &labels);
+        let f = |l: &[f64]| vec![loss::cross_entropy(k, valid, eps, l, &labels).0];
+        check(&format!("cross-entropy (ε = {eps})"), &logits, &[1.0], f, &d);
     }
 }

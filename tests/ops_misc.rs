@@ -1,11 +1,11 @@
-//! GPU against the f64 references for BatchNorm, pooling, ReLU, the loss, SGD and the
-//! batch builder; hand-checkable cases first, then seeded shapes that are not multiples of
-//! the 256-invocation workgroups.
+//! GPU against the f64 references for BatchNorm, pooling, ReLU, the loss (with label
+//! smoothing), SGD, AdamW, gradient clipping and the batch builder; hand-checkable cases
+//! first, then seeded shapes that are not multiples of the 256-invocation workgroups.
 
 mod common;
 use common::*;
 use cuttle::gpu::{read_f32, read_u32, test_gpu, Gpu, Tensor};
-use cuttle::ops::{augment, batchnorm as bn, elementwise, loss, pool, sgd, StepState};
+use cuttle::ops::{adamw, augment, batchnorm as bn, clip, elementwise, loss, pool, sgd, StepState};
 
 fn t(gpu: &Gpu, name: &str, v: &[f64]) -> Tensor {
     Tensor::from_slice(gpu, name, &[v.len()], &f32s(v)).unwrap()
@@ -151,14 +151,19 @@ fn pools_and_relu() {
 fn cross_entropy_loss_grad_and_totals() {
     let Some(gpu) = test_gpu() else { return };
     let mut rng = Rng(13);
-    for (b, k, valid) in [(1, 2, 1), (300, 10, 300), (37, 7, 20)] {
+    // Hand-checked smoothing: logits [0, 0], label 0, ε = 0.2: target [0.9, 0.1], softmax
+    // [0.5, 0.5], loss ln 2 whatever the target, gradient [-0.4, 0.4].
+    let (l, _, d) = loss::cpu::cross_entropy(2, 1, 0.2, &[0.0, 0.0], &[0]);
+    assert!((l - 2f64.ln()).abs() < 1e-12 && (d[0] + 0.4).abs() < 1e-12 && (d[1] - 0.4).abs() < 1e-12);
+    for (b, k, valid, eps) in [(1, 2, 1, 0.0), (300, 10, 300, 0.0), (37, 7, 20, 0.0), (1, 2, 1, 0.2), (37, 7, 20, 0.1)]
+    {
         let logits: Vec<f64> = rng.vec(b * k).iter().map(|v| v * 4.0).collect();
         let labels: Vec<u32> = (0..b).map(|_| rng.below(k) as u32).collect();
-        let (l, correct, d) = loss::cpu::cross_entropy(k, valid, &logits, &labels);
+        let (l, correct, d) = loss::cpu::cross_entropy(k, valid, eps, &logits, &labels);
         let (tl, tlab) = (t(&gpu, "logits", &logits), Tensor::from_slice(&gpu, "labels", &[b], &labels).unwrap());
         let step = step_tensor(&gpu, StepState { valid: valid as u32, ..Default::default() });
         let (td, tot) = (z(&gpu, "d", b * k), z(&gpu, "totals", 4));
-        let ce = loss::cross_entropy(&gpu, "ce", (b, k), true, &tl, &tlab, &step, &td, &tot);
+        let ce = loss::cross_entropy(&gpu, "ce", (b, k), true, eps as f32, &tl, &tlab, &step, &td, &tot);
         gpu.run(&[ce]);
         assert_close("ce grad", &read(&gpu, &td), &d, 1e-6, 1e-4);
         let totals = read(&gpu, &tot);
@@ -175,10 +180,140 @@ fn sgd_matches_reference() {
         let (mut w, g, mut v) = (rng.vec(n), rng.vec(n), rng.vec(n));
         let (tw, tg, tv) = (t(&gpu, "w", &w), t(&gpu, "g", &g), t(&gpu, "v", &v));
         let step = step_tensor(&gpu, StepState { lr: 0.05, ..Default::default() });
-        gpu.run(&[sgd::update(&gpu, cfg, 613, &tw, &tg, &tv, &step)]);
-        sgd::cpu::update(cfg, 0.05, 613, &mut w, &g, &mut v);
+        gpu.run(&[sgd::update(&gpu, cfg, 613, &tw, &tg, &tv, &step, None)]);
+        sgd::cpu::update(cfg, 0.05, 1.0, 613, &mut w, &g, &mut v);
         assert_close("sgd w", &read(&gpu, &tw), &w, 1e-6, 1e-5);
         assert_close("sgd v", &read(&gpu, &tv), &v, 1e-6, 1e-5);
+    }
+}
+
+/// The per-step state of AdamW's step `t` at rate `lr`, as the trainer writes it.
+fn adamw_state(cfg: adamw::AdamWConfig, lr: f32, t: u64) -> StepState {
+    let (step_size, bc2_sqrt) = adamw::bias_correction(cfg, lr, t);
+    StepState { lr, step_size, bc2_sqrt, ..Default::default() }
+}
+
+#[test]
+fn adamw_matches_reference_over_several_steps() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(15);
+    // Odd length, decayed [0, 613), exempt after; PyTorch's defaults and a harsher set.
+    let (n, n_decay) = (1001, 613);
+    let configs = [
+        adamw::AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 },
+        adamw::AdamWConfig { beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.3 },
+    ];
+    for cfg in configs {
+        let w0 = rng.vec(n);
+        let (mut w, mut m, mut v) = (w0.clone(), vec![0.0; n], vec![0.0; n]);
+        let (tw, tg, tm, tv) = (t(&gpu, "w", &w), z(&gpu, "g", n), z(&gpu, "m", n), z(&gpu, "v", n));
+        let step = z(&gpu, "step", 8);
+        let update = adamw::update(&gpu, cfg, n_decay, &tw, &tg, &tm, &tv, &step, None);
+        for t in 1..=6u64 {
+            let g: Vec<f64> = rng.vec(n).iter().map(|x| x * 2.0).collect();
+            let lr = 0.01 / t as f32; // a different rate every step
+            tg.write(&gpu, &f32s(&g));
+            step.write_struct(&gpu, &adamw_state(cfg, lr, t));
+            gpu.run([&update]);
+            adamw::cpu::update(cfg, lr as f64, t, 1.0, n_decay, &mut w, &g, &mut m, &mut v);
+            let what = |x: &str| format!("adamw {x} (β2 {}, step {t})", cfg.beta2);
+            assert_close(&what("m"), &read(&gpu, &tm), &m, 1e-6, 1e-5);
+            assert_close(&what("v"), &read(&gpu, &tv), &v, 1e-6, 1e-5);
+            assert_close(&what("w"), &read(&gpu, &tw), &w, 1e-6, 1e-5);
+            if t == 1 {
+                // Hand-checked: from zero moments the first step is w(1 - lr·wd) - lr·g/(|g| + eps'),
+                // eps' = eps/sqrt(1-β2): about lr·sign(g); the exempt part has no decay.
+                let got = read(&gpu, &tw);
+                for i in [0, n_decay - 1, n_decay, n - 1] {
+                    let decay = if i < n_decay { 1.0 - lr as f64 * cfg.weight_decay as f64 } else { 1.0 };
+                    let want = w0[i] * decay - lr as f64 * g[i].signum();
+                    assert!((got[i] as f64 - want).abs() < 1e-5, "first step at {i}: {} vs {want}", got[i]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gradient_norm_and_clip_scale_match_reference() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(16);
+    // One element, a chunk less one, a chunk and a bit, several chunks and an odd tail.
+    for n in [1, clip::CHUNK - 1, clip::CHUNK + 1, 3 * clip::CHUNK + 517, 70_001] {
+        let g = rng.vec(n);
+        let tg = t(&gpu, "g", &g);
+        let c = clip::GradClip::new(&gpu, n).unwrap();
+        let (norm, _) = clip::cpu::scale(1.0, &g);
+        for max in [0.5 * norm, 1e6] {
+            let (_, scale) = clip::cpu::scale(max, &g);
+            gpu.run(&c.dispatches(&gpu, max as f32, &tg));
+            let out = read(&gpu, &c.out);
+            // A sum of up to 70k squares in f32: a few more ulps than elementwise.
+            assert_close(&format!("clip [scale, norm] (n {n}, max {max})"), &out, &[scale, norm], 1e-6, 1e-5);
+            if max > norm {
+                assert_eq!(out[0], 1.0, "inactive clipping is a factor of exactly 1");
+            }
+            // Fixed order: the same bits every time.
+            gpu.run(&c.dispatches(&gpu, max as f32, &tg));
+            assert_eq!(read(&gpu, &c.out), out, "n {n}: the reduction must be deterministic");
+        }
+    }
+}
+
+/// Clipping inside the optimizer: active, it matches the references with the scaled
+/// gradient; inactive (norm below the maximum), the update is bit-identical to the one
+/// without clipping, for SGD and AdamW.
+#[test]
+fn clipped_optimizer_steps_match_reference_and_inactive_clipping_changes_no_bit() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(17);
+    let (n, n_decay) = (5003, 2999);
+    let (w, g, mom) = (rng.vec(n), rng.vec(n), rng.vec(n));
+    let (norm, _) = clip::cpu::scale(1.0, &g);
+    let tg = t(&gpu, "g", &g);
+    let c = clip::GradClip::new(&gpu, n).unwrap();
+    let sgd_cfg = sgd::SgdConfig { momentum: 0.9, weight_decay: 5e-4, nesterov: false };
+    let adam_cfg = adamw::AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+    let sgd_step = step_tensor(&gpu, StepState { lr: 0.05, ..Default::default() });
+    let adam_step = step_tensor(&gpu, adamw_state(adam_cfg, 1e-3, 3));
+    let bits = |x: &Tensor| read(&gpu, x).iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    // Runs one step of each optimizer from the same state, clipped at `max` or not:
+    // (sgd w, sgd momentum, adamw w, adamw m, adamw v).
+    let run = |max: Option<f64>| {
+        let (sw, sv) = (t(&gpu, "sw", &w), t(&gpu, "sv", &mom));
+        let (aw, am, av) =
+            (t(&gpu, "aw", &w), t(&gpu, "am", &mom), t(&gpu, "av", &g.iter().map(|x| x * x).collect::<Vec<_>>()));
+        let mut ds = match max {
+            Some(m) => c.dispatches(&gpu, m as f32, &tg),
+            None => vec![],
+        };
+        let scale = max.map(|_| &c.out);
+        ds.push(sgd::update(&gpu, sgd_cfg, n_decay, &sw, &tg, &sv, &sgd_step, scale));
+        ds.push(adamw::update(&gpu, adam_cfg, n_decay, &aw, &tg, &am, &av, &adam_step, scale));
+        gpu.run(&ds);
+        [sw, sv, aw, am, av]
+    };
+    let plain = run(None).map(|x| bits(&x));
+    let inactive = run(Some(norm * 1.5)).map(|x| bits(&x));
+    for (i, name) in ["sgd w", "sgd momentum", "adamw w", "adamw m", "adamw v"].iter().enumerate() {
+        assert!(plain[i] == inactive[i], "{name}: inactive clipping changed bits");
+    }
+    // Active: a quarter of the norm.
+    let active = run(Some(norm * 0.25));
+    let scale = clip::cpu::scale(norm * 0.25, &g).1;
+    let (mut sw, mut sv) = (w.clone(), mom.clone());
+    sgd::cpu::update(sgd_cfg, 0.05, scale, n_decay, &mut sw, &g, &mut sv);
+    let (mut aw, mut am, mut av) = (w.clone(), mom.clone(), g.iter().map(|x| x * x).collect::<Vec<_>>());
+    adamw::cpu::update(adam_cfg, 1e-3, 3, scale, n_decay, &mut aw, &g, &mut am, &mut av);
+    // The scale comes from a reduction: its relative error carries into every element.
+    for (name, got, want) in [
+        ("sgd w", &active[0], &sw),
+        ("sgd momentum", &active[1], &sv),
+        ("adamw w", &active[2], &aw),
+        ("adamw m", &active[3], &am),
+        ("adamw v", &active[4], &av),
+    ] {
+        assert_close(&format!("clipped {name}"), &read(&gpu, got), want, 1e-6, 2e-5);
     }
 }
 

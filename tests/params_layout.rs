@@ -5,7 +5,9 @@
 
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
-use cuttle::ops::{augment, batchnorm, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState};
+use cuttle::ops::{
+    adamw, augment, batchnorm, clip, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState,
+};
 use std::mem::size_of;
 
 /// (shader, WGSL struct, Rust struct, its size).
@@ -18,6 +20,9 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("loss", "Step", "ops::StepState", size_of::<StepState>()),
     ("sgd", "Params", "sgd::Params", size_of::<sgd::Params>()),
     ("sgd", "Step", "ops::StepState", size_of::<StepState>()),
+    ("adamw", "Params", "adamw::Params", size_of::<adamw::Params>()),
+    ("adamw", "Step", "ops::StepState", size_of::<StepState>()),
+    ("clip", "Params", "clip::Params", size_of::<clip::Params>()),
     ("augment", "Params", "augment::Params", size_of::<augment::Params>()),
     ("augment", "Step", "ops::StepState", size_of::<StepState>()),
     ("srank", "Params", "srank::Params", size_of::<srank::Params>()),

@@ -1,7 +1,8 @@
 //! Checkpoints and resume: a run killed with SIGKILL and resumed ends with weights,
 //! optimizer state and BatchNorm statistics bit-identical to the same run uninterrupted
-//! (the Cuttlefish switch falls after the kill, so it is replayed from the checkpoint);
-//! a corrupted or truncated checkpoint is a clear error.
+//! (the Cuttlefish switch falls after the kill, so it is replayed from the checkpoint),
+//! with SGD and with AdamW (both moments and the step count are checkpointed; the switch
+//! starts a fresh optimizer); a corrupted or truncated checkpoint is a clear error.
 
 use cuttle::train::checkpoint::{Checkpoint, Meta, RunState, FILE, META_KEY};
 use std::path::{Path, PathBuf};
@@ -120,6 +121,136 @@ fn killed_and_resumed_run_is_bit_identical() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert_eq!(tensors_bits(&a), tensors_bits(&c), "run resumed after Ctrl-C differs from the uninterrupted one");
     let _ = [&a, &b, &c].map(std::fs::remove_dir_all);
+}
+
+/// A tiny AdamW run on the CNN with every transformer-side option on: clipping (at a norm
+/// the CNN's gradients pass, so it acts), label smoothing, cosine with a fractional warm-up.
+const ADAMW_ARGS: &[&str] = &[
+    "train",
+    "--model",
+    "cnn",
+    "--optimizer",
+    "adamw",
+    "--lr",
+    "0.002",
+    "--weight-decay",
+    "0.05",
+    "--schedule",
+    "cosine",
+    "--warmup-epochs",
+    "0.5",
+    "--label-smoothing",
+    "0.1",
+    "--clip-grad",
+    "0.5",
+    "--epochs",
+    "3",
+    "--batch",
+    "50",
+    "--train-subset",
+    "600",
+    "--test-subset",
+    "100",
+    "--seed",
+    "9",
+];
+
+#[test]
+fn killed_and_resumed_adamw_run_is_bit_identical() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    let a = scratch("adamw-a");
+    let st = cuttle(ADAMW_ARGS, &a).output().unwrap();
+    let log = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{log}");
+    assert!(log.contains("optimizer adamw") && log.contains("cosine schedule"), "the header: {log}");
+    let saved: toml::Table = std::fs::read_to_string(a.join("config.toml")).unwrap().parse().unwrap();
+    assert_eq!(saved["optimizer"].as_str(), Some("adamw"), "{saved}");
+    let ck = Checkpoint::load(&a.join(FILE)).unwrap();
+    let run = ck.run(&a.join(FILE)).unwrap();
+    assert_eq!(run.optimizer_steps, 3 * 12, "the step count of 3 epochs of 12 steps");
+    let v = &ck.tensors["second_moment.conv1.weight"].1;
+    assert!(v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.iter().any(|x| *x > 0.0), "second moments saved");
+
+    // Killed right after its first checkpoint, somewhere in epoch 2 or 3, and resumed.
+    let b = scratch("adamw-b");
+    let mut child = cuttle(ADAMW_ARGS, &b).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while Checkpoint::load(&b.join(FILE)).ok().and_then(|c| c.meta.run.map(|r| r.epochs_done)).is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&b).output().unwrap();
+    let log = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{log}");
+    assert!(log.contains("resuming") && !log.contains("after epoch 3"), "it must resume mid-run: {log}");
+    assert_eq!(tensors_bits(&a), tensors_bits(&b), "resumed AdamW run differs from the uninterrupted one");
+    let _ = [&a, &b].map(std::fs::remove_dir_all);
+}
+
+/// At the Cuttlefish switch the optimizer starts afresh, as the reference builds a new one:
+/// both moments zero and the step count back to 0; before it, a checkpoint holds both
+/// moments and the count.
+#[test]
+fn the_switch_starts_a_fresh_adamw() {
+    use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig, FactorizeMode};
+    use cuttle::gpu::read_f32;
+    use cuttle::ops::adamw::AdamWConfig;
+    use cuttle::train::trainer::{EpochEnd, Position};
+    use cuttle::train::{AugmentKind, Optimizer, Schedule, TrainConfig, Trainer};
+    let Some(gpu) = cuttle::gpu::test_gpu() else { return };
+    let mut data = cuttle::data::load(&cuttle::data::DataSpec::Builtin).unwrap();
+    data.train = data.train.subset(200);
+    data.test = data.test.subset(100);
+    let cfg = TrainConfig {
+        model: "cnn".into(),
+        epochs: 2,
+        batch: 50,
+        lr: 1e-3,
+        schedule: Schedule::Cosine,
+        warmup_epochs: 0.5,
+        optimizer: Optimizer::AdamW(AdamWConfig::default()),
+        clip_grad: Some(1.0),
+        label_smoothing: 0.1,
+        augment: AugmentKind::None,
+        seed: 2,
+        ..Default::default()
+    };
+    let mut t = Trainer::new(&gpu, &data, cfg).unwrap();
+    let epoch = |t: &mut Trainer, e: usize| {
+        let at = Position { epochs_done: e, ..Default::default() };
+        match pollster::block_on(t.run_epoch(&gpu, at, &mut |_, _, _| {}, &|| false)).unwrap() {
+            EpochEnd::Done(r) => assert!(r.train_loss.is_finite() && r.test_loss.is_finite(), "{r:?}"),
+            EpochEnd::Stopped(_) => panic!("stopped without being asked"),
+        }
+    };
+    epoch(&mut t, 0);
+    assert_eq!(t.optimizer_steps, 4);
+    let ck = pollster::block_on(t.checkpoint(&gpu, Position { epochs_done: 1, ..Default::default() })).unwrap();
+    assert_eq!(ck.meta.run.as_ref().unwrap().optimizer_steps, 4);
+    assert!(ck.tensors.contains_key("momentum.fc.weight") && ck.tensors.contains_key("second_moment.fc.weight"));
+    assert!(
+        ck.model_only().tensors.keys().all(|k| !k.starts_with("second_moment.")),
+        "exports hold no optimizer state"
+    );
+
+    let mut c = CuttlefishConfig::for_schedule(2, Schedule::Cosine);
+    c.factorize = FactorizeMode::Reference;
+    let mut cf = pollster::block_on(Cuttlefish::new(&gpu, &t, c)).unwrap();
+    pollster::block_on(cf.switch(&gpu, &mut t, 1)).unwrap();
+    assert_eq!(t.optimizer_steps, 0, "a fresh optimizer counts from 0");
+    let p = &t.net.params;
+    let second = p.second_moment.as_ref().expect("the factorized net has AdamW's second moment");
+    assert_eq!(second.len(), p.weights.len());
+    for (what, buf) in [("first moment", &p.momentum), ("second moment", second)] {
+        let v = pollster::block_on(read_f32(&gpu, &[buf])).unwrap().remove(0);
+        assert!(v.iter().all(|x| *x == 0.0), "{what} after the switch must be zero");
+    }
+    epoch(&mut t, 1);
+    assert_eq!(t.optimizer_steps, 4);
 }
 
 /// The checkpoint file `bytes` with its `cuttle` metadata replaced by `json` (or removed),

@@ -2,8 +2,8 @@
 //! - `matmul`: f32 GFLOP/s of the tiled GEMM on square and low-rank shapes, median of
 //!   repeated runs after a warm-up, with sampled entries checked against an f64 CPU dot.
 //! - `train`: images/s and step time of a model's whole training step (batch build,
-//!   forward, loss, backward, SGD) on synthetic CIFAR-shaped data, and the bytes the
-//!   memory plan allocates.
+//!   forward, loss, backward, the model's optimizer) on synthetic CIFAR-shaped data, and
+//!   the bytes the memory plan allocates.
 //!
 //! Part of the binary, not the library: it only drives public APIs.
 
@@ -268,15 +268,18 @@ fn train(
     let params = graph.param_count();
     let splits = synthetic(batch, default_input(&model));
     let before = gpu.allocated_bytes();
+    // The model's own optimizer and loss (AdamW and label smoothing for a transformer),
+    // at a constant rate.
     let cfg = TrainConfig {
         model: model.clone(),
         epochs: 1,
         batch,
         lr: 0.01,
         schedule: Schedule::Constant,
+        warmup_epochs: 0.0,
         augment: AugmentKind::CropFlip,
         report_every: usize::MAX,
-        ..Default::default()
+        ..cuttle::train::RunConfig { model: model.clone(), ..Default::default() }.train_config()
     };
     let mut trainer = Trainer::with_graph(gpu, &splits, cfg, graph)?;
     let plan_bytes = gpu.allocated_bytes() - before;

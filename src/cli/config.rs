@@ -129,14 +129,20 @@ mod tests {
     }
 
     /// The main job (`cuttle` without a subcommand) as it always was: Cuttlefish on
-    /// ResNet-6 and the built-in data, 6 epochs of batch 64 at a one-cycle peak of 0.05.
+    /// ResNet-6 and the built-in data, 6 epochs of batch 64 at a one-cycle peak of 0.05 with
+    /// SGD, as its run saves them (resolved; the optimizer keys that came with AdamW say
+    /// SGD, no smoothing, no clipping, no warm-up).
     #[test]
     fn the_main_job_is_unchanged() {
         let expected = "model = \"resnet6\"\ndata = \"builtin\"\nepochs = 6\nbatch = 64\nlr = 0.05\n\
-            schedule = \"onecycle\"\nmomentum = 0.9\nweight_decay = 0.0005\nnesterov = false\naugment = \"auto\"\n\
-            seed = 0\ncuttlefish = true\nfactorize = \"auto\"\nfrobenius_decay = 0.0001\nextra_bn = false\n\
-            rank_floor = 0.0\nreport_every = 20\n";
-        assert_eq!(toml::to_string(&TrainArgs::main_job().run).unwrap(), expected);
+            schedule = \"onecycle\"\nwarmup_epochs = 0.0\noptimizer = \"sgd\"\nmomentum = 0.9\nweight_decay = 0.0005\n\
+            nesterov = false\nbeta1 = 0.9\nbeta2 = 0.999\nadam_eps = 0.00000001\nlabel_smoothing = 0.0\nclip_grad = 0.0\n\
+            augment = \"auto\"\nseed = 0\ncuttlefish = true\nfactorize = \"auto\"\nfrobenius_decay = 0.0001\n\
+            extra_bn = false\nrank_floor = 0.0\nreport_every = 20\n";
+        assert_eq!(toml::to_string(&TrainArgs::main_job().run.resolved()).unwrap(), expected);
+        // Unresolved, the model-dependent keys are absent (the model's defaults).
+        let bare = toml::to_string(&TrainArgs::main_job().run).unwrap();
+        assert!(!bare.contains("epochs") && !bare.contains("optimizer"), "{bare}");
     }
 
     #[test]
@@ -144,9 +150,15 @@ mod tests {
         let mut a = parse(&["--train-subset", "300", "--schedule", "multistep", "--out", "x"]).run;
         a.factorize = FactorizeMode::List(vec!["conv2".into(), "conv3".into()]);
         a.rewarm_epochs = Some(1);
-        assert_eq!(a.schedule, Schedule::MultiStep);
+        assert_eq!(a.schedule, Some(Schedule::MultiStep));
         let back: RunConfig = toml::from_str(&to_toml(&a)).unwrap();
         assert_eq!(back, a);
+        let r = a.resolved();
+        assert_eq!(toml::from_str::<RunConfig>(&to_toml(&r)).unwrap(), r);
+        // The transformer flags parse.
+        let t = parse(&["--model", "vit-mini", "--optimizer", "adamw", "--clip-grad", "1", "--warmup-epochs", "0.5"]);
+        assert_eq!((t.run.clip_grad, t.run.warmup_epochs), (Some(1.0), Some(0.5)));
+        assert_eq!(t.run.optimizer, Some(cuttle::train::OptimizerKind::AdamW));
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl Cuttlefish {
                 .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
                 .collect();
             let (net, regularisers) = cf.low_rank_net(gpu, trainer, &factors)?;
-            trainer.replace_net(gpu, net, regularisers);
+            trainer.replace_net(gpu, net, regularisers)?;
             cf.switched = Some(report);
         }
         Ok(cf)
@@ -370,7 +370,10 @@ impl Cuttlefish {
             }
         }
         net.params.weights.write(gpu, &flat);
-        net.params.momentum.write(gpu, &vec![0.0f32; net.params.momentum.len()]);
+        // A fresh optimizer, as the reference builds at the switch: every moment zero and
+        // AdamW's step count back to 0 (`Trainer::replace_net`, which allocates AdamW's
+        // second moment for the new net).
+        net.params.clear_optimizer_state(gpu);
         // BatchNorm running statistics carry over; extra BatchNorms start fresh.
         let old_bn: HashMap<&str, &Tensor> = trainer.net.bn_states().map(|b| (b.prefix.as_str(), &b.running)).collect();
         let copies: Vec<(&Tensor, &Tensor)> =
@@ -386,7 +389,7 @@ impl Cuttlefish {
             macs_after: net.graph.macs(),
             seconds: 0.0,
         };
-        trainer.replace_net(gpu, net, regularisers);
+        trainer.replace_net(gpu, net, regularisers)?;
         // The reference CIFAR recipe: the switch epoch at 1/8 of the rate, rising linearly
         // back to the schedule over the re-warm epochs.
         let r = self.cfg.rewarm_epochs;

@@ -23,6 +23,8 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("sgd", include_str!("../../shaders/sgd.wgsl")),
+    ("adamw", include_str!("../../shaders/adamw.wgsl")),
+    ("clip", include_str!("../../shaders/clip.wgsl")),
     ("augment", include_str!("../../shaders/augment.wgsl")),
     ("srank", include_str!("../../shaders/srank.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),

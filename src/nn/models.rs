@@ -177,7 +177,8 @@ pub fn default_input(model: &str) -> [usize; 3] {
     }
 }
 
-/// Transformers train with AdamW and their own defaults; CNNs with SGD.
+/// Whether `model` names a vision transformer (ViT, DeiT): its runs take the transformer
+/// defaults (AdamW, cosine with warm-up, label smoothing; `train::ModelDefaults`).
 pub fn is_transformer(model: &str) -> bool {
     model.starts_with("vit") || model.starts_with("deit")
 }

@@ -1,5 +1,6 @@
-//! All parameters of a model in one flat buffer, with their gradients and momentum in two
-//! more of the same layout, so the optimizer updates everything in one dispatch.
+//! All parameters of a model in one flat buffer, with their gradients and the optimizer's
+//! state (momentum or AdamW's first moment; AdamW's second moment, allocated only for
+//! AdamW) in more of the same layout, so the optimizer updates everything in one dispatch.
 //!
 //! Layout: parameters that take weight decay first, then the exempt ones; each starts at
 //! a multiple of the device's storage-offset alignment so it can be bound on its own.
@@ -37,7 +38,10 @@ pub struct ParamStore {
     pub n_decay: usize,
     pub weights: Tensor,
     pub grads: Tensor,
+    /// SGD's momentum buffer, or AdamW's first moment.
     pub momentum: Tensor,
+    /// AdamW's second moment; None for SGD (see [`ParamStore::add_second_moment`]).
+    pub second_moment: Option<Tensor>,
 }
 
 impl ParamStore {
@@ -63,7 +67,16 @@ impl ParamStore {
             weights: Tensor::zeros(gpu, "parameters", &[len])?,
             grads: Tensor::zeros(gpu, "gradients", &[len])?,
             momentum: Tensor::zeros(gpu, "momentum", &[len])?,
+            second_moment: None,
         })
+    }
+
+    /// Allocates AdamW's second moment (zero), once: a no-op when it exists.
+    pub fn add_second_moment(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        if self.second_moment.is_none() {
+            self.second_moment = Some(Tensor::zeros(gpu, "second-moment", &[self.weights.len()])?);
+        }
+        Ok(())
     }
 
     /// Every parameter, indexed by `ParamId`.
@@ -115,10 +128,17 @@ impl ParamStore {
         flat
     }
 
-    /// Sets every parameter to its initial value and clears the momentum.
+    /// Sets every parameter to its initial value and clears the optimizer state.
     pub fn initialise(&self, gpu: &Gpu, seed: u64) {
         self.weights.write(gpu, &self.initial_values(seed));
-        self.momentum.write(gpu, &vec![0.0f32; self.momentum.len()]);
+        self.clear_optimizer_state(gpu);
+    }
+
+    /// Zeroes the momentum / first moment and the second moment (a fresh optimizer).
+    pub fn clear_optimizer_state(&self, gpu: &Gpu) {
+        for t in std::iter::once(&self.momentum).chain(&self.second_moment) {
+            t.write(gpu, &vec![0.0f32; t.len()]);
+        }
     }
 
     /// Reads every parameter to the host: (name, shape, values) by `ParamId`.
@@ -126,7 +146,7 @@ impl ParamStore {
         self.read_buffer(gpu, &self.weights).await
     }
 
-    /// Reads one of the flat buffers (weights, gradients, momentum) split by parameter.
+    /// Reads one of the flat buffers (weights, gradients, optimizer state) split by parameter.
     pub async fn read_buffer(&self, gpu: &Gpu, buf: &Tensor) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, GpuError> {
         let flat = read_f32(gpu, &[buf]).await?.remove(0);
         Ok(self.split(&flat).map(|(p, v)| (p.spec.name.clone(), p.spec.shape.clone(), v.to_vec())).collect())

@@ -1,7 +1,10 @@
-//! Softmax cross-entropy with accuracy count (`shaders/loss.wgsl`).
+//! Softmax cross-entropy with label smoothing and accuracy count (`shaders/loss.wgsl`).
 //!
-//! logits (B, K), labels (B,) → dlogits (B, K) = (softmax − onehot)/valid for the first
+//! logits (B, K), labels (B,) → dlogits (B, K) = (softmax − target)/valid for the first
 //! `valid` rows (0 for the rest), and totals (4,) += [Σ loss, Σ correct, valid, 1].
+//! The target is PyTorch's `label_smoothing`: (1 − ε)·onehot + ε/K, and the loss of a row
+//! Σ −target·log softmax; ε = 0 is plain cross-entropy (evaluation always uses 0, so the
+//! test loss is plain cross-entropy while the training loss is the smoothed one).
 //! Loss is the mean over valid rows; "correct" counts rows whose first argmax is the label.
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -12,31 +15,41 @@ pub struct Params {
     pub batch: u32,
     pub classes: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// ε in [0, 1).
+    pub smoothing: f32,
 }
 
 pub const WRITE_GRAD: u32 = 1;
 
-/// `step` is the (1,) StepState tensor; `dlogits` is written only when `train`.
+/// `step` is the (8,) StepState tensor; `dlogits` is written only when `train`;
+/// `smoothing` is ε (0: plain cross-entropy).
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy(
     gpu: &Gpu,
     label: &str,
     (batch, classes): (usize, usize),
     train: bool,
+    smoothing: f32,
     logits: &Tensor,
     labels: &Tensor,
     step: &Tensor,
     dlogits: &Tensor,
     totals: &Tensor,
 ) -> Dispatch {
-    let p = Params { batch: batch as u32, classes: classes as u32, flags: if train { WRITE_GRAD } else { 0 }, _pad: 0 };
+    let flags = if train { WRITE_GRAD } else { 0 };
+    let p = Params { batch: batch as u32, classes: classes as u32, flags, smoothing };
     Dispatch::new(gpu, label, ("loss", "cross_entropy"), &[], &p, &[logits, labels, step, dlogits, totals], [1, 1, 1])
 }
 
 pub mod cpu {
-    /// (mean loss over valid rows, correct count, dlogits).
-    pub fn cross_entropy(classes: usize, valid: usize, logits: &[f64], labels: &[u32]) -> (f64, usize, Vec<f64>) {
+    /// (mean loss over valid rows, correct count, dlogits) with label smoothing `eps`.
+    pub fn cross_entropy(
+        classes: usize,
+        valid: usize,
+        eps: f64,
+        logits: &[f64],
+        labels: &[u32],
+    ) -> (f64, usize, Vec<f64>) {
         let batch = labels.len();
         let mut loss = 0.0;
         let mut correct = 0;
@@ -47,10 +60,13 @@ pub mod cpu {
             let arg = row.iter().position(|&v| v == mx).unwrap();
             let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
             let l = labels[r] as usize;
-            loss += z.ln() + mx - row[l];
+            let target = |j: usize| (1.0 - eps) * (j == l) as u8 as f64 + eps / classes as f64;
+            let lse = z.ln() + mx;
+            // Σ_j −target_j · log softmax_j, with log softmax_j = z_j − lse.
+            loss += (0..classes).map(|j| target(j) * (lse - row[j])).sum::<f64>();
             correct += (arg == l) as usize;
             for j in 0..classes {
-                d[r * classes + j] = ((row[j] - mx).exp() / z - (j == l) as u8 as f64) / valid as f64;
+                d[r * classes + j] = ((row[j] - mx).exp() / z - target(j)) / valid as f64;
             }
         }
         (loss / valid as f64, correct, d)

@@ -1,7 +1,9 @@
 //! Fused SGD with momentum (and optional Nesterov) over every parameter at once
 //! (`shaders/sgd.wgsl`). Parameters, gradients and momentum are flat (len,) buffers;
 //! indices below `n_decay` take weight decay, the rest (BatchNorm γ/β, biases) do not.
-//! The learning rate is read from the per-step state.
+//! The learning rate is read from the per-step state. With `clip` (the (2,) output of
+//! `ops::clip`, computed earlier in the same step) each gradient is first multiplied by
+//! the clipping factor; a factor of exactly 1 gives `update`'s bits (see sgd.wgsl).
 
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 
@@ -30,6 +32,8 @@ impl Default for SgdConfig {
     }
 }
 
+/// One step over the flat (len,) `weights` with their `grads` and `momentum`; `step` is the
+/// (8,) StepState tensor, `clip` the (2,) clipping output when clipping is on.
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     gpu: &Gpu,
@@ -39,6 +43,7 @@ pub fn update(
     grads: &Tensor,
     momentum: &Tensor,
     step: &Tensor,
+    clip: Option<&Tensor>,
 ) -> Dispatch {
     let len = weights.len();
     let p = Params {
@@ -50,15 +55,23 @@ pub fn update(
         weight_decay: cfg.weight_decay,
         _p: [0.0; 2],
     };
-    Dispatch::new(gpu, "sgd", ("sgd", "update"), &[], &p, &[weights, grads, momentum, step], grid_1d(len, 256))
+    let grid = grid_1d(len, 256);
+    match clip {
+        None => Dispatch::new(gpu, "sgd", ("sgd", "update"), &[], &p, &[weights, grads, momentum, step], grid),
+        Some(c) => {
+            let t = [weights, grads, momentum, step, c];
+            Dispatch::new(gpu, "sgd", ("sgd", "update_clipped"), &[], &p, &t, grid)
+        }
+    }
 }
 
 pub mod cpu {
     use super::SgdConfig;
-    /// One step in place, as PyTorch's SGD (dampening 0).
-    pub fn update(cfg: SgdConfig, lr: f64, n_decay: usize, w: &mut [f64], g: &[f64], v: &mut [f64]) {
+    /// One step in place, as PyTorch's SGD (dampening 0), the gradient multiplied by
+    /// `scale` (the clipping factor; 1 without clipping).
+    pub fn update(cfg: SgdConfig, lr: f64, scale: f64, n_decay: usize, w: &mut [f64], g: &[f64], v: &mut [f64]) {
         for i in 0..w.len() {
-            let mut d = g[i];
+            let mut d = g[i] * scale;
             if i < n_decay {
                 d += cfg.weight_decay as f64 * w[i];
             }

@@ -3,7 +3,8 @@
 //! Weights keep the PyTorch names of the reference models (`layer2.0.conv1.weight`;
 //! factorized layers as `....conv1.0.weight` / `....conv1.1.weight`), so the file also
 //! loads with `safetensors.torch.load_file`. Beside them: `momentum.<name>` (optimizer
-//! state), `<bn>.running_mean` / `<bn>.running_var`, `cuttlefish.probe` (the power
+//! state: SGD's momentum or AdamW's first moment), `second_moment.<name>` (AdamW only),
+//! `<bn>.running_mean` / `<bn>.running_var`, `cuttlefish.probe` (the power
 //! iteration's vectors), and two metadata strings: `cuttle`, the [`Meta`] struct as JSON
 //! (model, position, re-warm, Cuttlefish tracker and switch), and `crc32`, a CRC-32 of all
 //! tensor names, shapes and bytes.
@@ -45,6 +46,10 @@ pub struct RunState {
     pub epoch_totals: Totals,
     /// The learning-rate re-warm: (epoch, scale) pairs.
     pub lr_scale: Vec<(usize, f32)>,
+    /// Steps the optimizer has taken since it was created (AdamW's bias-correction count;
+    /// reset at the Cuttlefish switch). Absent in checkpoints from before AdamW: 0.
+    #[serde(default)]
+    pub optimizer_steps: u64,
     /// The Cuttlefish tracker and switch; None for a run without Cuttlefish.
     pub cuttlefish: Option<CuttlefishState>,
 }
@@ -104,7 +109,7 @@ impl Checkpoint {
         let tensors = self
             .tensors
             .iter()
-            .filter(|(n, _)| !n.starts_with("momentum.") && !n.starts_with("cuttlefish."))
+            .filter(|(n, _)| ["momentum.", "second_moment.", "cuttlefish."].iter().all(|p| !n.starts_with(p)))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
         Checkpoint { tensors, meta: Meta { model: self.meta.model.clone(), run: None } }

@@ -5,13 +5,23 @@
 //!
 //! Keys are the flags' names with `_` for `-` (`train_subset = 3000`). A missing key takes
 //! its default; an unknown key, or a value of the wrong type, is an error naming the key.
+//!
+//! Some defaults depend on the model ([`ModelDefaults`], the one place they are written):
+//! CNNs train with SGD and a one-cycle schedule as they always have, transformers
+//! (`is_transformer`: vit*, deit*) with AdamW, a warmed-up cosine schedule and label
+//! smoothing. Those fields are `Option`s here (None: the model's default) and are
+//! resolved once, by [`RunConfig::resolved`]: the CLI resolves before it saves a run's
+//! `config.toml` and prints its header, and the page's `Engine.options` returns the
+//! resolved options, so what a run shows and saves is what it trains with.
 //! This module is not the run directory (the CLI's `src/cli/config.rs`) nor the trainer's
 //! own settings: [`RunConfig::settings`] turns it into [`TrainConfig`] and
 //! [`CuttlefishConfig`].
 
 use crate::cuttlefish::{CuttlefishConfig, FactorizeMode};
+use crate::nn::models::is_transformer;
+use crate::ops::adamw::AdamWConfig;
 use crate::ops::sgd::SgdConfig;
-use crate::train::{AugmentKind, Schedule, TrainConfig};
+use crate::train::{AugmentKind, Optimizer, OptimizerKind, Schedule, TrainConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -19,6 +29,73 @@ use std::path::PathBuf;
 /// The browser page's presets, as JSON: `{name: partial RunConfig}` (missing keys take
 /// the defaults). `web/app.js` reads them through the wasm `Engine.presets()`.
 pub const PRESETS: &str = include_str!("presets.json");
+
+/// The defaults that depend on the model, written once here: [`ModelDefaults::CNN`] for
+/// every convolutional model (today's defaults, unchanged), [`ModelDefaults::TRANSFORMER`]
+/// for the vision transformers (a scaled-down DeiT recipe).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelDefaults {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub schedule: Schedule,
+    /// The cosine schedule's warm-up; a run on another schedule has none.
+    pub warmup_epochs: f32,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f32,
+    pub label_smoothing: f32,
+    /// Global gradient norm to clip to; 0 is off.
+    pub clip_grad: f32,
+}
+
+impl ModelDefaults {
+    /// ResNets, VGG, the small CNN: SGD (momentum 0.9, weight decay 5e-4, the
+    /// `SgdConfig` default) on a one-cycle schedule peaking at 0.05.
+    pub const CNN: ModelDefaults = ModelDefaults {
+        epochs: 6,
+        batch: 64,
+        lr: 0.05,
+        schedule: Schedule::OneCycle,
+        warmup_epochs: 0.0,
+        optimizer: OptimizerKind::Sgd,
+        weight_decay: 5e-4,
+        label_smoothing: 0.0,
+        clip_grad: 0.0,
+    };
+
+    /// ViT / DeiT: AdamW at 1e-3 with weight decay 0.05, cosine after one warm-up epoch,
+    /// label smoothing 0.1, no clipping.
+    pub const TRANSFORMER: ModelDefaults = ModelDefaults {
+        epochs: 8,
+        batch: 64,
+        lr: 1e-3,
+        schedule: Schedule::Cosine,
+        warmup_epochs: 1.0,
+        optimizer: OptimizerKind::AdamW,
+        weight_decay: 0.05,
+        label_smoothing: 0.1,
+        clip_grad: 0.0,
+    };
+
+    pub fn for_model(model: &str) -> ModelDefaults {
+        if is_transformer(model) {
+            ModelDefaults::TRANSFORMER
+        } else {
+            ModelDefaults::CNN
+        }
+    }
+}
+
+/// `--help` text of a flag whose default depends on the model.
+#[cfg(not(target_arch = "wasm32"))]
+fn per_model(what: &str, value: impl Fn(&ModelDefaults) -> String) -> String {
+    let (c, t) = (value(&ModelDefaults::CNN), value(&ModelDefaults::TRANSFORMER));
+    if c == t {
+        format!("{what} [default: {c}]")
+    } else {
+        format!("{what} [default: {c} for CNNs, {t} for transformers (vit*, deit*)]")
+    }
+}
 
 /// Everything a run is started with. `Default` is the CLI's behaviour without flags (the
 /// main job adds `cuttlefish = true`).
@@ -34,23 +111,61 @@ pub struct RunConfig {
     ///
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().data))]
     pub data: String,
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().epochs))]
-    pub epochs: usize,
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().batch))]
-    pub batch: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Epochs", |d| d.epochs.to_string())))]
+    pub epochs: Option<usize>,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Batch size", |d| d.batch.to_string())))]
+    pub batch: Option<usize>,
     /// Peak learning rate.
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().lr))]
-    pub lr: f32,
-    /// constant, multistep (x0.1 at 50% and 75%) or onecycle.
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().schedule))]
-    #[serde(with = "text")]
-    pub schedule: Schedule,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Peak learning rate", |d| d.lr.to_string())))]
+    pub lr: Option<f32>,
+    /// constant, multistep (x0.1 at 50% and 75%), onecycle or cosine (linear warm-up, then
+    /// cosine to lr/100 at the last step).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model(
+        "constant, multistep (x0.1 at 50% and 75%), onecycle, or cosine (linear warm-up from lr/1000, then cosine to lr/100 at the last step)",
+        |d| d.schedule.to_string())))]
+    #[serde(with = "opt_text")]
+    pub schedule: Option<Schedule>,
+    /// Warm-up epochs of the cosine schedule (fractional allowed, counted in steps).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model(
+        "Warm-up epochs of the cosine schedule (fractional allowed, counted in steps; other schedules have none)",
+        |d| d.warmup_epochs.to_string())))]
+    pub warmup_epochs: Option<f32>,
+    /// sgd (with --momentum, --nesterov) or adamw (with --beta1, --beta2, --adam-eps).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model(
+        "sgd (with --momentum, --nesterov) or adamw (with --beta1, --beta2, --adam-eps)",
+        |d| d.optimizer.to_string())))]
+    #[serde(with = "opt_text")]
+    pub optimizer: Option<OptimizerKind>,
+    /// SGD's momentum.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().momentum))]
     pub momentum: f32,
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().weight_decay))]
-    pub weight_decay: f32,
+    /// Weight decay (SGD: L2 added to the gradient; AdamW: decoupled).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model(
+        "Weight decay (SGD: added to the gradient; AdamW: decoupled), never on biases and norms",
+        |d| d.weight_decay.to_string())))]
+    pub weight_decay: Option<f32>,
+    /// Nesterov momentum (SGD only).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub nesterov: bool,
+    /// AdamW's β1.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().beta1))]
+    pub beta1: f32,
+    /// AdamW's β2.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().beta2))]
+    pub beta2: f32,
+    /// AdamW's eps.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().adam_eps))]
+    pub adam_eps: f32,
+    /// Label smoothing of the training loss (the test loss is plain cross-entropy).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model(
+        "Label smoothing of the training loss (the test loss stays plain cross-entropy)",
+        |d| d.label_smoothing.to_string())))]
+    pub label_smoothing: Option<f32>,
+    /// Clip the gradient to this global norm before each optimizer step (0: off).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_name = "MAX", help = per_model(
+        "Clip the gradient to this global norm before each optimizer step (0: off)",
+        |d| d.clip_grad.to_string())))]
+    pub clip_grad: Option<f32>,
     /// auto (crop+flip for RGB), none or crop-flip.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().augment))]
     #[serde(with = "text")]
@@ -97,17 +212,24 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        let sgd = SgdConfig::default();
+        let (sgd, adamw) = (SgdConfig::default(), AdamWConfig::default());
         RunConfig {
             model: "resnet6".into(),
             data: "builtin".into(),
-            epochs: 6,
-            batch: 64,
-            lr: 0.05,
-            schedule: Schedule::OneCycle,
+            epochs: None,
+            batch: None,
+            lr: None,
+            schedule: None,
+            warmup_epochs: None,
+            optimizer: None,
             momentum: sgd.momentum,
-            weight_decay: sgd.weight_decay,
+            weight_decay: None,
             nesterov: sgd.nesterov,
+            beta1: adamw.beta1,
+            beta2: adamw.beta2,
+            adam_eps: adamw.eps,
+            label_smoothing: None,
+            clip_grad: None,
             augment: AugmentKind::Auto,
             seed: 0,
             train_subset: None,
@@ -157,11 +279,52 @@ impl RunConfig {
         serde_json::from_value(merged.into()).map_err(|e| e.to_string())
     }
 
+    /// The settings whose default depends on the model: those given, the rest the model's
+    /// defaults. The cosine schedule's warm-up defaults to none on other schedules.
+    pub fn model_settings(&self) -> ModelDefaults {
+        let d = ModelDefaults::for_model(&self.model);
+        let schedule = self.schedule.unwrap_or(d.schedule);
+        let warmup = if schedule == Schedule::Cosine { d.warmup_epochs } else { 0.0 };
+        ModelDefaults {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch.unwrap_or(d.batch),
+            lr: self.lr.unwrap_or(d.lr),
+            schedule,
+            warmup_epochs: self.warmup_epochs.unwrap_or(warmup),
+            optimizer: self.optimizer.unwrap_or(d.optimizer),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+            label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
+            clip_grad: self.clip_grad.unwrap_or(d.clip_grad),
+        }
+    }
+
+    /// This config with every model-dependent default filled in: what a run saves, shows
+    /// and trains with. Resolving twice changes nothing; a resolved config keeps its values
+    /// if the model's defaults change later.
+    pub fn resolved(&self) -> RunConfig {
+        let m = self.model_settings();
+        RunConfig {
+            epochs: Some(m.epochs),
+            batch: Some(m.batch),
+            lr: Some(m.lr),
+            schedule: Some(m.schedule),
+            warmup_epochs: Some(m.warmup_epochs),
+            optimizer: Some(m.optimizer),
+            weight_decay: Some(m.weight_decay),
+            label_smoothing: Some(m.label_smoothing),
+            clip_grad: Some(m.clip_grad),
+            ..self.clone()
+        }
+    }
+
     /// The trainer's and (with `cuttlefish`) Cuttlefish's settings, checked: a setting
     /// that cannot train is an error naming it. `train_images` is the training set's size.
     pub fn settings(&self, train_images: usize) -> Result<(TrainConfig, Option<CuttlefishConfig>)> {
         let cfg = self.train_config();
         cfg.validate(train_images)?;
+        if self.nesterov && cfg.optimizer.kind() != OptimizerKind::Sgd {
+            return Err(Error::Config(format!("--nesterov needs --optimizer sgd, not {}", cfg.optimizer.kind())));
+        }
         if self.report_every == 0 {
             return Err(Error::Config("--report-every must be at least 1".into()));
         }
@@ -172,15 +335,34 @@ impl RunConfig {
         Ok((cfg, cf))
     }
 
-    /// The trainer's settings (unchecked; see [`RunConfig::settings`]).
+    /// The trainer's settings (unchecked; see [`RunConfig::settings`]), model defaults
+    /// resolved.
     pub fn train_config(&self) -> TrainConfig {
+        let m = self.model_settings();
+        let optimizer = match m.optimizer {
+            OptimizerKind::Sgd => Optimizer::Sgd(SgdConfig {
+                momentum: self.momentum,
+                weight_decay: m.weight_decay,
+                nesterov: self.nesterov,
+            }),
+            OptimizerKind::AdamW => Optimizer::AdamW(AdamWConfig {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.adam_eps,
+                weight_decay: m.weight_decay,
+            }),
+        };
         TrainConfig {
             model: self.model.clone(),
-            epochs: self.epochs,
-            batch: self.batch,
-            lr: self.lr,
-            schedule: self.schedule,
-            sgd: SgdConfig { momentum: self.momentum, weight_decay: self.weight_decay, nesterov: self.nesterov },
+            epochs: m.epochs,
+            batch: m.batch,
+            lr: m.lr,
+            schedule: m.schedule,
+            warmup_epochs: m.warmup_epochs,
+            optimizer,
+            // 0 is off; a negative or NaN norm stays, for `validate` to name.
+            clip_grad: (m.clip_grad != 0.0).then_some(m.clip_grad),
+            label_smoothing: m.label_smoothing,
             seed: self.seed,
             augment: self.augment,
             report_every: self.report_every,
@@ -189,7 +371,8 @@ impl RunConfig {
 
     /// Cuttlefish's settings: the defaults for the schedule with this config's choices.
     pub fn cuttlefish_config(&self) -> CuttlefishConfig {
-        let mut c = CuttlefishConfig::for_schedule(self.epochs, self.schedule);
+        let m = self.model_settings();
+        let mut c = CuttlefishConfig::for_schedule(m.epochs, m.schedule);
         c.factorize = self.factorize.clone();
         c.frobenius_decay = (self.frobenius_decay > 0.0).then_some(self.frobenius_decay);
         c.extra_bn = self.extra_bn;
@@ -198,6 +381,29 @@ impl RunConfig {
             c.rewarm_epochs = r;
         }
         c
+    }
+}
+
+/// As [`text`], for an `Option` of such a type (None: null in JSON, absent in TOML).
+mod opt_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
     }
 }
 
@@ -234,7 +440,9 @@ mod tests {
     fn json_round_trips() {
         let c = RunConfig {
             model: "cnn".into(),
-            schedule: Schedule::MultiStep,
+            schedule: Some(Schedule::MultiStep),
+            optimizer: Some(OptimizerKind::AdamW),
+            clip_grad: Some(1.0),
             factorize: FactorizeMode::List(vec!["conv2".into(), "conv3".into()]),
             train_subset: Some(300),
             out: Some("somewhere".into()),
@@ -242,6 +450,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(RunConfig::from_json(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+        let r = c.resolved();
+        assert_eq!(RunConfig::from_json(&serde_json::to_string(&r).unwrap()).unwrap(), r);
     }
 
     #[test]
@@ -250,8 +460,10 @@ mod tests {
         assert!(e.starts_with("unknown key `epoch`") && e.contains("report_every"), "{e}");
         let e = RunConfig::from_json(r#"{"epochs": "six"}"#).unwrap_err();
         assert!(e.starts_with("key `epochs`"), "{e}");
-        let e = RunConfig::from_json(r#"{"schedule": "cosine"}"#).unwrap_err();
+        let e = RunConfig::from_json(r#"{"schedule": "linear"}"#).unwrap_err();
         assert!(e.starts_with("key `schedule`") && e.contains("unknown schedule"), "{e}");
+        let e = RunConfig::from_json(r#"{"optimizer": "adam"}"#).unwrap_err();
+        assert!(e.starts_with("key `optimizer`") && e.contains("expected sgd or adamw"), "{e}");
         let e = RunConfig::from_json("[1]").unwrap_err();
         assert!(e.contains("not a JSON object"), "{e}");
     }
@@ -261,7 +473,14 @@ mod tests {
     fn the_settings_of_the_defaults_are_the_libraries_defaults() {
         let d = RunConfig::default();
         assert_eq!(d.train_config(), TrainConfig::default());
-        assert_eq!(d.cuttlefish_config(), CuttlefishConfig::for_schedule(d.epochs, d.schedule));
+        let m = d.model_settings();
+        assert_eq!(d.cuttlefish_config(), CuttlefishConfig::for_schedule(m.epochs, m.schedule));
+        assert_eq!(m, ModelDefaults::CNN, "the default model is a CNN");
+        // The CNN recipe's weight decay is SGD's own default; AdamW's betas and eps are
+        // the flags' defaults.
+        assert_eq!(ModelDefaults::CNN.weight_decay, SgdConfig::default().weight_decay);
+        let a = AdamWConfig::default();
+        assert_eq!((d.beta1, d.beta2, d.adam_eps), (a.beta1, a.beta2, a.eps));
         // Switches are flags that can only turn a setting on, so they must default to off.
         assert!(!d.nesterov && !d.cuttlefish && !d.extra_bn);
     }
@@ -275,6 +494,70 @@ mod tests {
         let c = RunConfig::default();
         assert!(c.settings(10).unwrap_err().to_string().contains("--batch 64 is larger"));
         assert!(c.settings(1000).unwrap().1.is_none(), "no Cuttlefish settings without cuttlefish");
+        let named = |c: RunConfig, flag: &str| {
+            let e = c.settings(1000).unwrap_err().to_string();
+            assert!(e.contains(flag), "expected {flag} in {e:?}");
+        };
+        let adamw = || RunConfig { optimizer: Some(OptimizerKind::AdamW), ..Default::default() };
+        named(RunConfig { beta1: 1.0, ..adamw() }, "--beta1");
+        named(RunConfig { beta2: -0.1, ..adamw() }, "--beta2");
+        named(RunConfig { adam_eps: 0.0, ..adamw() }, "--adam-eps");
+        named(RunConfig { nesterov: true, ..adamw() }, "--nesterov needs --optimizer sgd");
+        named(RunConfig { weight_decay: Some(-1.0), ..adamw() }, "--weight-decay");
+        named(RunConfig { momentum: 1.0, ..Default::default() }, "--momentum");
+        named(RunConfig { clip_grad: Some(-1.0), ..Default::default() }, "--clip-grad");
+        named(RunConfig { clip_grad: Some(f32::NAN), ..Default::default() }, "--clip-grad");
+        named(RunConfig { label_smoothing: Some(1.0), ..Default::default() }, "--label-smoothing");
+        named(RunConfig { warmup_epochs: Some(1.0), ..Default::default() }, "needs --schedule cosine");
+        let cosine = RunConfig { schedule: Some(Schedule::Cosine), ..Default::default() };
+        named(RunConfig { warmup_epochs: Some(-1.0), ..cosine.clone() }, "--warmup-epochs");
+        named(RunConfig { warmup_epochs: Some(7.0), ..cosine.clone() }, "longer than the run");
+        assert!(RunConfig { warmup_epochs: Some(0.5), ..cosine }.settings(1000).is_ok());
+        assert!(RunConfig { clip_grad: Some(0.0), ..Default::default() }.settings(1000).unwrap().0.clip_grad.is_none());
+    }
+
+    /// CNNs keep today's defaults exactly; transformers get theirs without flags; a flag
+    /// beats the model's default; the resolved config is what trains.
+    #[test]
+    fn defaults_depend_on_the_model() {
+        for model in ["resnet6", "resnet18", "resnet8", "vgg19", "cnn"] {
+            let c = RunConfig { model: model.into(), ..Default::default() }.train_config();
+            let sgd = SgdConfig { momentum: 0.9, weight_decay: 5e-4, nesterov: false };
+            assert_eq!((c.epochs, c.batch, c.lr, c.schedule), (6, 64, 0.05, Schedule::OneCycle), "{model}");
+            assert_eq!(
+                (c.optimizer, c.clip_grad, c.label_smoothing, c.warmup_epochs),
+                (Optimizer::Sgd(sgd), None, 0.0, 0.0)
+            );
+        }
+        for model in ["vit-mini", "deit-tiny"] {
+            let run = RunConfig { model: model.into(), ..Default::default() };
+            let c = run.train_config();
+            let adamw = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+            assert_eq!((c.epochs, c.batch, c.lr, c.schedule), (8, 64, 1e-3, Schedule::Cosine), "{model}");
+            assert_eq!(
+                (c.optimizer, c.clip_grad, c.label_smoothing, c.warmup_epochs),
+                (Optimizer::AdamW(adamw), None, 0.1, 1.0)
+            );
+            // Resolution fills every model-dependent key, once and for all.
+            let r = run.resolved();
+            assert_eq!(r.optimizer, Some(OptimizerKind::AdamW));
+            assert_eq!(
+                (r.lr, r.weight_decay, r.warmup_epochs, r.clip_grad),
+                (Some(1e-3), Some(0.05), Some(1.0), Some(0.0))
+            );
+            assert_eq!(r.resolved(), r);
+            assert_eq!(r.train_config(), c);
+            // Flags beat the model: SGD for a transformer, another schedule without warm-up.
+            let mine = RunConfig { optimizer: Some(OptimizerKind::Sgd), schedule: Some(Schedule::OneCycle), ..run };
+            let c = mine.train_config();
+            assert_eq!(
+                (c.optimizer.kind(), c.schedule, c.warmup_epochs),
+                (OptimizerKind::Sgd, Schedule::OneCycle, 0.0)
+            );
+            assert_eq!(c.optimizer.weight_decay(), 0.05, "the model's weight decay stays");
+            mine.settings(1000).unwrap();
+        }
+        assert!(is_transformer("vit-mini") && is_transformer("deit-tiny") && !is_transformer("resnet6"));
     }
 
     /// Each preset is a valid config for the built-in data set at its own subset sizes:
@@ -296,6 +579,10 @@ mod tests {
             crate::cuttlefish::run::check_layers(&g, &cf.factorize).unwrap_or_else(|e| panic!("preset {name}: {e}"));
         }
         let test = RunConfig::from_json(&presets["test"].to_string()).unwrap();
-        assert_eq!((test.model.as_str(), test.epochs, test.batch), ("cnn", 4, 50), "web/test/browser.mjs expects it");
+        assert_eq!(
+            (test.model.as_str(), test.epochs, test.batch),
+            ("cnn", Some(4), Some(50)),
+            "web/test/browser.mjs expects it"
+        );
     }
 }

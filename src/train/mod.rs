@@ -1,11 +1,13 @@
-//! Training: a run's options (`config`), the learning-rate schedule and the loop that
-//! replays a planned step.
+//! Training: a run's options (`config`), the learning-rate schedule, the optimizer and the
+//! loop that replays a planned step.
 
 pub mod checkpoint;
 pub mod config;
+pub mod optimizer;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::RunConfig;
+pub use config::{ModelDefaults, RunConfig};
+pub use optimizer::{Optimizer, OptimizerKind};
 pub use schedule::Schedule;
 pub use trainer::{AugmentKind, EpochReport, TrainConfig, Trainer};

@@ -1,16 +1,18 @@
 //! The training loop. A step is one command encoder and one submit: build the batch on the
-//! GPU, forward, loss, backward, SGD. The host writes 32 bytes of step state before each
+//! GPU, forward, loss, backward, the optimizer (optional gradient clipping, then SGD or
+//! AdamW; `super::optimizer`). The host writes 32 bytes of step state before each
 //! submit and nothing else; loss and accuracy totals accumulate on the GPU and are copied
 //! out every `report_every` steps (and at the end of an epoch) into one persistent staging
 //! buffer. Nothing is allocated inside the step loop.
 
 use super::checkpoint::{Checkpoint, Meta, RunState};
+use super::optimizer::{self, Optimizer};
 use super::Schedule;
 use crate::data::{epoch_permutation, Splits};
 use crate::gpu::{Dispatch, Gpu, Readback, Tensor};
 use crate::nn::{models::model_by_name, Graph, Net};
 use crate::ops::augment::{self, Augment, DeviceData};
-use crate::ops::sgd::{self, SgdConfig};
+use crate::ops::clip::GradClip;
 use crate::ops::{loss, StepState};
 use crate::{Error, Result};
 use web_time::Instant;
@@ -54,7 +56,13 @@ pub struct TrainConfig {
     pub batch: usize,
     pub lr: f32,
     pub schedule: Schedule,
-    pub sgd: SgdConfig,
+    /// Warm-up of the cosine schedule, in epochs (fractional allowed; 0 for the others).
+    pub warmup_epochs: f32,
+    pub optimizer: Optimizer,
+    /// Clip the gradient to this global norm before the optimizer; None: no clipping.
+    pub clip_grad: Option<f32>,
+    /// Label smoothing ε of the training loss (evaluation uses plain cross-entropy).
+    pub label_smoothing: f32,
     pub seed: u64,
     pub augment: AugmentKind,
     /// Read the loss totals back every this many steps (progress display, NaN check).
@@ -84,11 +92,48 @@ impl TrainConfig {
         if !self.lr.is_finite() || self.lr <= 0.0 {
             return bad(format!("--lr must be a positive finite number, not {}", self.lr));
         }
-        if !(0.0..1.0).contains(&self.sgd.momentum) || !self.sgd.weight_decay.is_finite() || self.sgd.weight_decay < 0.0
-        {
-            return bad("momentum must be in [0, 1) and weight decay a non-negative number".into());
+        self.optimizer.validate()?;
+        let w = self.warmup_epochs;
+        if !w.is_finite() || w < 0.0 {
+            return bad(format!("--warmup-epochs must be a non-negative number, not {w}"));
+        }
+        if w > 0.0 && self.schedule != Schedule::Cosine {
+            return bad(format!(
+                "--warmup-epochs {w} needs --schedule cosine (--schedule {} has no warm-up)",
+                self.schedule
+            ));
+        }
+        if w > self.epochs as f32 {
+            return bad(format!("--warmup-epochs {w} is longer than the run (--epochs {})", self.epochs));
+        }
+        if let Some(c) = self.clip_grad {
+            if !c.is_finite() || c <= 0.0 {
+                return bad(format!("--clip-grad must be a positive finite norm (0 turns clipping off), not {c}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!("--label-smoothing must be in [0, 1), not {}", self.label_smoothing));
         }
         Ok(())
+    }
+
+    /// The run's optimization settings in one line, for its header.
+    pub fn summary(&self) -> String {
+        let warm = if self.schedule == Schedule::Cosine {
+            format!(", {} warm-up epochs", self.warmup_epochs)
+        } else {
+            String::new()
+        };
+        let clip = self.clip_grad.map_or("off".to_string(), |c| format!("at norm {c}"));
+        format!(
+            "{} epochs of batch {}, optimizer {}, lr {} ({} schedule{warm}), label smoothing {}, gradient clipping {clip}",
+            self.epochs,
+            self.batch,
+            self.optimizer.describe(),
+            self.lr,
+            self.schedule,
+            self.label_smoothing
+        )
     }
 }
 
@@ -160,6 +205,11 @@ pub struct Trainer {
     staging: Readback,
     train_step: Vec<Dispatch>,
     eval_step: Vec<Dispatch>,
+    /// Gradient clipping's buffers (with `cfg.clip_grad`), kept with the step that binds them.
+    clip: Option<GradClip>,
+    /// Optimizer steps taken since the optimizer was created (AdamW's t of the last step):
+    /// reset at the Cuttlefish switch, saved in checkpoints.
+    pub optimizer_steps: u64,
     pub steps_per_epoch: usize,
     pub augment: Augment,
     plain: Augment,
@@ -222,48 +272,76 @@ impl Trainer {
             net,
             train_step: vec![],
             eval_step: vec![],
+            clip: None,
+            optimizer_steps: 0,
             augment,
             plain,
             lr_scale: vec![],
         };
-        t.build_steps(gpu, vec![]);
+        t.build_steps(gpu, vec![])?;
         Ok(t)
     }
 
     /// Swaps in another network (the factorized one at the Cuttlefish switch) and rebuilds
     /// the step. `regularisers` run after backward and before the optimizer (Frobenius
-    /// decay). The new net's optimizer state starts from zero.
-    pub fn replace_net(&mut self, gpu: &Gpu, net: Net, regularisers: Vec<Dispatch>) {
+    /// decay).
+    ///
+    /// The optimizer is rebuilt as the reference rebuilds it at the switch (a new
+    /// `torch.optim.SGD` / `AdamW` over the new parameters): momentum or first moment and
+    /// second moment start at zero — the new net's buffers are freshly allocated zeros —
+    /// and AdamW's step count goes back to 0, so the first low-rank step is t = 1 with
+    /// full bias correction. (A resumed run then loads both from its checkpoint.)
+    pub fn replace_net(&mut self, gpu: &Gpu, net: Net, regularisers: Vec<Dispatch>) -> Result<()> {
         assert_eq!(net.batch, self.cfg.batch, "replacement net batch size");
         self.net = net;
-        self.build_steps(gpu, regularisers);
+        self.optimizer_steps = 0;
+        self.build_steps(gpu, regularisers)
     }
 
-    fn build_steps(&mut self, gpu: &Gpu, regularisers: Vec<Dispatch>) {
+    /// Plans the training and evaluation steps of `self.net` (plan time: allocates the
+    /// optimizer's buffers for this net, once).
+    fn build_steps(&mut self, gpu: &Gpu, regularisers: Vec<Dispatch>) -> Result<()> {
+        let (optimizer_step, clip) =
+            optimizer::plan(gpu, self.cfg.optimizer, self.cfg.clip_grad, &mut self.net.params, &self.step_state)?;
         let net = &self.net;
         let (b, k) = (self.cfg.batch, net.graph.classes);
         let (x, labels, st) = (net.input(), &net.labels, &self.step_state);
-        let p = &net.params;
+        let eps = self.cfg.label_smoothing;
         let mut train_step =
             vec![augment::batch(gpu, "batch", &self.train_data, &self.augment, b, &self.perm, st, x, labels)];
         train_step.extend(net.forward_train.iter().cloned());
-        let ce = loss::cross_entropy(gpu, "loss", (b, k), true, net.logits(), labels, st, net.dlogits(), &self.totals);
+        let (logits, dlogits) = (net.logits(), net.dlogits());
+        let ce = loss::cross_entropy(gpu, "loss", (b, k), true, eps, logits, labels, st, dlogits, &self.totals);
         train_step.push(ce);
         train_step.extend(net.backward.iter().cloned());
         train_step.extend(regularisers);
-        train_step.push(sgd::update(gpu, self.cfg.sgd, p.n_decay, &p.weights, &p.grads, &p.momentum, st));
+        train_step.extend(optimizer_step);
 
         let (data, order) = (&self.test_data, &self.test_order);
         let mut eval_step = vec![augment::batch(gpu, "eval-batch", data, &self.plain, b, order, st, x, labels)];
         eval_step.extend(net.forward_eval.iter().cloned());
-        let ce =
-            loss::cross_entropy(gpu, "eval-loss", (b, k), false, net.logits(), labels, st, net.dlogits(), &self.totals);
+        // Evaluation: plain cross-entropy (ε = 0) whatever the training loss smooths.
+        let ce = loss::cross_entropy(
+            gpu,
+            "eval-loss",
+            (b, k),
+            false,
+            0.0,
+            net.logits(),
+            labels,
+            st,
+            net.dlogits(),
+            &self.totals,
+        );
         eval_step.push(ce);
         self.train_step = train_step;
         self.eval_step = eval_step;
+        self.clip = clip;
+        Ok(())
     }
 
-    /// Weights, momentum, BatchNorm running statistics and the re-warm state, at `at`.
+    /// Weights, optimizer state (momentum or both AdamW moments, and the step count),
+    /// BatchNorm running statistics and the re-warm state, at `at`.
     pub async fn checkpoint(&self, gpu: &Gpu, at: Position) -> Result<Checkpoint> {
         let mut ck = Checkpoint::default();
         let p = &self.net.params;
@@ -272,6 +350,11 @@ impl Trainer {
         }
         for (name, shape, v) in p.read_buffer(gpu, &p.momentum).await? {
             ck.tensors.insert(format!("momentum.{name}"), (shape, v));
+        }
+        if let Some(second) = &p.second_moment {
+            for (name, shape, v) in p.read_buffer(gpu, second).await? {
+                ck.tensors.insert(format!("second_moment.{name}"), (shape, v));
+            }
         }
         let running: Vec<&Tensor> = self.net.bn_states().map(|b| &b.running).collect();
         for (b, v) in self.net.bn_states().zip(crate::gpu::read_f32(gpu, &running).await?) {
@@ -286,6 +369,7 @@ impl Trainer {
                 step_in_epoch: at.step,
                 epoch_totals: at.totals,
                 lr_scale: self.lr_scale.clone(),
+                optimizer_steps: self.optimizer_steps,
                 cuttlefish: None,
             }),
         };
@@ -304,9 +388,19 @@ impl Trainer {
         let p = &self.net.params;
         let mut flat = vec![0.0f32; p.weights.len()];
         let mut mom = vec![0.0f32; p.momentum.len()];
+        let mut second = p.second_moment.as_ref().map(|t| vec![0.0f32; t.len()]);
+        if second.is_some() && !ck.tensors.keys().any(|n| n.starts_with("second_moment.")) {
+            return Err(
+                bad("it has no AdamW second moments (`second_moment.*`): was the run trained with SGD?".into()),
+            );
+        }
         for stored in p.all() {
             let (spec, off) = (&stored.spec, stored.offset);
-            for (name, dst) in [(spec.name.clone(), &mut flat), (format!("momentum.{}", spec.name), &mut mom)] {
+            let mut buffers = vec![(spec.name.clone(), &mut flat), (format!("momentum.{}", spec.name), &mut mom)];
+            if let Some(s) = second.as_mut() {
+                buffers.push((format!("second_moment.{}", spec.name), s));
+            }
+            for (name, dst) in buffers {
                 let (shape, v) = ck.tensor(path, &name)?;
                 if *shape != spec.shape {
                     return Err(bad(format!("tensor `{name}` has shape {shape:?}, the model needs {:?}", spec.shape)));
@@ -316,6 +410,10 @@ impl Trainer {
         }
         p.weights.write(gpu, &flat);
         p.momentum.write(gpu, &mom);
+        if let (Some(t), Some(v)) = (&p.second_moment, &second) {
+            t.write(gpu, v);
+        }
+        self.optimizer_steps = run.optimizer_steps;
         for b in self.net.bn_states() {
             let (_, m) = ck.tensor(path, &format!("{}.running_mean", b.prefix))?;
             let (_, v) = ck.tensor(path, &format!("{}.running_var", b.prefix))?;
@@ -341,7 +439,9 @@ impl Trainer {
         self.train_step.len()
     }
 
+    /// The per-step state; the optimizer's terms are those of its step `optimizer_steps`.
     fn state(&self, step: usize, epoch: usize, valid: usize, lr: f32) -> StepState {
+        let (step_size, bc2_sqrt) = self.cfg.optimizer.step_terms(lr, self.optimizer_steps);
         StepState {
             step: step as u32,
             epoch: epoch as u32,
@@ -349,7 +449,8 @@ impl Trainer {
             lr,
             seed_lo: self.cfg.seed as u32,
             seed_hi: (self.cfg.seed >> 32) as u32,
-            _pad: [0; 2],
+            step_size,
+            bc2_sqrt,
         }
     }
 
@@ -372,7 +473,8 @@ impl Trainer {
     /// The rate used at step `step` of epoch `epoch`.
     pub fn lr_at(&self, epoch: usize, step: usize) -> f32 {
         let scale = self.lr_scale.iter().find(|(e, _)| *e == epoch).map_or(1.0, |s| s.1);
-        scale * self.cfg.schedule.lr(self.cfg.lr, epoch, step, self.cfg.epochs, self.steps_per_epoch)
+        let c = &self.cfg;
+        scale * c.schedule.lr(c.lr, epoch, step, c.epochs, self.steps_per_epoch, c.warmup_epochs)
     }
 
     /// Trains epoch `at.epochs_done` (0-based) from step `at.step` with the totals so far.
@@ -400,6 +502,7 @@ impl Trainer {
                 return Ok(Err(Position { epochs_done: epoch, step: s, totals }));
             }
             let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == steps;
+            self.optimizer_steps += 1;
             let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
             self.submit(gpu, &self.train_step, st, read);
             if read {
@@ -419,6 +522,7 @@ impl Trainer {
         let perm = epoch_permutation(self.train_data.n, self.cfg.seed, 0);
         self.perm.write(gpu, &perm);
         for s in 0..steps {
+            self.optimizer_steps += 1;
             let st = self.state(s % self.steps_per_epoch, 0, self.cfg.batch, self.cfg.lr);
             self.submit(gpu, &self.train_step, st, s + 1 == steps);
         }

@@ -97,6 +97,7 @@ pub fn check_net_gradients(gpu: &Gpu, net: Net, classes: usize, rng: &mut Rng, e
         "loss",
         (batch, classes),
         true,
+        0.0,
         net.logits(),
         &net.labels,
         &step,

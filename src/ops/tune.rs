@@ -165,9 +165,16 @@ fn key(views: Views, p: &Params, splits: usize) -> String {
     q.k_split = 0;
     let mut words: Vec<u32> = bytemuck::cast_slice(std::slice::from_ref(&q)).to_vec();
     let batched = if views.batched { "b" } else { "" };
-    if !views.batched {
-        // groups, a_stride, b_stride, c_stride, _pad: one zero stands where the padding was.
+    // The trailing words are groups, the three strides, the three first offsets and two
+    // pads. Keys keep the form they had before the offsets existed (cache files of earlier
+    // runs stay valid): unbatched GEMMs end with one zero where `groups` is; batched ones
+    // with the strides and one zero (where the padding was). The first offsets do not
+    // change which tile is fastest.
+    if views.batched {
         words.truncate(words.len() - 4);
+        *words.last_mut().expect("params words") = 0;
+    } else {
+        words.truncate(words.len() - 8);
         *words.last_mut().expect("params words") = 0;
     }
     let sizes: Vec<String> = words.iter().map(|w| w.to_string()).collect();

@@ -199,9 +199,10 @@ pub struct RunConfig {
     /// A BatchNorm between the two factors instead of Frobenius decay.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub extra_bn: bool,
-    /// Lower bound on each rank as a fraction of full rank.
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().rank_floor))]
-    pub rank_floor: f64,
+    /// Lower bound on each rank as a fraction of full rank [default: 0, or 0.5 for
+    /// transformers, the reference's DeiT floor].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub rank_floor: Option<f64>,
     /// Epochs of learning-rate re-warm after the switch [default: 5 with multistep, else 0].
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub rewarm_epochs: Option<usize>,
@@ -240,7 +241,7 @@ impl Default for RunConfig {
             factorize: FactorizeMode::Auto,
             frobenius_decay: 1e-4,
             extra_bn: false,
-            rank_floor: 0.0,
+            rank_floor: None,
             rewarm_epochs: None,
             report_every: 20,
         }
@@ -313,6 +314,7 @@ impl RunConfig {
             weight_decay: Some(m.weight_decay),
             label_smoothing: Some(m.label_smoothing),
             clip_grad: Some(m.clip_grad),
+            rank_floor: Some(self.cuttlefish_config().rank_floor),
             ..self.clone()
         }
     }
@@ -372,11 +374,13 @@ impl RunConfig {
     /// Cuttlefish's settings: the defaults for the schedule with this config's choices.
     pub fn cuttlefish_config(&self) -> CuttlefishConfig {
         let m = self.model_settings();
-        let mut c = CuttlefishConfig::for_schedule(m.epochs, m.schedule);
+        let mut c = CuttlefishConfig::for_model(is_transformer(&self.model), m.epochs, m.schedule);
         c.factorize = self.factorize.clone();
         c.frobenius_decay = (self.frobenius_decay > 0.0).then_some(self.frobenius_decay);
         c.extra_bn = self.extra_bn;
-        c.rank_floor = self.rank_floor;
+        if let Some(f) = self.rank_floor {
+            c.rank_floor = f;
+        }
         if let Some(r) = self.rewarm_epochs {
             c.rewarm_epochs = r;
         }

@@ -5,7 +5,9 @@
 
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
-use cuttle::ops::{augment, batchnorm, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState};
+use cuttle::ops::{
+    attention, augment, batchnorm, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState,
+};
 use std::mem::size_of;
 
 /// (shader, WGSL struct, Rust struct, its size).
@@ -26,6 +28,7 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("tokens", "PermuteParams", "tokens::PermuteParams", size_of::<tokens::PermuteParams>()),
     ("layernorm", "Params", "layernorm::Params", size_of::<layernorm::Params>()),
     ("softmax", "Params", "softmax::Params", size_of::<softmax::Params>()),
+    ("attention", "Params", "attention::Params", size_of::<attention::Params>()),
 ];
 
 #[test]

@@ -2,6 +2,7 @@
 //! for field the WGSL one), functions that build `Dispatch`es at plan time, and `mod cpu`
 //! with plain f64 references that the tests hold the GPU to.
 
+pub mod attention;
 pub mod augment;
 pub mod batchnorm;
 pub mod elementwise;

@@ -6,7 +6,8 @@
 use cuttle::cuttlefish::srank;
 use cuttle::gpu::SHADERS;
 use cuttle::ops::{
-    adamw, augment, batchnorm, clip, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens, StepState,
+    adamw, attention, augment, batchnorm, clip, elementwise, gemm, layernorm, loss, pool, sgd, softmax, tokens,
+    StepState,
 };
 use std::mem::size_of;
 
@@ -31,6 +32,7 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("tokens", "PermuteParams", "tokens::PermuteParams", size_of::<tokens::PermuteParams>()),
     ("layernorm", "Params", "layernorm::Params", size_of::<layernorm::Params>()),
     ("softmax", "Params", "softmax::Params", size_of::<softmax::Params>()),
+    ("attention", "Params", "attention::Params", size_of::<attention::Params>()),
 ];
 
 #[test]

@@ -178,6 +178,24 @@ fn vit_gradient_matches_finite_differences() {
     common::check_net_gradients(&gpu, net, classes, &mut rng, 2e-3);
 }
 
+/// The same check on 65 tokens (1x1 patches of 8x8 images), where attention takes the
+/// batched-GEMM path instead of the fused kernels.
+#[test]
+fn vit_gradient_matches_finite_differences_on_the_gemm_attention_path() {
+    let Some(gpu) = test_gpu() else { return };
+    let (batch, seed) = (2, 32);
+    let mut rng = Rng(seed);
+    let g = vit("vit-test", [1, 8, 8], 4, Vit { patch: 1, dim: 8, depth: 2, heads: 2, mlp: 8 }).unwrap();
+    assert!(
+        g.shape(g.nodes.iter().find(|n| matches!(n.op, Op::Attention(_))).unwrap().output).0[0]
+            >= attention::FUSED_BELOW_TOKENS
+    );
+    let classes = g.classes;
+    let net = Net::new(&gpu, g, batch).unwrap();
+    perturb(&gpu, &net, &mut rng, seed);
+    common::check_net_gradients(&gpu, net, classes, &mut rng, 2e-3);
+}
+
 /// Factorizing linear layers at full rank (SVD factors, bias on the second factor) leaves
 /// the network's output unchanged.
 #[test]

@@ -30,6 +30,7 @@ pub const SHADERS: &[(ShaderId, &str)] = &[
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
 ];
 
 type Key = (ShaderId, String, Vec<(String, u64)>);

@@ -3,6 +3,7 @@
 //! with plain f64 references that the tests hold the GPU to.
 
 pub mod adamw;
+pub mod attention;
 pub mod augment;
 pub mod batchnorm;
 pub mod clip;

@@ -1,17 +1,25 @@
 //! Multi-head self-attention (`graph::Attention`) on a fused q/k/v activation:
 //! qkv (B, T, 3·D) laid out (B, T, 3, H, d) as timm's `qkv` linear writes it, output
 //! (B, T, D) = the heads' softmax(Q Kᵀ/√d) V side by side, as timm's `proj` reads it.
+//! The probabilities P (B·H, T, T) are kept from forward to backward, not recomputed:
+//! at the lengths this engine trains (T ≤ 257) they cost T/d times an activation per
+//! layer, and recomputing them would add a third of the attention work to backward.
 //!
-//! The heads are gathered once into (3, B, H, T, d) so that each of the B·H products is a
-//! dense block and the four GEMMs of forward and backward are batched GEMMs over B·H
-//! (`gemm::matmul_batched`), one dispatch each. The probabilities P (B·H, T, T) are kept
-//! from forward to backward rather than recomputed: at the sizes this engine trains
-//! (T ≤ 257) they cost T/d times an activation per layer, and recomputing would add a
-//! third of the attention FLOPs to every backward.
+//! Two ways to run it, chosen by shape (measured on lavapipe, `examples/attention_bench`):
+//! - Short sequences (T < 64, d ≤ 64: vit-mini's T = 17): the fused kernels of
+//!   `ops::attention`, one dispatch forward and two backward, reading Q, K, V straight
+//!   from the qkv layout. Per-head products of 17x16x17 leave a GEMM tile mostly idle:
+//!   at B=64, T=17, H=4, d=16 fused forward+backward takes 21 ms against 210 ms, in a
+//!   fifth of the memory.
+//! - Longer ones (deit-tiny's T = 65 and up): the heads are gathered into (3, B, H, T, d)
+//!   and the four products are batched GEMMs over B·H (`gemm::matmul_batched`), which
+//!   use the GEMM core's tiles well (at B=8, T=65, H=3, d=64: 133 ms against the fused
+//!   kernel's 145 ms).
 
 use super::{Io, Steps};
 use crate::gpu::{GpuError, Tensor};
 use crate::nn::graph;
+use crate::ops::attention::{self as fused, AttnShape};
 use crate::ops::gemm::{self, Layout, Strides};
 use crate::ops::{softmax, tokens};
 
@@ -20,18 +28,45 @@ const SPLIT: [usize; 5] = [2, 0, 3, 1, 4];
 /// (B, H, T, d) <-> (B, T, H, d) (its own inverse).
 const MERGE: [usize; 4] = [0, 2, 1, 3];
 
+/// Sequences shorter than this take the fused kernels (where they fit).
+pub const FUSED_BELOW_TOKENS: usize = 64;
+
 pub struct Attention {
-    /// (3, B, H, T, d): Q, K and V per head, from forward to backward.
-    pub heads: Tensor,
+    /// (3, B, H, T, d): Q, K and V per head, from forward to backward (GEMM path only).
+    pub heads: Option<Tensor>,
     /// (B·H, T, T) softmax probabilities, from forward to backward.
     pub probs: Tensor,
 }
 
 pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attention, GpuError> {
-    let gpu = io.gpu;
     let [t, d3] = io.x[0].1.tokens().expect("[T, 3D] input");
-    let (b, h, dim) = (io.batch, op.heads, d3 / 3);
-    let dh = dim / h;
+    let s = AttnShape { batch: io.batch, tokens: t, heads: op.heads, head_dim: d3 / 3 / op.heads, causal: op.causal };
+    if t < FUSED_BELOW_TOKENS && fused::fused_fits(s) {
+        plan_fused(io, s, steps)
+    } else {
+        plan_gemm(io, s, steps)
+    }
+}
+
+/// The fused kernels: forward, then backward's two passes (per query row, per key row).
+pub fn plan_fused(io: &Io, s: AttnShape, steps: &mut Steps) -> Result<Attention, GpuError> {
+    let t_ = |name: &str, shape: &[usize]| Tensor::zeros(io.gpu, &format!("{}.{name}", io.name), shape);
+    let shape = [s.batch, s.heads, s.tokens, s.tokens];
+    let probs = t_("probs", &shape)?;
+    steps.forward([fused::forward(io.gpu, io.name, s, io.x(0), io.y, &probs)]);
+    if let Some(dx) = &io.dx[0] {
+        let ds = t_("scores.grad", &shape)?;
+        let name = io.backward_label();
+        steps.backward.extend(fused::backward(io.gpu, &name, s, io.x(0), &probs, io.dy, dx.t, dx.accumulate, &ds));
+    }
+    Ok(Attention { heads: None, probs })
+}
+
+/// The head permutes, batched GEMMs and the softmax kernels.
+pub fn plan_gemm(io: &Io, s: AttnShape, steps: &mut Steps) -> Result<Attention, GpuError> {
+    let gpu = io.gpu;
+    let (b, t, h, dh) = (s.batch, s.tokens, s.heads, s.head_dim);
+    let op = s;
     let g = b * h;
     let block = g * t * dh; // one of Q, K, V
     let t_ = |name: &str, shape: &[usize]| Tensor::zeros(gpu, &format!("{}.{name}", io.name), shape);
@@ -99,7 +134,7 @@ pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attenti
         let inv = tokens::inverse(&SPLIT);
         bwd.push(tokens::permute(gpu, &name, &[3, b, h, t, dh], &inv, &dheads, dx.t, dx.accumulate));
     }
-    Ok(Attention { heads, probs })
+    Ok(Attention { heads: Some(heads), probs })
 }
 
 /// The f64 reference of one attention forward, for tests: qkv (B, T, 3, H, d) -> (B, T, H·d).

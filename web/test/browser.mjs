@@ -103,6 +103,28 @@ try {
   check(m3 <= m2 * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
   check(problems.length === 0, problems.join('\n'));
 
+  // The vision transformer preset: trains through the switch, loss falls, and wasm
+  // memory stays flat over three runs in one tab.
+  await page.goto(`${url}?preset=vit-test&autostart=1`);
+  await finished();
+  let v = await state();
+  check(!v.error, `the ViT run reported an error: ${v.error}`);
+  const vEpochs = v.events.filter((e) => e.kind === 'epoch');
+  const vFirst = v.events.find((e) => e.kind === 'progress');
+  check(vEpochs.length === 4, `ViT: 4 epochs reported, got ${vEpochs.length}`);
+  check(vFirst && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1).report.train_loss}`);
+  check(v.events.some((e) => e.kind === 'switch'), 'the ViT run reaches the switch');
+  const vReport = v.events.find((e) => e.kind === 'report').report;
+  check(vReport.params_final < vReport.params_full, `the ViT report shows fewer parameters: ${JSON.stringify(vReport)}`);
+  await page.screenshot({ path: path.join(OUT, 'vit.png'), fullPage: true });
+  await page.evaluate(() => window.cuttleApp.start());
+  await page.evaluate(() => window.cuttleApp.start());
+  v = await state();
+  check(!v.error && v.memory.length === 3, `three ViT runs finished: ${v.error} ${v.memory}`);
+  check(v.memory[2] <= v.memory[1] * 1.02, `wasm memory flat across ViT runs: ${v.memory.join(', ')} bytes`);
+  check(problems.length === 0, problems.join('\n'));
+  const vitStepsPerS = vEpochs.map((e) => +e.steps_per_s.toFixed(2));
+
   // A lost device mid-run is reported on the page, not a silent hang.
   const fourth = page.evaluate(() => window.cuttleApp.start());
   await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
@@ -119,7 +141,8 @@ try {
     steps_per_s_by_epoch: stepsPerS.map((v) => +v.toFixed(2)), batch: 50,
     load_to_run_planned_s: +(planned.t / 1000).toFixed(2),
     load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), readback_after_steps: firstStep.steps,
-    wasm_memory_bytes: s.memory, wall_s: (Date.now() - t0) / 1000,
+    wasm_memory_bytes: s.memory, vit_steps_per_s_by_epoch: vitStepsPerS, vit_wasm_memory_bytes: v.memory,
+    wall_s: (Date.now() - t0) / 1000,
   }));
   code = 0;
 } catch (e) {

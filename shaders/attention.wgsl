@@ -34,8 +34,10 @@ struct Params {
 
 const WG: u32 = 64u;
 const MAXD: u32 = 64u;
-// The most negative finite f32: the running max before the first key.
-const LOWEST: f32 = -3.40282347e38;
+// Below any score: the running max before the first key.
+// (not -3.40282347e38, f32's lowest: naga writes that back as a decimal Tint reads as
+// out of range, and the browser rejects the whole shader).
+const LOWEST: f32 = -3.0e38;
 
 // The (batch, head, token) of row r.
 struct Row {

@@ -24,8 +24,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 const WG: u32 = 256u;
-// The most negative finite f32: the identity of max for invocations with no element.
-const LOWEST: f32 = -3.40282347e38;
+// Below any score: the identity of max for invocations with no element.
+// (not -3.40282347e38, f32's lowest: naga writes that back as a decimal Tint reads as
+// out of range, and the browser rejects the whole shader).
+const LOWEST: f32 = -3.0e38;
 var<workgroup> red: array<f32, 256>;
 
 // Sums red over each aligned segment of p.tpr slots into the segment's first slot.

@@ -82,3 +82,42 @@ fn every_shader_validates_and_translates() {
     eprintln!("{checked} entry-point translations checked");
     assert!(checked > 40);
 }
+
+/// The WGSL that naga writes back (what wgpu hands a browser after processing override
+/// constants) holds only numbers an f32 can represent: Tint rejects a shader with one it
+/// reads as out of range. f32's lowest, `-3.40282347e38`, comes back as
+/// -340282350000000000000000000000000000000f here and as
+/// -340282346999999984391321947108527833088.0 in the browser build, both beyond f32::MAX,
+/// and chromium rejected the attention shader.
+#[test]
+fn written_back_wgsl_has_only_f32_literals() {
+    for &(name, src) in SHADERS {
+        let module = naga::front::wgsl::parse_str(src).unwrap();
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all()).validate(&module).unwrap();
+        let constants: PipelineConstants = override_sets(name)[0].iter().map(|&(k, v)| (k.to_string(), v)).collect();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty()).unwrap();
+        let bytes = out.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let starts = bytes[i].is_ascii_digit()
+                && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+            if !starts {
+                i += 1;
+                continue;
+            }
+            let j = (i..bytes.len())
+                .find(|&j| {
+                    !(bytes[j].is_ascii_digit() || matches!(bytes[j], b'.' | b'e' | b'E' | b'+' | b'-'))
+                        || (matches!(bytes[j], b'+' | b'-') && !matches!(bytes[j - 1], b'e' | b'E'))
+                })
+                .unwrap_or(bytes.len());
+            // Every number (naga writes f32 values as `123.0`, `1e-5` or `3400..0f`).
+            let lit = &out[i..j];
+            let v: f64 = lit.parse().unwrap_or_else(|_| panic!("{name}: literal {lit:?}"));
+            assert!(v.abs() <= f32::MAX as f64, "{name}.wgsl: naga writes the literal {lit}, beyond f32's range");
+            i = j;
+        }
+    }
+}

@@ -15,5 +15,5 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx w
   rustup target add wasm32-unknown-unknown
 fi
 cargo build --lib --release --target wasm32-unknown-unknown
-wasm-bindgen --target web --no-typescript --out-dir web/pkg target/wasm32-unknown-unknown/release/cuttle.wasm
+wasm-bindgen --target web --no-typescript --out-dir web/pkg "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/cuttle.wasm"
 echo "built web/pkg ($(du -h web/pkg/cuttle_bg.wasm | cut -f1) of wasm)"

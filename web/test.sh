@@ -11,6 +11,7 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
 fi
 bash web/build.sh
 cargo build --bin cuttle
+export CUTTLE_BIN=${CUTTLE_BIN:-${CARGO_TARGET_DIR:-target}/debug/cuttle}
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 node web/test/browser.mjs
 # The same page in Firefox ESR (WebGPU by prefs; driven without playwright, see the file).

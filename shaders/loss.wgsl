@@ -6,13 +6,15 @@
 // and dlogits = (softmax - target) / valid. With eps = 0 the code takes the plain
 // cross-entropy path, whose arithmetic is the same as before smoothing existed.
 //
-// Only the first `step.valid` rows count (the last eval batch may be partial; its padding
+// Only the rows of the first `step.valid` samples count (the last eval batch may be partial; its padding
 // rows get zero gradient). The totals stay on the GPU and are read every few steps.
 
 struct Params {
-    batch: u32, classes: u32,
+    batch: u32, classes: u32,   // rows (samples x per_sample), classes
     flags: u32,      // bit 0: write the gradient (training)
     smoothing: f32,  // eps in [0, 1); 0 for evaluation
+    per_sample: u32, // rows per sample: 1, or T positions of a language model's window
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 // Written once per step by the host (ops::StepState); same struct in every shader.
@@ -22,10 +24,10 @@ struct Step {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;       // (B, classes)
-@group(0) @binding(2) var<storage, read> labels: array<u32>;       // (B,)
+@group(0) @binding(1) var<storage, read> logits: array<f32>;       // (rows, classes)
+@group(0) @binding(2) var<storage, read> labels: array<u32>;       // (rows,)
 @group(0) @binding(3) var<storage, read> step: Step;
-@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>; // (B, classes): (softmax - target) / valid
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>; // (rows, classes): (softmax - target) / valid
 @group(0) @binding(5) var<storage, read_write> totals: array<f32>;  // (4,): loss sum, correct, rows, batches
 
 var<workgroup> red_loss: array<f32, 256>;
@@ -34,7 +36,7 @@ var<workgroup> red_hit: array<f32, 256>;
 @compute @workgroup_size(256)
 fn cross_entropy(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
-    let valid = min(step.valid, p.batch);
+    let valid = min(step.valid * p.per_sample, p.batch);
     let smoothed = p.smoothing > 0.0;
     // Target probabilities: `on` for the label, `off` elsewhere (exactly 1 and 0 without
     // smoothing).

@@ -1,6 +1,7 @@
 // tokens.wgsl: data movement for transformers: axis permutes (attention heads), image
-// patches as token rows, class token + position embedding, taking the class token, and the
-// token-id lookup of a language model, with their backwards. Pure moves are bit exact
+// patches as token rows, class token + position embedding, taking the class token, the
+// token-id lookup of a language model, with their backwards, and a language model's batch
+// of text windows. Pure moves are bit exact
 // (loads and stores, at most one f32 add); the gradient sums loop in a fixed order.
 //
 // One invocation per output element everywhere, so every element is written by exactly one
@@ -34,6 +35,12 @@ struct Params {
     height: u32,    // patchify: H
     width: u32,     // patchify: W
     patch_size: u32, // patchify: p
+}
+
+// Written once per step by the host (ops::StepState); same struct in every shader.
+struct Step {
+    step: u32, epoch: u32, valid: u32, lr: f32,
+    seed_lo: u32, seed_hi: u32, step_size: f32, bc2_sqrt: f32,
 }
 
 @group(0) @binding(0) var<uniform> pp: PermuteParams;
@@ -229,5 +236,42 @@ fn lookup_backward_table(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     for (var n = 0u; n < n_tokens; n++) {
         if (min(tids[n], p.vocab - 1u) == v) { s += src[n * p.dim + d]; }
     }
-    dst[i] = s;
+    // Accumulate: a tied head wrote its gradient of the same table first.
+    if (accumulating(p.flags)) { dst[i] = dst[i] + s; } else { dst[i] = s; }
+}
+
+// A language model's batch: B windows of T token ids from a token stream, and their
+// targets (each position's next token). Training (p.start == 0): window b of the step
+// starts at a counter hash of (seed, epoch, step·B + b) modulo p.rows possible starts, so
+// a step is reproducible from the step state alone (data::text::window_start mirrors it).
+// Evaluation (p.start = stride > 0): window w = step·B + b starts at w·stride, clamped to
+// the last start: the same windows at every evaluation.
+// stream (n,) u32 ids, ids and labels (B·T,) u32, p.rows = n − T starts.
+@group(0) @binding(1) var<storage, read> wstream: array<u32>;
+@group(0) @binding(2) var<storage, read_write> wids: array<u32>;
+@group(0) @binding(5) var<storage, read_write> wlabels: array<u32>;
+@group(0) @binding(6) var<storage, read> wstep: Step;
+
+fn pcg(v: u32) -> u32 {
+    let s = v * 747796405u + 2891336453u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+@compute @workgroup_size(256)
+fn text_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.len) { return; }
+    let b = i / p.tokens;
+    let t = i % p.tokens;
+    let w = wstep.step * p.batch + b;
+    var start: u32;
+    if (p.start == 0u) {
+        let h = pcg(pcg(pcg(wstep.seed_lo ^ pcg(wstep.seed_hi)) ^ wstep.epoch) ^ w);
+        start = h % p.rows;
+    } else {
+        start = min(w * p.start, p.rows - 1u);
+    }
+    wids[i] = wstream[start + t];
+    wlabels[i] = wstream[start + t + 1u];
 }

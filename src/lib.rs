@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod nn;
 pub mod ops;
 pub mod rng;
+pub mod sample;
 pub mod session;
 pub mod train;
 #[cfg(target_arch = "wasm32")]

@@ -1,12 +1,12 @@
-//! The `cuttle` command line: train, info, bench.
+//! The `cuttle` command line: train, info, bench, eval, export, sample, serve.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::config::TrainArgs;
 use cli::rundir::RunDir;
 use cuttle::cuttlefish::CuttlefishConfig;
-use cuttle::data::{self, DataSpec};
+use cuttle::data::{self, DataSpec, Source, TextData};
 use cuttle::gpu::{list_adapters, Gpu, GpuOptions};
-use cuttle::nn::models::model_by_name;
+use cuttle::nn::models::{self, is_language_model, model_by_name};
 use cuttle::session::{EpochOutcome, Session};
 use cuttle::train::checkpoint::{self, Checkpoint};
 use cuttle::train::{RunConfig, TrainConfig};
@@ -39,9 +39,10 @@ enum Command {
         /// Print the parameters and multiply-adds of this model instead.
         #[arg(long)]
         model: Option<String>,
-        /// Classes of the model's head (with --model).
-        #[arg(long, default_value_t = 10)]
-        classes: usize,
+        /// Classes of the model's head, or a language model's vocabulary (with --model)
+        /// [default: 10, or 65 (Tiny Shakespeare's characters) for a language model].
+        #[arg(long)]
+        classes: Option<usize>,
     },
     /// Benchmarks printing JSON lines: `matmul` (GFLOP/s), `train` (images/s), `srank`.
     Bench(bench::BenchArgs),
@@ -62,6 +63,8 @@ enum Command {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+    /// Text from a language model run's last checkpoint (deterministic for a seed).
+    Sample(cli::sample::SampleArgs),
 }
 
 /// Says what choosing GEMM tiles by measurement cost, when it measured anything: the
@@ -92,9 +95,43 @@ fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     Ok(gpu)
 }
 
-/// The data set `c` names, with the requested class-balanced subsets.
-fn load_data(c: &RunConfig) -> Result<(DataSpec, data::Splits), cuttle::Error> {
-    let spec: DataSpec = c.data.parse().map_err(cuttle::Error::Config)?;
+/// A run's data in memory: image splits, or a language model's text.
+pub enum Loaded {
+    Images(data::Splits),
+    Text(TextData),
+}
+
+impl Loaded {
+    fn source(&self) -> Source<'_> {
+        match self {
+            Loaded::Images(s) => Source::Images(s),
+            Loaded::Text(t) => Source::Text(t),
+        }
+    }
+
+    /// Training samples the batch must fit in: images, or window starts.
+    fn train_count(&self, c: &RunConfig) -> usize {
+        match self {
+            Loaded::Images(s) => s.train.n,
+            Loaded::Text(t) => t.train.len().saturating_sub(c.resolved().context.unwrap_or(0)),
+        }
+    }
+}
+
+/// The data set `c` names, with the requested class-balanced subsets; a language model's
+/// text over `vocab` (a run's own, saved in its directory) when given.
+fn load_data(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<(DataSpec, Loaded), cuttle::Error> {
+    let spec: DataSpec = c.data().parse().map_err(cuttle::Error::Config)?;
+    if is_language_model(&c.model) {
+        if c.train_subset.is_some() || c.test_subset.is_some() {
+            return Err(cuttle::Error::Config("--train-subset and --test-subset are for images: a language model draws windows (--steps, --eval-batches)".into()));
+        }
+        let text = match (vocab, &spec) {
+            (Some(v), DataSpec::Text(p)) => TextData::load_with_vocab(p, v)?,
+            _ => data::load_text(&spec)?,
+        };
+        return Ok((spec, Loaded::Text(text)));
+    }
     let mut splits = data::load(&spec)?;
     if let Some(n) = c.train_subset {
         splits.train = splits.train.subset(n);
@@ -102,7 +139,19 @@ fn load_data(c: &RunConfig) -> Result<(DataSpec, data::Splits), cuttle::Error> {
     if let Some(n) = c.test_subset {
         splits.test = splits.test.subset(n);
     }
-    Ok((spec, splits))
+    Ok((spec, Loaded::Images(splits)))
+}
+
+/// The vocabulary a language model run saved (`vocab.json`), if any.
+fn run_vocab(dir: &std::path::Path) -> Result<Option<Vec<char>>, cuttle::Error> {
+    let path = dir.join(cli::sample::VOCAB_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => cli::sample::parse_vocab(&text)
+            .map(Some)
+            .map_err(|e| cuttle::Error::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(cuttle::Error::Config(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// Set by Ctrl-C: the training loop stops after the current step and checkpoints.
@@ -111,22 +160,31 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// A run's data and checked settings, before any GPU work.
 struct Plan {
     spec: DataSpec,
-    splits: data::Splits,
+    data: Loaded,
     cfg: TrainConfig,
     cf: Option<CuttlefishConfig>,
 }
 
 /// Loads the data and checks every setting, the model and its layer names, so that a
 /// typo fails at once on any machine.
-fn plan(c: &RunConfig) -> Result<Plan, cuttle::Error> {
-    let (spec, splits) = load_data(c)?;
-    let (cfg, cf) = c.settings(splits.train.n)?;
-    let t = &splits.train;
-    let graph = model_by_name(&c.model, [t.channels, t.height, t.width], t.classes).map_err(cuttle::Error::Config)?;
+fn plan(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<Plan, cuttle::Error> {
+    let (spec, data) = load_data(c, vocab)?;
+    let (cfg, cf) = c.settings(data.train_count(c))?;
+    let graph = match &data {
+        Loaded::Images(s) => {
+            let t = &s.train;
+            model_by_name(&c.model, [t.channels, t.height, t.width], t.classes)
+        }
+        Loaded::Text(t) => {
+            t.check_context(cfg.text.map_or(0, |x| x.context))?;
+            models::language_model(&c.model, c.context, t.vocab.len())
+        }
+    }
+    .map_err(cuttle::Error::Config)?;
     if let Some(cf) = &cf {
         cuttle::cuttlefish::run::check_layers(&graph, &cf.factorize)?;
     }
-    Ok(Plan { spec, splits, cfg, cf })
+    Ok(Plan { spec, data, cfg, cf })
 }
 
 fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error> {
@@ -137,8 +195,9 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         None => a.run,
     }
     .resolved();
-    let Plan { spec, splits, cfg, cf } = plan(&c)?;
     let out = cli::config::run_dir(&c);
+    let vocab = if resuming { run_vocab(&out)? } else { None };
+    let Plan { spec, data, cfg, cf } = plan(&c, vocab)?;
     let checkpoint = if resuming {
         let path = out.join(checkpoint::FILE);
         Some((Checkpoint::load(&path)?, path))
@@ -148,17 +207,20 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     let mut run = RunDir::create(&out, resuming)?;
     if !resuming {
         run.write(cli::config::FILE, &cli::config::to_toml(&c))?;
+        if let Loaded::Text(t) = &data {
+            run.write(cli::sample::VOCAB_FILE, &cli::sample::vocab_json(&t.vocab))?;
+        }
     }
 
     let gpu = gpu(cli_adapter)?;
     eprintln!("adapter: {}", gpu.adapter());
     let planning = std::time::Instant::now();
     let mut session = match &checkpoint {
-        Some((ck, path)) => pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, ck, path))?,
-        None => pollster::block_on(Session::new(&gpu, &splits, cfg, cf))?,
+        Some((ck, path)) => pollster::block_on(Session::resume(&gpu, data.source(), cfg, cf, ck, path))?,
+        None => pollster::block_on(Session::new(&gpu, data.source(), cfg, cf))?,
     };
     report_tuning(&gpu, planning);
-    describe(&session, &spec, &splits);
+    describe(&session, &spec, &data);
     if resuming {
         let at = session.at;
         eprintln!("resuming {} after epoch {}, step {}", out.display(), at.epochs_done, at.step);
@@ -191,16 +253,24 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
 }
 
 /// What the run trains, and (with Cuttlefish) when the ranks count as settled.
-fn describe(session: &Session, spec: &DataSpec, splits: &data::Splits) {
+fn describe(session: &Session, spec: &DataSpec, data: &Loaded) {
     let trainer = &session.trainer;
+    let sizes = match data {
+        Loaded::Images(s) => format!("{} train / {} test images", s.train.n, s.test.n),
+        Loaded::Text(t) => format!(
+            "{} train / {} validation characters, vocabulary {}, {} validation windows",
+            t.train.len(),
+            t.val.len(),
+            t.vocab.len(),
+            trainer.eval_samples()
+        ),
+    };
     eprintln!(
-        "model {} ({} parameters), data {} ({} train / {} test images), {} steps per epoch, {} dispatches per step",
+        "model {} ({} parameters), data {spec} ({sizes}), {} steps per {}, {} dispatches per step",
         trainer.cfg.model,
         session.params_full,
-        spec,
-        splits.train.n,
-        splits.test.n,
         trainer.steps_per_epoch,
+        if trainer.cfg.text.is_some() { "evaluation" } else { "epoch" },
         trainer.dispatches_per_step()
     );
     eprintln!("training: {}", trainer.cfg.summary());
@@ -270,7 +340,19 @@ fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: boo
     }
     let r = &o.report;
     let mut line = serde_json::to_value(r).expect("report serialises");
-    if !json {
+    if let (Some(tps), Some(t)) = (r.tokens_per_s, session.trainer.cfg.text) {
+        line["step"] = (r.epoch * t.eval_every).into();
+        if !json {
+            eprintln!(
+                "step {:>5}  train loss {:.4}  val loss {:.4} nats/char  {:.0} tokens/s  {:.1}s",
+                r.epoch * t.eval_every,
+                r.train_loss,
+                r.test_loss,
+                tps,
+                r.seconds
+            );
+        }
+    } else if !json {
         eprintln!(
             "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
             r.epoch,
@@ -370,7 +452,10 @@ fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
 }
 
 fn print_final(r: &cuttle::session::FinalReport) {
-    eprintln!("final: test accuracy {:.2}%", 100.0 * r.test_acc);
+    match r.val_loss {
+        Some(l) => eprintln!("final: validation loss {l:.4} nats per character"),
+        None => eprintln!("final: test accuracy {:.2}%", 100.0 * r.test_acc),
+    }
     eprintln!("  parameters {} -> {}", r.params_full, r.params_final);
     if let Some(converged) = r.converged {
         match r.switch_epoch {
@@ -390,30 +475,34 @@ fn load_run(
     adapter: &Option<String>,
     dir: &std::path::Path,
     data: Option<String>,
-) -> Result<(Gpu, Session), cuttle::Error> {
+) -> Result<(Gpu, Session, Loaded), cuttle::Error> {
     let mut c = cli::config::from_run_dir(dir)?.resolved();
     if let Some(d) = data {
-        c.data = d;
+        c.data = Some(d);
     }
     let path = dir.join(checkpoint::FILE);
     let ck = Checkpoint::load(&path)?;
-    let (_, splits) = load_data(&c)?;
-    c.batch = c.batch.map(|b| b.min(splits.train.n));
-    let (cfg, cf) = c.settings(splits.train.n)?;
+    let (_, data) = load_data(&c, run_vocab(dir)?)?;
+    let n = data.train_count(&c);
+    c.batch = c.batch.map(|b| b.min(n));
+    let (cfg, cf) = c.settings(n)?;
     let gpu = gpu(adapter)?;
-    let session = pollster::block_on(Session::resume(&gpu, &splits, cfg, cf, &ck, &path))?;
-    Ok((gpu, session))
+    let session = pollster::block_on(Session::resume(&gpu, data.source(), cfg, cf, &ck, &path))?;
+    Ok((gpu, session, data))
 }
 
 fn eval(adapter: &Option<String>, dir: &std::path::Path, data: Option<String>) -> Result<(), cuttle::Error> {
-    let (gpu, mut session) = load_run(adapter, dir, data)?;
+    let (gpu, mut session, _) = load_run(adapter, dir, data)?;
     let t = pollster::block_on(session.trainer.evaluate(&gpu))?;
     let (epochs, trainer) = (session.at.epochs_done, &session.trainer);
-    println!(
-        "{}",
-        serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
-            "test_loss": t.mean_loss(), "images": t.rows, "parameters": trainer.net.graph.param_count()})
-    );
+    let parameters = trainer.net.graph.param_count();
+    let line = match trainer.cfg.text {
+        Some(x) => serde_json::json!({"run": dir.display().to_string(), "steps_trained": epochs * x.eval_every,
+            "val_loss": t.mean_loss(), "tokens": t.rows, "parameters": parameters}),
+        None => serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
+            "test_loss": t.mean_loss(), "images": t.rows, "parameters": parameters}),
+    };
+    println!("{line}");
     Ok(())
 }
 
@@ -425,7 +514,38 @@ fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Err
     Ok(())
 }
 
-fn info(model: Option<String>, classes: usize) -> Result<(), cuttle::Error> {
+/// `cuttle sample`: the run's network at batch 1, fed its own output.
+fn sample(adapter: &Option<String>, a: cli::sample::SampleArgs) -> Result<(), cuttle::Error> {
+    let (gpu, session, data) = load_run(adapter, &a.run, None)?;
+    let Loaded::Text(text) = data else {
+        return Err(cuttle::Error::Config(format!("{} is not a language model run", a.run.display())));
+    };
+    let prompt = text.encode(&a.prompt).map_err(|c| {
+        cuttle::Error::Config(format!("--prompt: character {c:?} is not in the run's vocabulary"))
+    })?;
+    let mut sampler = cuttle::sample::Sampler::new(&gpu, &session.trainer.net.graph)?;
+    sampler.load_weights(&gpu, &session.trainer.net);
+    let ids = pollster::block_on(sampler.generate(&gpu, &prompt, a.tokens, a.temperature, a.seed))?;
+    println!("{}{}", a.prompt, text.decode(&ids));
+    Ok(())
+}
+
+fn info(model: Option<String>, classes: Option<usize>) -> Result<(), cuttle::Error> {
+    if let Some(m) = model.as_deref().filter(|m| is_language_model(m)) {
+        let classes = classes.unwrap_or(65);
+        let g = models::language_model(m, None, classes).map_err(cuttle::Error::Config)?;
+        let t = g.shape(cuttle::nn::Graph::INPUT).0[0];
+        println!(
+            "{m}: {} parameters, {:.4} GMAC per forward of a {t}-token window, vocabulary {classes}",
+            g.param_count(),
+            g.macs() as f64 / 1e9
+        );
+        for p in &g.params {
+            println!("  {:<40} {:?}", p.name, p.shape);
+        }
+        return Ok(());
+    }
+    let classes = classes.unwrap_or(10);
     if let Some(m) = model {
         let input = cuttle::nn::models::default_input(&m);
         let g = model_by_name(&m, input, classes).map_err(cuttle::Error::Config)?;
@@ -475,6 +595,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(&cli.adapter, b),
         Command::Eval { run, data } => eval(&cli.adapter, &run, data),
         Command::Export { run, to } => export(&run, &to),
+        Command::Sample(a) => sample(&cli.adapter, a),
         Command::Serve(a) => cli::serve::run(a),
     };
     match r {

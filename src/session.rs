@@ -4,7 +4,7 @@
 //! they differ only in how they show progress and where checkpoints go.
 
 use crate::cuttlefish::{Cuttlefish, CuttlefishConfig, SwitchReport};
-use crate::data::Splits;
+use crate::data::Source;
 use crate::gpu::Gpu;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::trainer::{EpochEnd, EpochReport, Position, Totals};
@@ -27,6 +27,9 @@ pub struct FinalReport {
     pub model: String,
     pub epochs: usize,
     pub test_acc: f32,
+    /// A language model's last validation loss (nats per token); None for image models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f32>,
     pub params_full: usize,
     pub params_final: usize,
     pub macs_full: usize,
@@ -53,12 +56,18 @@ pub struct Session {
     pub seconds_full_rank: f64,
     pub seconds_low_rank: f64,
     pub last_test_acc: f32,
+    pub last_test_loss: f32,
 }
 
 impl Session {
     /// A fresh run: weights from `cfg.seed` and, with Cuttlefish, the stable ranks at
     /// initialisation (see [`Session::initial_ranks`]).
-    pub async fn new(gpu: &Gpu, data: &Splits, cfg: TrainConfig, cf: Option<CuttlefishConfig>) -> Result<Session> {
+    pub async fn new<'a>(
+        gpu: &Gpu,
+        data: impl Into<Source<'a>>,
+        cfg: TrainConfig,
+        cf: Option<CuttlefishConfig>,
+    ) -> Result<Session> {
         let trainer = Trainer::new(gpu, data, cfg)?;
         let cuttlefish = match cf {
             Some(c) => Some(Cuttlefish::new(gpu, &trainer, c).await?),
@@ -69,9 +78,9 @@ impl Session {
 
     /// A run continued from a checkpoint (`path` names it in errors), onto the factorized
     /// net if it had switched.
-    pub async fn resume(
+    pub async fn resume<'a>(
         gpu: &Gpu,
-        data: &Splits,
+        data: impl Into<Source<'a>>,
         cfg: TrainConfig,
         cf: Option<CuttlefishConfig>,
         ck: &Checkpoint,
@@ -100,6 +109,7 @@ impl Session {
             seconds_full_rank: 0.0,
             seconds_low_rank: 0.0,
             last_test_acc: 0.0,
+            last_test_loss: 0.0,
         }
     }
 
@@ -140,6 +150,7 @@ impl Session {
             self.seconds_full_rank += report.seconds as f64;
         }
         self.last_test_acc = report.test_acc;
+        self.last_test_loss = report.test_loss;
         let mut stable_ranks = None;
         if let Some(cf) = self.cuttlefish.as_mut() {
             let s = cf.observe(gpu, epoch + 1).await?;
@@ -169,6 +180,7 @@ impl Session {
             model: self.trainer.cfg.model.clone(),
             epochs: self.trainer.cfg.epochs,
             test_acc: self.last_test_acc,
+            val_loss: self.trainer.cfg.text.map(|_| self.last_test_loss),
             params_full: self.params_full,
             params_final: g.param_count(),
             macs_full: self.macs_full,

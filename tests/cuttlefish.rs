@@ -223,7 +223,7 @@ fn factorized_reference_models_take_a_step() {
         let ce = loss::cross_entropy(
             &gpu,
             "loss",
-            (2, 10),
+            (2, 1, 10),
             true,
             0.0,
             net.logits(),

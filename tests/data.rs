@@ -1,4 +1,4 @@
-//! Tests of `cuttle::data`: every parser on small synthetic files with hand-checkable
+//! Tests of `cuttle::data`: every parser (images and text) on small synthetic files with hand-checkable
 //! pixels and labels, every bad-input case the parsers promise to catch (asserting the
 //! message names the file and the problem), the shuffle, subset and statistics helpers,
 //! and the real data sets where they are present (each skips with a printed reason
@@ -66,6 +66,8 @@ mod folder;
 mod idx;
 #[path = "data/real.rs"]
 mod real;
+#[path = "data/text.rs"]
+mod text;
 
 // ---------------------------------------------------------------------------------------
 // Spec strings

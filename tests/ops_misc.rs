@@ -163,7 +163,7 @@ fn cross_entropy_loss_grad_and_totals() {
         let (tl, tlab) = (t(&gpu, "logits", &logits), Tensor::from_slice(&gpu, "labels", &[b], &labels).unwrap());
         let step = step_tensor(&gpu, StepState { valid: valid as u32, ..Default::default() });
         let (td, tot) = (z(&gpu, "d", b * k), z(&gpu, "totals", 4));
-        let ce = loss::cross_entropy(&gpu, "ce", (b, k), true, eps as f32, &tl, &tlab, &step, &td, &tot);
+        let ce = loss::cross_entropy(&gpu, "ce", (b, 1, k), true, eps as f32, &tl, &tlab, &step, &td, &tot);
         gpu.run(&[ce]);
         assert_close("ce grad", &read(&gpu, &td), &d, 1e-6, 1e-4);
         let totals = read(&gpu, &tot);

@@ -352,14 +352,19 @@ fn lookup_and_backward_match_reference() {
         let (ttab, tpos, tdy, ty) =
             (t(&gpu, "table", &table), t(&gpu, "pos", &pos), t(&gpu, "dy", &dy), z(&gpu, "y", b * tt * d));
         let (tdtab, tdpos) = (t(&gpu, "dtable", &vec![7.0; v * d]), t(&gpu, "dpos", &vec![7.0; tmax * d]));
+        // And an accumulating table gradient (the tied head wrote it first).
+        let tdtab_acc = t(&gpu, "dtable-acc", &vec![7.0; v * d]);
         let mut ds = vec![tokens::lookup(&gpu, "lookup", shape, &tids, &ttab, &tpos, &ty)];
-        ds.extend(tokens::lookup_backward(&gpu, "lookup-b", shape, &tids, &tdy, &tdtab, &tdpos));
+        ds.extend(tokens::lookup_backward(&gpu, "lookup-b", shape, &tids, &tdy, &tdtab, false, &tdpos));
+        ds.extend(tokens::lookup_backward(&gpu, "lookup-acc", shape, &tids, &tdy, &tdtab_acc, true, &tdpos));
         gpu.run(&ds);
         let what = format!("lookup {shape:?}");
         assert_bits(&what, &read(&gpu, &ty), &cpu::lookup(shape, &ids, &table, &pos));
         let (dtable, dpos) = cpu::lookup_backward(shape, &ids, &dy);
         // Sums over up to B·T = 132 tokens in f32.
         assert_close(&format!("{what} dtable"), &read(&gpu, &tdtab), &dtable, 1e-5, 1e-4);
+        let plus7: Vec<f64> = dtable.iter().map(|g| g + 7.0).collect();
+        assert_close(&format!("{what} dtable accumulated"), &read(&gpu, &tdtab_acc), &plus7, 1e-5, 1e-4);
         let got_pos = read(&gpu, &tdpos);
         assert_close(&format!("{what} dpos"), &got_pos[..tt * d], &dpos, 1e-6, 1e-5);
         assert!(got_pos[tt * d..].iter().all(|&g| g == 7.0), "{what}: dpos rows T.. untouched");

@@ -1,8 +1,10 @@
-//! Vision transformers end to end below the trainer: the model zoo's ViTs (parameter
-//! counts and timm's names, no GPU needed), attention forward against the f64 reference
-//! at the sequence lengths real models use, a whole-network finite-difference check of a
-//! 2-block ViT (every parameter tensor), and the Cuttlefish rewrite of linear layers
-//! (full-rank factors reproduce the network).
+//! Transformers end to end below the trainer: the model zoo's ViTs and GPTs (parameter
+//! counts, timm's and nanoGPT's names, no GPU needed), attention forward against the f64
+//! reference at the sequence lengths real models use, whole-network finite-difference
+//! checks of a 2-block ViT and a 1-layer GPT (every parameter tensor, the tied head
+//! included), causality of the GPT's logits, its text windows against the host reference,
+//! sampling, and the Cuttlefish rewrite of linear layers (full-rank factors reproduce the
+//! network; a factorized GPT keeps its tie).
 
 mod common;
 use common::*;
@@ -10,9 +12,10 @@ use cuttle::cuttlefish::factorize::{candidates, factorized_graph, reference_laye
 use cuttle::gpu::{read_f32, test_gpu, Gpu, Tensor};
 use cuttle::nn::graph::{Attention, Op, Shape};
 use cuttle::nn::layers::{attention, Epilogue, Io, Layer, Steps};
-use cuttle::nn::models::{model_by_name, vit, Vit};
+use cuttle::nn::models::{gpt, language_model, model_by_name, vit, Gpt, Vit};
 use cuttle::nn::params::ParamStore;
 use cuttle::nn::{Graph, Net};
+use cuttle::sample::Sampler;
 use std::collections::HashMap;
 
 #[test]
@@ -140,6 +143,7 @@ fn attention_forward_matches_f64_reference() {
             y: &y,
             dy: &dy,
             dx: vec![None],
+            accumulate_params: vec![],
         };
         let mut steps = Steps::default();
         Layer::plan(&io, &Op::Attention(Attention { heads, causal }), Epilogue::default(), &mut steps).unwrap();
@@ -241,4 +245,166 @@ fn full_rank_linear_factors_reproduce_the_vit() {
     gpu.run(&low.forward_eval);
     let got = pollster::block_on(read_f32(&gpu, &[low.logits()])).unwrap().remove(0);
     assert_close("factorized logits", &got, &f64s(&want), 1e-4, 1e-3);
+}
+
+// ---- The character GPT (nanoGPT's layout) ----
+
+fn tiny_gpt() -> Graph {
+    gpt("gpt-test", 7, Gpt { layers: 1, heads: 2, dim: 8, context: 5 })
+}
+
+#[test]
+fn gpt_parameter_counts_and_nanogpt_names() {
+    let mini = language_model("gpt-mini", None, 65).unwrap();
+    assert_eq!(mini.param_count(), 108_352);
+    let char_model = language_model("gpt-char", None, 65).unwrap();
+    // nanoGPT's `get_num_params()` prints this less the 98,304 of wpe: 10.67M.
+    assert_eq!(char_model.param_count(), 10_770_816);
+    // nanoGPT's state dict (bias=True, flash attention: no mask buffer), lm_head included:
+    // `cuttle export` writes the tied table under both names.
+    let mut want = vec!["transformer.wte.weight".to_string(), "transformer.wpe.weight".to_string()];
+    for i in 0..6 {
+        for m in ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"] {
+            want.push(format!("transformer.h.{i}.{m}.weight"));
+            want.push(format!("transformer.h.{i}.{m}.bias"));
+        }
+    }
+    want.extend(["transformer.ln_f.weight".into(), "transformer.ln_f.bias".into(), "lm_head.weight".into()]);
+    let mut ck = cuttle::train::checkpoint::Checkpoint::default();
+    for p in &char_model.params {
+        ck.tensors.insert(p.name.clone(), (p.shape.clone(), vec![]));
+    }
+    let mut got: Vec<String> = ck.model_only().tensors.keys().cloned().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let shape = |n: &str| char_model.param(char_model.param_named(n).unwrap()).shape.clone();
+    assert_eq!(shape("transformer.wte.weight"), [65, 384]);
+    assert_eq!(shape("transformer.wpe.weight"), [256, 384]);
+    assert_eq!(shape("transformer.h.0.attn.c_attn.weight"), [1152, 384]);
+    assert_eq!(shape("transformer.h.5.mlp.c_proj.weight"), [384, 1536]);
+    // A shorter context shrinks the position table; a longer one is refused.
+    assert_eq!(language_model("gpt-mini", Some(32), 65).unwrap().param_count(), 108_352 - 32 * 64);
+    assert!(language_model("gpt-mini", Some(65), 65).unwrap_err().contains("1 to 64"));
+    assert!(model_by_name("gpt-mini", [1, 28, 28], 10).unwrap_err().contains("language model"));
+}
+
+/// Cuttlefish tracks each block's four linear layers; the tied head and the embeddings
+/// stay full-rank, and a factorized GPT keeps its head tied to the (rebuilt) table.
+#[test]
+fn gpt_candidates_and_factorized_graph_keep_the_tie() {
+    let g = language_model("gpt-mini", None, 65).unwrap();
+    let c = candidates(&g);
+    assert_eq!(c.len(), 8, "{c:?}");
+    for m in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] {
+        assert!(c.contains(&format!("transformer.h.1.{m}")), "{m} in {c:?}");
+    }
+    assert_eq!(reference_layers(&g).unwrap(), c);
+    let factors: Vec<Factor> = c.iter().map(|l| Factor { layer: l.clone(), rank: 8, full_rank: 64 }).collect();
+    let f = factorized_graph(&g, &factors, false, true);
+    let wte = f.param_named("transformer.wte.weight").unwrap();
+    assert_eq!(f.users(wte).count(), 2, "embedding and head share the table");
+    assert!(f.param_named("lm_head.weight").is_none());
+    assert!(f.param_count() < g.param_count());
+}
+
+/// Every parameter tensor of a 1-layer GPT, the tied table included (its gradient is the
+/// head's plus the embedding's), through the causal attention.
+#[test]
+fn gpt_gradient_matches_finite_differences() {
+    let Some(gpu) = test_gpu() else { return };
+    let (batch, seed) = (2, 41);
+    let mut rng = Rng(seed);
+    let g = tiny_gpt();
+    let classes = g.classes;
+    let net = Net::new(&gpu, g, batch).unwrap();
+    perturb(&gpu, &net, &mut rng, seed);
+    common::check_net_gradients(&gpu, net, classes, &mut rng, 2e-3);
+}
+
+/// The logits of position t depend on tokens 0..=t only: changing token k leaves every
+/// earlier position's logits bit-identical and changes the later ones.
+#[test]
+fn gpt_logits_do_not_see_the_future() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(9);
+    let g = tiny_gpt();
+    let (t, v) = (5, g.classes);
+    let net = Net::new(&gpu, g, 1).unwrap();
+    perturb(&gpu, &net, &mut rng, 2);
+    let logits = |ids: &[u32]| {
+        net.input().write(&gpu, ids);
+        gpu.run(&net.forward_eval);
+        pollster::block_on(read_f32(&gpu, &[net.logits()])).unwrap().remove(0)
+    };
+    let ids: Vec<u32> = vec![1, 4, 2, 6, 0];
+    let base = logits(&ids);
+    for k in 0..t {
+        let mut changed = ids.clone();
+        changed[k] = (ids[k] + 3) % v as u32;
+        let l = logits(&changed);
+        for pos in 0..t {
+            let (a, b) = (&base[pos * v..(pos + 1) * v], &l[pos * v..(pos + 1) * v]);
+            if pos < k {
+                assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "token {k} reached position {pos}");
+            } else {
+                assert!(a != b, "token {k} did not reach position {pos}");
+            }
+        }
+    }
+}
+
+/// The training windows the GPU draws are `data::text::window_start`'s, and the
+/// evaluation windows are evenly spaced; targets are the next tokens.
+#[test]
+fn text_windows_match_the_host_reference() {
+    use cuttle::data::text::{eval_stride, window_start};
+    use cuttle::ops::{tokens, StepState};
+    let Some(gpu) = test_gpu() else { return };
+    let n = 1000;
+    let stream: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 65).collect();
+    let ts = Tensor::from_slice(&gpu, "stream", &[n], &stream).unwrap();
+    for (b, t, seed, epoch, step) in [(3, 5, 0u64, 0u32, 0u32), (4, 17, 1 << 40 | 9, 3, 11), (1, 1, 5, 1, 2)] {
+        let st = StepState { step, epoch, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32, ..Default::default() };
+        let tst = Tensor::from_slice(&gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
+        let (ids, labels) = (Tensor::zeros(&gpu, "ids", &[b * t]).unwrap(), Tensor::zeros(&gpu, "labels", &[b * t]).unwrap());
+        for stride in [None, Some(eval_stride(n, t, 8))] {
+            gpu.run(&[tokens::text_windows(&gpu, "w", (b, t), stride, &ts, &tst, &ids, &labels)]);
+            let got = pollster::block_on(cuttle::gpu::read_u32(&gpu, &[&ids, &labels])).unwrap();
+            for r in 0..b {
+                let w = step * b as u32 + r as u32;
+                let start = match stride {
+                    None => window_start(seed, epoch, w, (n - t) as u32) as usize,
+                    Some(s) => (w as usize * s).min(n - t - 1),
+                };
+                assert_eq!(&got[0][r * t..(r + 1) * t], &stream[start..start + t], "ids {b} {t} {stride:?} row {r}");
+                assert_eq!(&got[1][r * t..(r + 1) * t], &stream[start + 1..start + t + 1], "labels row {r}");
+            }
+        }
+    }
+}
+
+/// Sampling is deterministic for a seed, temperature 0 is the arg-max, and a run's
+/// weights reach the batch-1 sampler.
+#[test]
+fn sampling_is_deterministic_for_a_seed() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = Rng(4);
+    let g = tiny_gpt();
+    let train_net = Net::new(&gpu, g.clone(), 3).unwrap();
+    perturb(&gpu, &train_net, &mut rng, 6);
+    let mut s = Sampler::new(&gpu, &g).unwrap();
+    s.load_weights(&gpu, &train_net);
+    let gen = |s: &mut Sampler, t: f32, seed: u64| pollster::block_on(s.generate(&gpu, &[1, 2], 9, t, seed)).unwrap();
+    let a = gen(&mut s, 1.0, 7);
+    assert_eq!(a.len(), 9);
+    assert!(a.iter().all(|&i| i < 7));
+    assert_eq!(a, gen(&mut s, 1.0, 7));
+    assert_ne!(a, gen(&mut s, 1.0, 8), "another seed, another text (9 draws over 7 tokens)");
+    let greedy = gen(&mut s, 0.0, 1);
+    assert_eq!(greedy, gen(&mut s, 0.0, 2), "temperature 0 ignores the seed");
+    // The first greedy token is the arg-max of position 1's logits of the batch-1 net.
+    let mut r = cuttle::rng::SplitMix64::new(0);
+    assert_eq!(cuttle::sample::draw(&[0.1, 2.0, -1.0, 2.0], 0.0, &mut r), 1, "ties go to the lowest id");
+    assert!(pollster::block_on(s.generate(&gpu, &[1], 1, f32::NAN, 0)).is_err());
 }

@@ -1,4 +1,7 @@
-//! The vision transformer end to end on real data (the shipped Fashion-MNIST subset), at
+//! The transformers end to end on real data. The character GPT: `gpt-mini` on the
+//! built-in Tiny Shakespeare at CI size (a 32-character window, batch 16, 120 steps),
+//! full-rank and with Cuttlefish, and a stopped-and-resumed text run against an
+//! uninterrupted one. The vision transformer (the shipped Fashion-MNIST subset), at
 //! CI size: `vit-mini` with the transformer defaults a user gets without flags (AdamW,
 //! warm-up + cosine, label smoothing; `RunConfig::settings`), four epochs of 2,000
 //! images, trained full-rank and with Cuttlefish from the same seed. The full-rank run
@@ -7,7 +10,7 @@
 //! in BENCHMARKS.md.
 
 use cuttle::cuttlefish::FactorizeMode;
-use cuttle::data::{load, DataSpec};
+use cuttle::data::{load, load_text, DataSpec, TextData};
 use cuttle::gpu::{test_gpu, Gpu};
 use cuttle::session::Session;
 use cuttle::train::RunConfig;
@@ -74,4 +77,93 @@ fn vit_mini_learns_and_cuttlefish_switches_on_its_linear_layers() {
     assert_eq!(cf.switched_after, Some(3), "the 4-epoch detector (P = 3) switches after 3 epochs");
     assert!(cf.params < full.params, "parameters must drop: {} vs {}", cf.params, full.params);
     assert!((cf.test_acc - full.test_acc).abs() <= 0.05, "{} vs full-rank {}", cf.test_acc, full.test_acc);
+}
+
+// ---- The character GPT on the built-in Tiny Shakespeare, at CI size ----
+
+/// gpt-mini's own defaults (AdamW, warm-up + cosine, clipping) at a CI-sized window and
+/// batch: 120 steps of 16 windows of 32 characters, evaluated every 20 steps.
+fn gpt_config(cuttlefish: bool, steps: usize) -> RunConfig {
+    RunConfig {
+        model: "gpt-mini".into(),
+        context: Some(32),
+        batch: Some(16),
+        steps: Some(steps),
+        eval_every: Some(20),
+        eval_batches: Some(4),
+        seed: 3,
+        cuttlefish,
+        factorize: FactorizeMode::Reference,
+        ..Default::default()
+    }
+}
+
+/// (validation loss per evaluation, final parameters, switch epoch).
+fn gpt_run(gpu: &Gpu, text: &TextData, rc: RunConfig) -> (Vec<f32>, usize, Option<usize>) {
+    let (cfg, cf) = rc.settings(text.train.len()).unwrap();
+    assert!(cfg.clip_grad.is_some() && cfg.text.is_some(), "a GPT clips its gradient and trains on text");
+    let mut s = pollster::block_on(Session::new(gpu, text, cfg, cf)).unwrap();
+    let mut val = vec![];
+    while !s.done() {
+        let o = pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| false)).unwrap().expect("never stopped");
+        eprintln!(
+            "step {}: train {:.4} val {:.4} nats/char, {:.0} tokens/s{}",
+            o.report.epoch * 20,
+            o.report.train_loss,
+            o.report.test_loss,
+            o.report.tokens_per_s.unwrap(),
+            o.switch.as_ref().map(|sw| format!(", switched: {} -> {} parameters", sw.params_before, sw.params_after)).unwrap_or_default()
+        );
+        val.push(o.report.test_loss);
+    }
+    let r = s.final_report();
+    assert_eq!(r.val_loss, val.last().copied());
+    (val, r.params_final, r.switch_epoch)
+}
+
+#[test]
+fn gpt_mini_learns_shakespeare_and_cuttlefish_switches() {
+    let Some(gpu) = test_gpu() else { return };
+    let text = load_text(&DataSpec::BuiltinText).unwrap();
+    let (full, full_params, _) = gpt_run(&gpu, &text, gpt_config(false, 120));
+    let (cf, cf_params, switched) = gpt_run(&gpu, &text, gpt_config(true, 120));
+    // ln 65 = 4.17 at the start; unigram statistics alone give about 3.3.
+    assert!(full[0] < 3.6 && *full.last().unwrap() < 2.9, "full-rank gpt-mini did not learn: {full:?}");
+    assert!(switched.is_some(), "the 6-evaluation detector switches");
+    assert!(cf_params < full_params, "parameters must drop: {cf_params} vs {full_params}");
+    let (a, b) = (full.last().unwrap(), cf.last().unwrap());
+    assert!((a - b).abs() <= 0.15, "cuttlefish {b} vs full-rank {a} at the same steps");
+}
+
+/// A text run stopped after one evaluation and resumed from its checkpoint ends
+/// bit-identical to an uninterrupted one: the windows come from (seed, epoch, step).
+#[test]
+fn gpt_resume_is_bit_identical() {
+    let Some(gpu) = test_gpu() else { return };
+    let text = load_text(&DataSpec::BuiltinText).unwrap();
+    let rc = gpt_config(false, 40);
+    let weights = |s: &Session| pollster::block_on(s.trainer.net.params.read(&gpu)).unwrap();
+    let (cfg, cf) = rc.settings(text.train.len()).unwrap();
+    let mut whole = pollster::block_on(Session::new(&gpu, &text, cfg.clone(), cf.clone())).unwrap();
+    while !whole.done() {
+        pollster::block_on(whole.next_epoch(&gpu, &mut |_, _, _| {}, &|| false)).unwrap();
+    }
+    let mut first = pollster::block_on(Session::new(&gpu, &text, cfg.clone(), cf.clone())).unwrap();
+    // Stop mid-interval (before step 8 of the second), as Ctrl-C would.
+    pollster::block_on(first.next_epoch(&gpu, &mut |_, _, _| {}, &|| false)).unwrap();
+    let steps = std::cell::Cell::new(0);
+    let stop = || {
+        steps.set(steps.get() + 1);
+        steps.get() > 7
+    };
+    assert!(pollster::block_on(first.next_epoch(&gpu, &mut |_, _, _| {}, &stop)).unwrap().is_none());
+    let ck = pollster::block_on(first.checkpoint(&gpu)).unwrap();
+    let mut resumed =
+        pollster::block_on(Session::resume(&gpu, &text, cfg, cf, &ck, std::path::Path::new("mem"))).unwrap();
+    assert_eq!((resumed.at.epochs_done, resumed.at.step), (1, 8));
+    while !resumed.done() {
+        pollster::block_on(resumed.next_epoch(&gpu, &mut |_, _, _| {}, &|| false)).unwrap();
+    }
+    assert!(weights(&whole) == weights(&resumed), "resumed weights differ from the uninterrupted run's");
+    assert_eq!(whole.last_test_loss.to_bits(), resumed.last_test_loss.to_bits());
 }

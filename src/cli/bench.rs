@@ -12,7 +12,7 @@ use cuttle::cuttlefish::factorize::fixed_lowrank;
 use cuttle::data::{Dataset, Splits};
 use cuttle::gpu::{read_f32, Gpu, Tensor};
 use cuttle::nn::graph::Graph;
-use cuttle::nn::models::{default_input, model_by_name};
+use cuttle::nn::models::{default_input, is_language_model, model_by_name};
 use cuttle::ops::gemm::{self, Layout};
 use cuttle::rng::SplitMix64;
 use cuttle::train::{AugmentKind, Schedule, TrainConfig, Trainer};
@@ -246,9 +246,28 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
     Ok(())
 }
 
+/// Random token ids over a vocabulary of 65 (Tiny Shakespeare's size), for a language
+/// model's step (which does not depend on the text).
+fn synthetic_text(context: usize) -> cuttle::data::TextData {
+    let mut rng = SplitMix64::new(3);
+    let mut ids = |n: usize| (0..n).map(|_| rng.below(65) as u32).collect::<Vec<u32>>();
+    cuttle::data::TextData {
+        name: "synthetic-text".into(),
+        path: "synthetic-text".into(),
+        vocab: (0..65).map(|i| char::from_u32(48 + i).expect("ASCII")).collect(),
+        train: ids(context * 64),
+        val: ids(context * 64),
+    }
+}
+
 /// The model `bench train` times: the zoo's, or its fixed low-rank variant (ranks c_out/div).
 fn bench_graph(model: &str, lowrank: Option<usize>) -> Result<Graph, cuttle::Error> {
-    let g = model_by_name(model, default_input(model), 10).map_err(cuttle::Error::Config)?;
+    let g = if is_language_model(model) {
+        cuttle::nn::models::language_model(model, None, 65)
+    } else {
+        model_by_name(model, default_input(model), 10)
+    }
+    .map_err(cuttle::Error::Config)?;
     match lowrank {
         None => Ok(g),
         Some(div) => fixed_lowrank(&g, div).map_err(|e| cuttle::Error::Config(format!("--lowrank {div}: {e}"))),
@@ -281,7 +300,13 @@ fn train(
         report_every: usize::MAX,
         ..cuttle::train::RunConfig { model: model.clone(), ..Default::default() }.train_config()
     };
-    let mut trainer = Trainer::with_graph(gpu, &splits, cfg, graph)?;
+    let context = graph.shape(Graph::INPUT).0[0];
+    let tokens_per_sample = if is_language_model(&model) { context } else { 1 };
+    let mut trainer = if is_language_model(&model) {
+        Trainer::with_graph(gpu, &synthetic_text(context), cfg, graph)?
+    } else {
+        Trainer::with_graph(gpu, &splits, cfg, graph)?
+    };
     let plan_bytes = gpu.allocated_bytes() - before;
     if steps == 0 {
         let mib = plan_bytes as f64 / 1048576.0;
@@ -309,18 +334,21 @@ fn train(
         print_profile(&prof, timestamps, json);
     }
     let images_per_s = (steps * batch) as f64 / secs;
+    let tokens_per_s = (tokens_per_sample > 1).then_some(images_per_s * tokens_per_sample as f64);
     let tuned = cuttle::ops::tune::cache_of(gpu).is_some_and(|c| c.enabled());
     let tiles = if tuned { "tuned" } else { "by shape" };
     if json {
         println!(
             "{}",
-            serde_json::json!({"bench": "train", "model": model, "lowrank": lowrank, "params": params, "batch": batch, "steps": steps, "images_per_s": images_per_s,
+            serde_json::json!({"bench": "train", "model": model, "lowrank": lowrank, "params": params, "batch": batch, "steps": steps, "images_per_s": images_per_s, "tokens_per_s": tokens_per_s,
                 "step_ms": secs * 1e3 / steps as f64, "plan_bytes": plan_bytes, "allocated_after_steps_bytes": after_bytes, "tiles": tiles, "adapter": gpu.adapter().name, "backend": gpu.adapter().backend})
         );
     } else {
         println!(
-            "train {model}{} ({params} parameters) batch {batch}: {images_per_s:.1} images/s, {:.1} ms/step, plan {:.1} MiB, tiles {tiles}",
+            "train {model}{} ({params} parameters) batch {batch}: {images_per_s:.1} {}/s{}, {:.1} ms/step, plan {:.1} MiB, tiles {tiles}",
             lowrank.map(|d| format!(" low-rank c_out/{d}")).unwrap_or_default(),
+            if tokens_per_sample > 1 { "windows" } else { "images" },
+            tokens_per_s.map(|t| format!(" ({t:.0} tokens/s)")).unwrap_or_default(),
             secs * 1e3 / steps as f64,
             plan_bytes as f64 / 1048576.0
         );

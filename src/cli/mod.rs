@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod config;
 pub mod rundir;
+pub mod sample;
 pub mod serve;

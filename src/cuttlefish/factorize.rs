@@ -61,10 +61,15 @@ pub fn matrices(g: &Graph) -> HashMap<String, Matrix> {
         .collect()
 }
 
+/// Whether parameter `p` is read by more than one node (a head tied to the embedding).
+fn tied(g: &Graph, p: ParamId) -> bool {
+    g.users(p).nth(1).is_some()
+}
+
 /// Layers Cuttlefish may factorize: every k x k conv (k > 1) except the stem (the conv that
 /// reads the input image), and every linear layer over tokens except the patch embedding
-/// (the attention projections and MLPs of a transformer). 1x1 convs (shortcuts) and
-/// linear heads stay full-rank, as in the reference.
+/// and a tied head (the attention projections and MLPs of a transformer). 1x1 convs
+/// (shortcuts) and linear heads stay full-rank, as in the reference.
 pub fn candidates(g: &Graph) -> Vec<String> {
     let reads_patches =
         |n: &crate::nn::graph::Node| g.nodes.iter().any(|m| m.output == n.inputs[0] && matches!(m.op, Op::Patchify(_)));
@@ -72,7 +77,9 @@ pub fn candidates(g: &Graph) -> Vec<String> {
         .iter()
         .filter_map(|n| match &n.op {
             Op::Conv(c) if c.k > 1 && n.inputs[0] != Graph::INPUT => Some(n.name.clone()),
-            Op::Linear(_) if g.shape(n.inputs[0]).tokens().is_some() && !reads_patches(n) => Some(n.name.clone()),
+            Op::Linear(l) if g.shape(n.inputs[0]).tokens().is_some() && !reads_patches(n) && !tied(g, l.weight) => {
+                Some(n.name.clone())
+            }
             _ => None,
         })
         .collect()
@@ -90,6 +97,8 @@ pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
         // candidates() already drops the stem (conv1 of 16): conv5.. is the 4th candidate on.
         "vgg19" => Ok(c.into_iter().skip(3).collect()),
         "cnn" => Ok(c),
+        // No reference for a GPT: every block's c_attn, attn.c_proj, c_fc and mlp.c_proj.
+        name if crate::nn::models::is_language_model(name) => Ok(c),
         name if crate::nn::models::is_transformer(name) => Ok(c
             .into_iter()
             .filter(|n| n.ends_with(".attn.qkv") || n.ends_with(".mlp.fc1") || n.ends_with(".mlp.fc2"))
@@ -103,8 +112,7 @@ pub fn reference_layers(g: &Graph) -> Result<Vec<String>, String> {
 /// reference); with `extra_bn` a BatchNorm sits between them.
 pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius_decay: bool) -> Graph {
     let ranks: HashMap<&str, usize> = factors.iter().map(|f| (f.layer.as_str(), f.rank)).collect();
-    let input = g.shape(Graph::INPUT).image().expect("models read images");
-    let mut out = Graph::new(&g.name, input, g.classes);
+    let mut out = Graph::with_input(&g.name, g.shape(Graph::INPUT).clone(), g.classes);
     let mut map: Vec<ActId> = vec![0; g.acts.len()];
     let last_weight = |out: &Graph| out.param_named(&format!("{}.weight", out.nodes.last().expect("just built").name));
     for n in &g.nodes {
@@ -146,6 +154,11 @@ pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius
                     }
                     y
                 }
+                // A tied head reads the (already rebuilt) embedding table by name.
+                None if tied(g, l.weight) => {
+                    let w = out.param_named(&g.param(l.weight).name).expect("the embedding is built before the head");
+                    out.linear_tied(&n.name, x[0], w)
+                }
                 None => {
                     let w = g.param(l.weight);
                     let init = LinearInit {
@@ -167,6 +180,10 @@ pub fn factorized_graph(g: &Graph, factors: &[Factor], extra_bn: bool, frobenius
             Op::Patchify(p) => out.patchify(&n.name, x[0], *p),
             Op::ClassToken(_) => out.class_token(&n.name, x[0]),
             Op::FirstToken => out.first_token(&n.name, x[0]),
+            Op::Embed(e) => {
+                let (table, pos) = (&g.param(e.table).name, &g.param(e.pos).name);
+                out.embed(table, pos, x[0], e.vocab, e.dim)
+            }
         };
         map[n.output] = y;
     }

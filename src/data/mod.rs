@@ -1,4 +1,5 @@
-//! Data loading: image classification data sets read from disk into memory as uint8.
+//! Data loading: image classification data sets read from disk into memory as uint8, and
+//! text for the language models (`text.rs`).
 //!
 //! What this is: parsers for the CIFAR-10/100 binary format (`cifar.rs`), MNIST-style IDX
 //! files (`idx.rs`) and folders of JPEG/PNG images (`folder.rs`); one in-memory
@@ -22,6 +23,8 @@ pub use cifar::cifar10_from_memory;
 pub use folder::folder_from_memory;
 mod folder;
 mod idx;
+pub mod text;
+pub use text::TextData;
 
 use crate::rng::{mix64, SplitMix64};
 
@@ -50,6 +53,26 @@ pub struct Splits {
     pub test: Dataset,
 }
 
+/// The data a run trains on, borrowed: images or text. `Trainer::new` and `Session::new`
+/// take either (`&splits` or `&text` convert).
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    Images(&'a Splits),
+    Text(&'a TextData),
+}
+
+impl<'a> From<&'a Splits> for Source<'a> {
+    fn from(s: &'a Splits) -> Source<'a> {
+        Source::Images(s)
+    }
+}
+
+impl<'a> From<&'a TextData> for Source<'a> {
+    fn from(t: &'a TextData) -> Source<'a> {
+        Source::Text(t)
+    }
+}
+
 /// Which data set to load and from where, as written on a command line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSpec {
@@ -60,6 +83,17 @@ pub enum DataSpec {
     FashionMnist(PathBuf),
     /// The Fashion-MNIST subset compiled into cuttle (10,000 train / 2,000 test images).
     Builtin,
+    /// A UTF-8 text file, for a language model.
+    Text(PathBuf),
+    /// Tiny Shakespeare, compiled into cuttle: a language model's default.
+    BuiltinText,
+}
+
+impl DataSpec {
+    /// Text, for a language model (not images).
+    pub fn is_text(&self) -> bool {
+        matches!(self, DataSpec::Text(_) | DataSpec::BuiltinText)
+    }
 }
 
 /// A data file (or directory) that could not be read or is not what it claims to be.
@@ -87,7 +121,7 @@ impl DataError {
     }
 }
 
-const SPEC_FORMS: &str = "expected one of builtin, cifar10:DIR, cifar100:DIR, folder:DIR, mnist:DIR, fashion-mnist:DIR";
+const SPEC_FORMS: &str = "expected one of builtin, cifar10:DIR, cifar100:DIR, folder:DIR, mnist:DIR, fashion-mnist:DIR, builtin-text, text:FILE";
 
 impl FromStr for DataSpec {
     type Err = String;
@@ -95,6 +129,9 @@ impl FromStr for DataSpec {
     fn from_str(s: &str) -> Result<DataSpec, String> {
         if s == "builtin" {
             return Ok(DataSpec::Builtin);
+        }
+        if s == "builtin-text" {
+            return Ok(DataSpec::BuiltinText);
         }
         // Split at the first ':' only, so the directory itself may contain ':'
         // (a Windows drive letter, for one).
@@ -111,6 +148,7 @@ impl FromStr for DataSpec {
             "folder" => Ok(DataSpec::Folder(dir)),
             "mnist" => Ok(DataSpec::Mnist(dir)),
             "fashion-mnist" => Ok(DataSpec::FashionMnist(dir)),
+            "text" => Ok(DataSpec::Text(dir)),
             _ => Err(format!("unknown data set kind {kind:?} in {s:?}; {SPEC_FORMS}")),
         }
     }
@@ -125,6 +163,8 @@ impl fmt::Display for DataSpec {
             DataSpec::Mnist(d) => ("mnist", d),
             DataSpec::FashionMnist(d) => ("fashion-mnist", d),
             DataSpec::Builtin => return write!(f, "builtin"),
+            DataSpec::Text(p) => ("text", p),
+            DataSpec::BuiltinText => return write!(f, "builtin-text"),
         };
         write!(f, "{kind}:{}", dir.display())
     }
@@ -140,6 +180,12 @@ pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
         DataSpec::Mnist(dir) => idx::load_mnist(dir, idx::Flavor::Mnist)?,
         DataSpec::FashionMnist(dir) => idx::load_mnist(dir, idx::Flavor::FashionMnist)?,
         DataSpec::Builtin => idx::load_builtin()?,
+        DataSpec::Text(_) | DataSpec::BuiltinText => {
+            return Err(DataError::new(
+                spec_dir(spec),
+                "is text: only a language model (gpt-mini, gpt-char) trains on it",
+            ))
+        }
     };
     // The parsers check their input as they go; this is the backstop that keeps a
     // parser bug from handing the trainer an inconsistent data set.
@@ -157,8 +203,22 @@ fn spec_dir(spec: &DataSpec) -> &Path {
         | DataSpec::Cifar100(d)
         | DataSpec::Folder(d)
         | DataSpec::Mnist(d)
-        | DataSpec::FashionMnist(d) => d,
+        | DataSpec::FashionMnist(d)
+        | DataSpec::Text(d) => d,
         DataSpec::Builtin => Path::new("builtin"),
+        DataSpec::BuiltinText => Path::new("builtin-text"),
+    }
+}
+
+/// Loads the text `spec` names (`text:FILE` or `builtin-text`).
+pub fn load_text(spec: &DataSpec) -> Result<TextData, DataError> {
+    match spec {
+        DataSpec::Text(p) => TextData::load(p),
+        DataSpec::BuiltinText => TextData::builtin(),
+        other => Err(DataError::new(
+            spec_dir(other),
+            "is images: a language model trains on text (builtin-text or text:FILE)",
+        )),
     }
 }
 

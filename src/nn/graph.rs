@@ -79,6 +79,8 @@ pub enum Init {
     /// N(0, std²) truncated to ±2·std (resampled): timm's `trunc_normal_(std=.02)` for
     /// transformer linear weights, position embeddings and the class token.
     TruncNormal(f32),
+    /// N(0, std²): nanoGPT's `normal_(std=0.02)` for its linear weights and embeddings.
+    Normal(f32),
 }
 
 /// A k x k convolution without bias over `[C, H, W]` activations.
@@ -170,6 +172,18 @@ pub struct ClassToken {
     pub pos: ParamId,
 }
 
+/// A language model's input: token ids `[T]` (u32 in the input buffer) into
+/// `[T, D]` rows `table[id] + pos[t]` (nanoGPT's `wte(idx) + wpe(pos)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embed {
+    /// (vocab, D); a tied head reads it too.
+    pub table: ParamId,
+    /// (T, D)
+    pub pos: ParamId,
+    pub vocab: usize,
+    pub dim: usize,
+}
+
 /// How `Graph::linear_with` initialises and shapes a linear layer's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearInit {
@@ -199,6 +213,29 @@ pub enum Op {
     ClassToken(ClassToken),
     /// `[T, D]` into its first token, `[D]` (the class token, for the head).
     FirstToken,
+    Embed(Embed),
+}
+
+impl Op {
+    /// The parameters this op reads (and whose gradients its backward writes).
+    pub fn params(&self) -> Vec<ParamId> {
+        match self {
+            Op::Conv(c) => vec![c.weight],
+            Op::BatchNorm(b) => vec![b.gamma, b.beta],
+            Op::Linear(l) => std::iter::once(l.weight).chain(l.bias).collect(),
+            Op::LayerNorm(l) => vec![l.gamma, l.beta],
+            Op::ClassToken(c) => vec![c.cls, c.pos],
+            Op::Embed(e) => vec![e.table, e.pos],
+            Op::Relu
+            | Op::MaxPool2
+            | Op::GlobalAvgPool
+            | Op::Add
+            | Op::Gelu
+            | Op::Attention(_)
+            | Op::Patchify(_)
+            | Op::FirstToken => vec![],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -222,7 +259,28 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: &str, input: [usize; 3], classes: usize) -> Graph {
-        Graph { name: name.to_string(), acts: vec![Shape(input.to_vec())], nodes: vec![], params: vec![], classes }
+        Graph::with_input(name, Shape(input.to_vec()), classes)
+    }
+
+    /// A graph over inputs of any per-sample shape: `[T]` token ids for a language model.
+    pub fn with_input(name: &str, input: Shape, classes: usize) -> Graph {
+        Graph { name: name.to_string(), acts: vec![input], nodes: vec![], params: vec![], classes }
+    }
+
+    /// A language model reads token ids, not images.
+    pub fn reads_tokens(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n.op, Op::Embed(_)))
+    }
+
+    /// Targets per sample: 1 for a classifier (logits `[K]`), one per position for a
+    /// language model (logits `[T, K]`, the next token at each).
+    pub fn targets_per_sample(&self) -> usize {
+        self.shape(self.output()).len() / self.classes.max(1)
+    }
+
+    /// The nodes that read parameter `p` (two for a tied embedding and head).
+    pub fn users(&self, p: ParamId) -> impl Iterator<Item = usize> + '_ {
+        self.nodes.iter().enumerate().filter(move |(_, n)| n.op.params().contains(&p)).map(|(i, _)| i)
     }
 
     pub const INPUT: ActId = 0;
@@ -336,6 +394,31 @@ impl Graph {
         let bias = init.bias.map(|b| self.declare(format!("{name}.bias"), vec![outputs], false, b));
         let l = Linear { prefix: name.to_string(), weight, bias, rows, inputs, outputs };
         self.push(name, Op::Linear(l), vec![x], out)
+    }
+
+    /// A linear layer without bias over another node's parameter (the language model's
+    /// head, tied to the token embedding: `lm_head.weight` is `transformer.wte.weight`).
+    /// `weight` is (outputs, inputs).
+    pub fn linear_tied(&mut self, name: &str, x: ActId, weight: ParamId) -> ActId {
+        let [t, inputs] = self.shape(x).tokens().unwrap_or_else(|| panic!("{name}: needs a [T, D] input"));
+        let w = &self.params[weight.0].shape;
+        assert!(w.len() == 2 && w[1] == inputs, "{name}: tied weight {w:?} does not take {inputs} features");
+        let outputs = w[0];
+        let l = Linear { prefix: name.to_string(), weight, bias: None, rows: t, inputs, outputs };
+        self.push(name, Op::Linear(l), vec![x], vec![t, outputs])
+    }
+
+    /// Token ids `[T]` (the input) into `[T, dim]` embeddings: `table` (vocab, dim) and
+    /// `pos` (T, dim), both N(0, .02²) and decayed (nanoGPT decays every 2-D tensor).
+    pub fn embed(&mut self, table: &str, pos: &str, x: ActId, vocab: usize, dim: usize) -> ActId {
+        let [t] = <[usize; 1]>::try_from(self.shape(x).0.as_slice())
+            .unwrap_or_else(|_| panic!("{table}: needs [T] token ids, not {:?}", self.shape(x).0));
+        assert_eq!(x, Graph::INPUT, "{table}: embeds the network input");
+        let table_id = self.declare(table.to_string(), vec![vocab, dim], true, Init::Normal(0.02));
+        let pos_id = self.declare(pos.to_string(), vec![t, dim], true, Init::Normal(0.02));
+        let e = Embed { table: table_id, pos: pos_id, vocab, dim };
+        let name = table.strip_suffix(".weight").unwrap_or(table);
+        self.push(name, Op::Embed(e), vec![x], vec![t, dim])
     }
 
     /// Features per row of `x` as a linear layer sees it (a token's, or everything).

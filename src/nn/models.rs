@@ -19,10 +19,20 @@
 //! - `vit-mini`: the same design for 28x28 images in 7x7 patches (17 tokens), embed 64,
 //!   depth 4, 4 heads, MLP 128: 139,018 parameters; trains on any adapter (CI, browser).
 
-use super::graph::{ActId, Graph, Init, LinearInit};
+//! - `gpt-char`: nanoGPT's Shakespeare character model (6 layers, 6 heads, 384 wide,
+//!   context 256, biases, no dropout, head tied to the token embedding) under nanoGPT's
+//!   names: 10,745,088 parameters for 65 characters (nanoGPT prints 10.65M: it leaves out
+//!   the position table).
+//! - `gpt-mini`: the same design at 2 layers, 4 heads, 64 wide, context 64: 108,352
+//!   parameters for 65 characters; trains on any adapter.
+
+use super::graph::{ActId, Graph, Init, LinearInit, Shape};
 
 /// The names `model_by_name` accepts.
 pub const MODELS: &[&str] = &["resnet18", "resnet8", "resnet6", "vgg19", "cnn", "deit-tiny", "vit-mini"];
+
+/// The names `language_model` accepts.
+pub const LANGUAGE_MODELS: &[&str] = &["gpt-mini", "gpt-char"];
 
 /// Builds a model for inputs of `input` = (C, H, W) and `classes` outputs.
 pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
@@ -34,8 +44,83 @@ pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Gr
         "cnn" => Ok(cnn(input, classes)),
         "deit-tiny" => vit(name, input, classes, Vit { patch: 4, dim: 192, depth: 12, heads: 3, mlp: 768 }),
         "vit-mini" => vit(name, input, classes, Vit { patch: 7, dim: 64, depth: 4, heads: 4, mlp: 128 }),
-        _ => Err(format!("unknown model {name:?}; known models: {}", MODELS.join(", "))),
+        _ if is_language_model(name) => {
+            Err(format!("{name} is a language model: it trains on text (--data builtin-text or text:FILE)"))
+        }
+        _ => Err(unknown(name)),
     }
+}
+
+fn unknown(name: &str) -> String {
+    format!("unknown model {name:?}; known models: {}, {}", MODELS.join(", "), LANGUAGE_MODELS.join(", "))
+}
+
+/// A GPT's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Gpt {
+    pub layers: usize,
+    pub heads: usize,
+    pub dim: usize,
+    /// The longest window it reads (the position table's rows).
+    pub context: usize,
+}
+
+/// The sizes of a language model by name.
+pub fn gpt_sizes(name: &str) -> Result<Gpt, String> {
+    match name {
+        "gpt-mini" => Ok(Gpt { layers: 2, heads: 4, dim: 64, context: 64 }),
+        "gpt-char" => Ok(Gpt { layers: 6, heads: 6, dim: 384, context: 256 }),
+        _ => Err(unknown(name)),
+    }
+}
+
+/// A language model over `vocab` tokens reading windows of `context` tokens (at most the
+/// model's own; None: the model's).
+pub fn language_model(name: &str, context: Option<usize>, vocab: usize) -> Result<Graph, String> {
+    let mut s = gpt_sizes(name)?;
+    if let Some(c) = context {
+        if c == 0 || c > s.context {
+            return Err(format!("--context {c}: {name} reads 1 to {} tokens", s.context));
+        }
+        s.context = c;
+    }
+    if vocab == 0 {
+        return Err(format!("{name}: an empty vocabulary"));
+    }
+    Ok(gpt(name, vocab, s))
+}
+
+/// nanoGPT's `GPT` (pre-norm blocks, LayerNorm ε 1e-5 with bias, exact GELU, causal
+/// attention, `lm_head` tied to `transformer.wte`) with its initialisation: linear weights
+/// and embeddings N(0, .02²), the two residual projections (`c_proj`) N(0, (.02/√(2L))²),
+/// biases 0, LayerNorm 1/0. Inputs are `[context]` token ids; logits `[context, vocab]`.
+pub fn gpt(name: &str, vocab: usize, s: Gpt) -> Graph {
+    let mut g = Graph::with_input(name, Shape(vec![s.context]), vocab);
+    let mut x = g.embed("transformer.wte.weight", "transformer.wpe.weight", Graph::INPUT, vocab, s.dim);
+    let lin = |std: f32| LinearInit { weight: Init::Normal(std), bias: Some(Init::Const(0.0)), weight_shape: None };
+    let proj = 0.02 / ((2 * s.layers) as f32).sqrt();
+    for i in 0..s.layers {
+        let b = format!("transformer.h.{i}");
+        let h = g.layernorm(&format!("{b}.ln_1"), x, 1e-5);
+        let h = g.linear_with(&format!("{b}.attn.c_attn"), h, 3 * s.dim, lin(0.02));
+        let h = g.attention(&format!("{b}.attn"), h, s.heads, true);
+        let h = g.linear_with(&format!("{b}.attn.c_proj"), h, s.dim, lin(proj));
+        x = g.add(&format!("{b}.add1"), x, h);
+        let h = g.layernorm(&format!("{b}.ln_2"), x, 1e-5);
+        let h = g.linear_with(&format!("{b}.mlp.c_fc"), h, 4 * s.dim, lin(0.02));
+        let h = g.gelu(&format!("{b}.mlp.gelu"), h);
+        let h = g.linear_with(&format!("{b}.mlp.c_proj"), h, s.dim, lin(proj));
+        x = g.add(&format!("{b}.add2"), x, h);
+    }
+    let x = g.layernorm("transformer.ln_f", x, 1e-5);
+    let wte = g.param_named("transformer.wte.weight").expect("declared above");
+    g.linear_tied("lm_head", x, wte);
+    g
+}
+
+/// Whether `model` names a language model (a GPT): it trains on text, in steps.
+pub fn is_language_model(model: &str) -> bool {
+    model.starts_with("gpt")
 }
 
 /// BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)). The shortcut is built
@@ -177,8 +262,8 @@ pub fn default_input(model: &str) -> [usize; 3] {
     }
 }
 
-/// Whether `model` names a vision transformer (ViT, DeiT): its runs take the transformer
-/// defaults (AdamW, cosine with warm-up, label smoothing; `train::ModelDefaults`).
+/// Whether `model` names a transformer (ViT, DeiT, GPT): AdamW and a warmed-up cosine by
+/// default (`train::ModelDefaults`), a rank floor of half the full rank under Cuttlefish.
 pub fn is_transformer(model: &str) -> bool {
-    model.starts_with("vit") || model.starts_with("deit")
+    model.starts_with("vit") || model.starts_with("deit") || is_language_model(model)
 }

@@ -8,7 +8,7 @@
 //! block's input has two consumers); which is which is decided here, before any layer is
 //! planned, and handed to each layer in its `Io`.
 
-use super::graph::{ActId, Graph, Op};
+use super::graph::{ActId, Graph, Op, ParamId};
 use super::layers::batchnorm::BnState;
 use super::layers::{Epilogue, GradOut, Io, Layer, Steps};
 use super::params::ParamStore;
@@ -73,7 +73,8 @@ pub struct Net {
     acts: Vec<Option<Tensor>>,
     /// Gradient of each materialised activation but the input (sharing buffers).
     grads: Vec<Option<Tensor>>,
-    /// (batch,) u32 labels of the current batch.
+    /// (batch · targets per sample,) u32 labels of the current batch: one per image, or one
+    /// next token per position of a language model.
     pub labels: Tensor,
     pub forward_train: Vec<Dispatch>,
     pub forward_eval: Vec<Dispatch>,
@@ -154,6 +155,22 @@ fn accumulate_flags(g: &Graph, units: &[Unit]) -> Vec<Vec<bool>> {
     flags
 }
 
+/// Per unit, its parameters whose gradient a unit later in the graph (so earlier in the
+/// backward pass) also writes: those accumulate, the first writer overwrites. Only a tied
+/// embedding and head share a parameter in our models.
+fn accumulate_params(g: &Graph, units: &[Unit]) -> Vec<Vec<ParamId>> {
+    let mut written = std::collections::HashSet::new();
+    let mut out = vec![vec![]; units.len()];
+    for (i, u) in units.iter().enumerate().rev() {
+        for p in g.nodes[u.node].op.params() {
+            if !written.insert(p) {
+                out[i].push(p);
+            }
+        }
+    }
+    out
+}
+
 impl Net {
     pub fn new(gpu: &Gpu, graph: Graph, batch: usize) -> Result<Net, GpuError> {
         assert!(batch > 0, "batch size must be positive");
@@ -170,7 +187,7 @@ impl Net {
             materialise(u.output, &graph.nodes[u.node].name)?;
         }
         let grads = shared_gradients(gpu, &units, &acts)?;
-        let labels = Tensor::zeros(gpu, "labels", &[batch])?;
+        let labels = Tensor::zeros(gpu, "labels", &[batch * graph.targets_per_sample()])?;
         let mut net = Net {
             graph,
             batch,
@@ -190,8 +207,9 @@ impl Net {
     /// One `Layer::plan` per unit; the step lists are their dispatches concatenated.
     fn plan(&mut self, gpu: &Gpu, units: Vec<Unit>) -> Result<(), GpuError> {
         let acc = accumulate_flags(&self.graph, &units);
+        let acc_params = accumulate_params(&self.graph, &units);
         let mut backward: Vec<Vec<Dispatch>> = Vec::new();
-        for (u, acc) in units.into_iter().zip(acc) {
+        for ((u, acc), accumulate_params) in units.into_iter().zip(acc).zip(acc_params) {
             let node = &self.graph.nodes[u.node];
             let act = |a: ActId| self.acts[a].as_ref().expect("a layer reads only materialised activations");
             let dx = u.inputs.iter().zip(&acc);
@@ -204,6 +222,7 @@ impl Net {
                 y: act(u.output),
                 dy: self.grads[u.output].as_ref().expect("every layer output has a gradient"),
                 dx: dx.map(|(&a, &accumulate)| self.grads[a].as_ref().map(|t| GradOut { t, accumulate })).collect(),
+                accumulate_params,
             };
             let mut steps = Steps::default();
             let layer = Layer::plan(&io, &node.op, u.epilogue, &mut steps)?;
@@ -216,7 +235,7 @@ impl Net {
         Ok(())
     }
 
-    /// The input batch (batch, C, H, W).
+    /// The input batch (batch, C, H, W), or (batch, T) token ids (u32 bits).
     pub fn input(&self) -> &Tensor {
         self.acts[Graph::INPUT].as_ref().expect("the input is materialised")
     }

@@ -23,12 +23,17 @@ pub struct StoredParam {
 /// about 4.6% of draws are rejected).
 fn truncated_normal(rng: &mut SplitMix64) -> f64 {
     loop {
-        let (u1, u2) = (1.0 - rng.uniform(), rng.uniform());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let z = normal(rng);
         if z.abs() <= 2.0 {
             return z;
         }
     }
+}
+
+/// N(0, 1) by Box-Muller (one draw of the pair).
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let (u1, u2) = (1.0 - rng.uniform(), rng.uniform());
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 pub struct ParamStore {
@@ -121,6 +126,11 @@ impl ParamStore {
                 Init::TruncNormal(std) => {
                     for v in dst {
                         *v = (truncated_normal(&mut rng) * std as f64) as f32;
+                    }
+                }
+                Init::Normal(std) => {
+                    for v in dst {
+                        *v = (normal(&mut rng) * std as f64) as f32;
                     }
                 }
             }

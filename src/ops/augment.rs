@@ -34,6 +34,13 @@ pub struct Augment {
     pub mean_std: Vec<(f32, f32)>,
 }
 
+impl Augment {
+    /// No augmentation and no normalisation (a language model's runs, which have no images).
+    pub fn none() -> Augment {
+        Augment { pad: 0, flip: false, mean_std: vec![] }
+    }
+}
+
 /// A data set split resident on the GPU.
 pub struct DeviceData {
     pub chunks: [Tensor; 2],

@@ -1,7 +1,9 @@
 //! Softmax cross-entropy with label smoothing and accuracy count (`shaders/loss.wgsl`).
 //!
-//! logits (B, K), labels (B,) → dlogits (B, K) = (softmax − target)/valid for the first
+//! logits (R, K), labels (R,) → dlogits (R, K) = (softmax − target)/valid for the first
 //! `valid` rows (0 for the rest), and totals (4,) += [Σ loss, Σ correct, valid, 1].
+//! A row is a sample of a classifier (R = B) or one position of a language model's window
+//! (R = B·T, `per_sample` = T): `valid` = the step's valid samples · `per_sample`.
 //! The target is PyTorch's `label_smoothing`: (1 − ε)·onehot + ε/K, and the loss of a row
 //! Σ −target·log softmax; ε = 0 is plain cross-entropy (evaluation always uses 0, so the
 //! test loss is plain cross-entropy while the training loss is the smoothed one).
@@ -12,22 +14,27 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
+    /// Rows R.
     pub batch: u32,
     pub classes: u32,
     pub flags: u32,
     /// ε in [0, 1).
     pub smoothing: f32,
+    /// Rows per sample (1 for a classifier, T for a language model).
+    pub per_sample: u32,
+    pub _pad: [u32; 3],
 }
 
 pub const WRITE_GRAD: u32 = 1;
 
 /// `step` is the (8,) StepState tensor; `dlogits` is written only when `train`;
-/// `smoothing` is ε (0: plain cross-entropy).
+/// `smoothing` is ε (0: plain cross-entropy). `(samples, per_sample, classes)`: logits
+/// (samples·per_sample, classes).
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy(
     gpu: &Gpu,
     label: &str,
-    (batch, classes): (usize, usize),
+    (samples, per_sample, classes): (usize, usize, usize),
     train: bool,
     smoothing: f32,
     logits: &Tensor,
@@ -37,7 +44,14 @@ pub fn cross_entropy(
     totals: &Tensor,
 ) -> Dispatch {
     let flags = if train { WRITE_GRAD } else { 0 };
-    let p = Params { batch: batch as u32, classes: classes as u32, flags, smoothing };
+    let p = Params {
+        batch: (samples * per_sample) as u32,
+        classes: classes as u32,
+        flags,
+        smoothing,
+        per_sample: per_sample as u32,
+        _pad: [0; 3],
+    };
     Dispatch::new(gpu, label, ("loss", "cross_entropy"), &[], &p, &[logits, labels, step, dlogits, totals], [1, 1, 1])
 }
 

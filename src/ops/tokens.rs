@@ -368,7 +368,8 @@ pub fn lookup(
     Dispatch::new(gpu, label, ("tokens", "lookup"), &[], &p, &[table, y, ids, pos], grid_1d(len, 256))
 }
 
-/// The backward of `lookup`, from dy (B, T, D): dtable (vocab, D) overwritten with
+/// The backward of `lookup`, from dy (B, T, D): dtable (vocab, D) overwritten (or, with
+/// `accumulate`, added to) with
 /// dtable[v, :] = Σ of dy over the tokens whose (clamped) id is v, and rows 0..T of dpos
 /// (T_max ≥ T, D) overwritten with Σ_b dy[b, t, :] (rows T.. untouched). Both sums in token
 /// order. Cost: the table pass runs one invocation per (v, d), each scanning all B·T ids:
@@ -381,6 +382,7 @@ pub fn lookup_backward(
     ids: &Tensor,
     dy: &Tensor,
     dtable: &Tensor,
+    accumulate: bool,
     dpos: &Tensor,
 ) -> Vec<Dispatch> {
     assert!(vocab >= 1, "`{label}`: empty vocabulary");
@@ -397,7 +399,7 @@ pub fn lookup_backward(
         vocab: vocab as u32,
         ..Default::default()
     };
-    let table = Params { len: (vocab * dim) as u32, ..base };
+    let table = Params { len: (vocab * dim) as u32, flags: flags(accumulate), ..base };
     let sums = Params { len: (tokens * dim) as u32, ..base };
     vec![
         Dispatch::new(
@@ -538,4 +540,35 @@ pub mod cpu {
         }
         (dtable, dpos)
     }
+}
+
+/// A language model's batch of `batch` windows of `tokens` ids from `stream` (n,) u32 into
+/// `ids` (batch·tokens,) and their next tokens into `labels` (batch·tokens,): random
+/// windows from (seed, epoch, step) of `step` (the StepState) with `eval_stride` None,
+/// else window w = step·batch + b at w·stride (`data::text::eval_stride`). Needs
+/// n > tokens.
+pub fn text_windows(
+    gpu: &Gpu,
+    label: &str,
+    (batch, tokens): (usize, usize),
+    eval_stride: Option<usize>,
+    stream: &Tensor,
+    step: &Tensor,
+    ids: &Tensor,
+    labels: &Tensor,
+) -> Dispatch {
+    assert!(stream.len() > tokens, "`{label}`: a stream of {} tokens has no window of {tokens}", stream.len());
+    check_len(label, ids, batch * tokens, &format!("token ids ({batch}·{tokens},)"));
+    check_len(label, labels, batch * tokens, &format!("targets ({batch}·{tokens},)"));
+    let len = batch * tokens;
+    let p = Params {
+        len: u32_of(len, label),
+        batch: batch as u32,
+        tokens: tokens as u32,
+        rows: u32_of(stream.len() - tokens, label),
+        start: eval_stride.map_or(0, |s| u32_of(s.max(1), label)),
+        ..Default::default()
+    };
+    let bindings = [(1, stream), (2, ids), (5, labels), (6, step)];
+    Dispatch::with_bindings(gpu, label, ("tokens", "text_windows"), &[], &p, &bindings, grid_1d(len, 256))
 }

@@ -106,12 +106,17 @@ impl Checkpoint {
     /// The model alone, for PyTorch: weights and BatchNorm running statistics under their
     /// module names, without optimizer or Cuttlefish state.
     pub fn model_only(&self) -> Checkpoint {
-        let tensors = self
+        let mut tensors: BTreeMap<_, _> = self
             .tensors
             .iter()
             .filter(|(n, _)| ["momentum.", "second_moment.", "cuttlefish."].iter().all(|p| !n.starts_with(p)))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
+        // A GPT's head is tied to its token embedding: cuttle stores the table once, but
+        // nanoGPT's state dict names it twice, so `load_state_dict(strict=True)` wants both.
+        if let Some(wte) = tensors.get("transformer.wte.weight").cloned() {
+            tensors.entry("lm_head.weight".to_string()).or_insert(wte);
+        }
         Checkpoint { tensors, meta: Meta { model: self.meta.model.clone(), run: None } }
     }
 

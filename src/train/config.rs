@@ -7,9 +7,10 @@
 //! its default; an unknown key, or a value of the wrong type, is an error naming the key.
 //!
 //! Some defaults depend on the model ([`ModelDefaults`], the one place they are written):
-//! CNNs train with SGD and a one-cycle schedule as they always have, transformers
-//! (`is_transformer`: vit*, deit*) with AdamW, a warmed-up cosine schedule and label
-//! smoothing. Those fields are `Option`s here (None: the model's default) and are
+//! CNNs train with SGD and a one-cycle schedule as they always have, vision transformers
+//! (vit*, deit*) with AdamW, a warmed-up cosine schedule and label smoothing, and the
+//! language models (gpt*) with AdamW and gradient clipping, in steps with an evaluation
+//! every `eval_every` steps (one "epoch" of the run, and of the Cuttlefish detector). Those fields are `Option`s here (None: the model's default) and are
 //! resolved once, by [`RunConfig::resolved`]: the CLI resolves before it saves a run's
 //! `config.toml` and prints its header, and the page's `Engine.options` returns the
 //! resolved options, so what a run shows and saves is what it trains with.
@@ -18,10 +19,10 @@
 //! [`CuttlefishConfig`].
 
 use crate::cuttlefish::{CuttlefishConfig, FactorizeMode};
-use crate::nn::models::is_transformer;
+use crate::nn::models::{self, is_language_model, is_transformer};
 use crate::ops::adamw::AdamWConfig;
 use crate::ops::sgd::SgdConfig;
-use crate::train::{AugmentKind, Optimizer, OptimizerKind, Schedule, TrainConfig};
+use crate::train::{trainer::TextConfig, AugmentKind, Optimizer, OptimizerKind, Schedule, TrainConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct ModelDefaults {
     pub label_smoothing: f32,
     /// Global gradient norm to clip to; 0 is off.
     pub clip_grad: f32,
+    /// Language models: steps per evaluation (an "epoch"); 0 for image models.
+    pub eval_every: usize,
+    /// Language models: batches of fixed validation windows per evaluation.
+    pub eval_batches: usize,
 }
 
 impl ModelDefaults {
@@ -61,6 +66,8 @@ impl ModelDefaults {
         weight_decay: 5e-4,
         label_smoothing: 0.0,
         clip_grad: 0.0,
+        eval_every: 0,
+        eval_batches: 0,
     };
 
     /// ViT / DeiT: AdamW at 1e-3 with weight decay 0.05, cosine after one warm-up epoch,
@@ -75,10 +82,45 @@ impl ModelDefaults {
         weight_decay: 0.05,
         label_smoothing: 0.1,
         clip_grad: 0.0,
+        eval_every: 0,
+        eval_batches: 0,
+    };
+
+    /// `gpt-mini`: 600 steps of 32 windows (evaluated every 50 on 8 batches), AdamW at
+    /// 3e-3 with weight decay 0.1, cosine after a 25-step warm-up, clipping at norm 1:
+    /// nanoGPT's recipe, with the rate of a model this small.
+    pub const GPT: ModelDefaults = ModelDefaults {
+        epochs: 12,
+        batch: 32,
+        lr: 3e-3,
+        schedule: Schedule::Cosine,
+        warmup_epochs: 0.5,
+        optimizer: OptimizerKind::AdamW,
+        weight_decay: 0.1,
+        label_smoothing: 0.0,
+        clip_grad: 1.0,
+        eval_every: 50,
+        eval_batches: 8,
+    };
+
+    /// `gpt-char`: nanoGPT's Shakespeare run: 5,000 steps of batch 64 at 1e-3 (warm-up 100
+    /// steps), evaluated every 250.
+    pub const GPT_CHAR: ModelDefaults = ModelDefaults {
+        epochs: 20,
+        batch: 64,
+        lr: 1e-3,
+        warmup_epochs: 0.4,
+        eval_every: 250,
+        eval_batches: 20,
+        ..ModelDefaults::GPT
     };
 
     pub fn for_model(model: &str) -> ModelDefaults {
-        if is_transformer(model) {
+        if model == "gpt-char" {
+            ModelDefaults::GPT_CHAR
+        } else if is_language_model(model) {
+            ModelDefaults::GPT
+        } else if is_transformer(model) {
             ModelDefaults::TRANSFORMER
         } else {
             ModelDefaults::CNN
@@ -89,11 +131,11 @@ impl ModelDefaults {
 /// `--help` text of a flag whose default depends on the model.
 #[cfg(not(target_arch = "wasm32"))]
 fn per_model(what: &str, value: impl Fn(&ModelDefaults) -> String) -> String {
-    let (c, t) = (value(&ModelDefaults::CNN), value(&ModelDefaults::TRANSFORMER));
-    if c == t {
+    let (c, t, g) = (value(&ModelDefaults::CNN), value(&ModelDefaults::TRANSFORMER), value(&ModelDefaults::GPT));
+    if c == t && t == g {
         format!("{what} [default: {c}]")
     } else {
-        format!("{what} [default: {c} for CNNs, {t} for transformers (vit*, deit*)]")
+        format!("{what} [default: {c} for CNNs, {t} for vision transformers (vit*, deit*), {g} for gpt-mini]")
     }
 }
 
@@ -103,16 +145,34 @@ fn per_model(what: &str, value: impl Fn(&ModelDefaults) -> String) -> String {
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
-    /// Model: resnet18, resnet8, resnet6, vgg19 or cnn.
+    /// Model: resnet18, resnet8, resnet6, vgg19, cnn, vit-mini, deit-tiny, or a language
+    /// model: gpt-mini, gpt-char.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().model))]
     pub model: String,
     /// Data: cifar10:DIR, cifar100:DIR, folder:DIR (train/ and test/ of class folders),
-    /// mnist:DIR, fashion-mnist:DIR, or builtin (the Fashion-MNIST subset inside cuttle).
-    ///
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().data))]
-    pub data: String,
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Epochs", |d| d.epochs.to_string())))]
+    /// mnist:DIR, fashion-mnist:DIR, builtin (the Fashion-MNIST subset inside cuttle); for a
+    /// language model text:FILE (UTF-8) or builtin-text (Tiny Shakespeare inside cuttle)
+    /// [default: builtin, builtin-text for a language model].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub data: Option<String>,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Epochs (a language model's: evaluation intervals)", |d| d.epochs.to_string())))]
     pub epochs: Option<usize>,
+    /// Language models: training steps, a multiple of --eval-every [default: 600 for
+    /// gpt-mini, 5000 for gpt-char].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub steps: Option<usize>,
+    /// Language models: steps between evaluations; one such interval is an "epoch" of the
+    /// run and of the Cuttlefish detector [default: 50 for gpt-mini, 250 for gpt-char].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub eval_every: Option<usize>,
+    /// Language models: batches of fixed validation windows per evaluation [default: 8 for
+    /// gpt-mini, 20 for gpt-char].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub eval_batches: Option<usize>,
+    /// Language models: tokens per window, at most the model's [default: 64 for
+    /// gpt-mini, 256 for gpt-char].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub context: Option<usize>,
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, help = per_model("Batch size", |d| d.batch.to_string())))]
     pub batch: Option<usize>,
     /// Peak learning rate.
@@ -216,8 +276,12 @@ impl Default for RunConfig {
         let (sgd, adamw) = (SgdConfig::default(), AdamWConfig::default());
         RunConfig {
             model: "resnet6".into(),
-            data: "builtin".into(),
+            data: None,
             epochs: None,
+            steps: None,
+            eval_every: None,
+            eval_batches: None,
+            context: None,
             batch: None,
             lr: None,
             schedule: None,
@@ -286,8 +350,16 @@ impl RunConfig {
         let d = ModelDefaults::for_model(&self.model);
         let schedule = self.schedule.unwrap_or(d.schedule);
         let warmup = if schedule == Schedule::Cosine { d.warmup_epochs } else { 0.0 };
+        let eval_every = self.eval_every.unwrap_or(d.eval_every);
+        let epochs = match (self.epochs, self.steps) {
+            (Some(e), _) => e,
+            (None, Some(s)) if eval_every > 0 => s / eval_every,
+            _ => d.epochs,
+        };
         ModelDefaults {
-            epochs: self.epochs.unwrap_or(d.epochs),
+            epochs,
+            eval_every,
+            eval_batches: self.eval_batches.unwrap_or(d.eval_batches),
             batch: self.batch.unwrap_or(d.batch),
             lr: self.lr.unwrap_or(d.lr),
             schedule,
@@ -304,8 +376,14 @@ impl RunConfig {
     /// if the model's defaults change later.
     pub fn resolved(&self) -> RunConfig {
         let m = self.model_settings();
+        let lm = is_language_model(&self.model);
         RunConfig {
+            data: Some(self.data()),
             epochs: Some(m.epochs),
+            steps: if lm { Some(self.steps.unwrap_or(m.epochs * m.eval_every)) } else { self.steps },
+            eval_every: if lm { Some(m.eval_every) } else { self.eval_every },
+            eval_batches: if lm { Some(m.eval_batches) } else { self.eval_batches },
+            context: if lm { self.context.or_else(|| models::gpt_sizes(&self.model).ok().map(|g| g.context)) } else { self.context },
             batch: Some(m.batch),
             lr: Some(m.lr),
             schedule: Some(m.schedule),
@@ -322,6 +400,7 @@ impl RunConfig {
     /// The trainer's and (with `cuttlefish`) Cuttlefish's settings, checked: a setting
     /// that cannot train is an error naming it. `train_images` is the training set's size.
     pub fn settings(&self, train_images: usize) -> Result<(TrainConfig, Option<CuttlefishConfig>)> {
+        self.check_text_options()?;
         let cfg = self.train_config();
         cfg.validate(train_images)?;
         if self.nesterov && cfg.optimizer.kind() != OptimizerKind::Sgd {
@@ -335,6 +414,49 @@ impl RunConfig {
             c.validate()?;
         }
         Ok((cfg, cf))
+    }
+
+    /// The data spec: as given, else the model's default (the built-in images, or the
+    /// built-in text for a language model).
+    pub fn data(&self) -> String {
+        self.data.clone().unwrap_or_else(|| if is_language_model(&self.model) { "builtin-text" } else { "builtin" }.into())
+    }
+
+    /// The language-model options: only for a language model, and consistent.
+    fn check_text_options(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !is_language_model(&self.model) {
+            for (flag, given) in [
+                ("--steps", self.steps.is_some()),
+                ("--eval-every", self.eval_every.is_some()),
+                ("--eval-batches", self.eval_batches.is_some()),
+                ("--context", self.context.is_some()),
+            ] {
+                if given {
+                    return bad(format!("{flag} is for language models (gpt-mini, gpt-char), not {}", self.model));
+                }
+            }
+            return Ok(());
+        }
+        let m = self.model_settings();
+        if m.eval_every == 0 {
+            return bad("--eval-every must be at least 1".into());
+        }
+        if m.eval_batches == 0 {
+            return bad("--eval-batches must be at least 1".into());
+        }
+        if let Some(s) = self.steps {
+            if s == 0 || s % m.eval_every != 0 {
+                return bad(format!("--steps {s} must be a positive multiple of --eval-every {}", m.eval_every));
+            }
+            if self.epochs.is_some_and(|e| e * m.eval_every != s) {
+                return bad(format!(
+                    "--steps {s} and --epochs {} disagree at --eval-every {} (give one of them)",
+                    m.epochs, m.eval_every
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The trainer's settings (unchecked; see [`RunConfig::settings`]), model defaults
@@ -368,6 +490,11 @@ impl RunConfig {
             seed: self.seed,
             augment: self.augment,
             report_every: self.report_every,
+            text: is_language_model(&self.model).then(|| TextConfig {
+                context: self.context.or_else(|| models::gpt_sizes(&self.model).ok().map(|g| g.context)).unwrap_or(0),
+                eval_every: m.eval_every,
+                eval_batches: m.eval_batches,
+            }),
         }
     }
 

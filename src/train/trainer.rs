@@ -1,5 +1,5 @@
 //! The training loop. A step is one command encoder and one submit: build the batch on the
-//! GPU, forward, loss, backward, the optimizer (optional gradient clipping, then SGD or
+//! GPU (augmented images, or a language model's text windows), forward, loss, backward, the optimizer (optional gradient clipping, then SGD or
 //! AdamW; `super::optimizer`). The host writes 32 bytes of step state before each
 //! submit and nothing else; loss and accuracy totals accumulate on the GPU and are copied
 //! out every `report_every` steps (and at the end of an epoch) into one persistent staging
@@ -8,12 +8,12 @@
 use super::checkpoint::{Checkpoint, Meta, RunState};
 use super::optimizer::{self, Optimizer};
 use super::Schedule;
-use crate::data::{epoch_permutation, Splits};
+use crate::data::{epoch_permutation, text, Source, Splits};
 use crate::gpu::{Dispatch, Gpu, Readback, Tensor};
-use crate::nn::{models::model_by_name, Graph, Net};
+use crate::nn::{models, models::model_by_name, Graph, Net};
 use crate::ops::augment::{self, Augment, DeviceData};
 use crate::ops::clip::GradClip;
-use crate::ops::{loss, StepState};
+use crate::ops::{loss, tokens, StepState};
 use crate::{Error, Result};
 use web_time::Instant;
 
@@ -49,6 +49,16 @@ impl std::fmt::Display for AugmentKind {
     }
 }
 
+/// A language model's run: windows of `context` tokens, an "epoch" of `eval_every` steps
+/// (what the Cuttlefish detector counts), then a validation loss over `eval_batches`
+/// batches of fixed windows spread over the validation split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TextConfig {
+    pub context: usize,
+    pub eval_every: usize,
+    pub eval_batches: usize,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub model: String,
@@ -67,6 +77,8 @@ pub struct TrainConfig {
     pub augment: AugmentKind,
     /// Read the loss totals back every this many steps (progress display, NaN check).
     pub report_every: usize,
+    /// A language model's settings (None for image models).
+    pub text: Option<TextConfig>,
 }
 
 /// The defaults of a run ([`super::RunConfig`]), the one place they are written.
@@ -119,16 +131,24 @@ impl TrainConfig {
 
     /// The run's optimization settings in one line, for its header.
     pub fn summary(&self) -> String {
-        let warm = if self.schedule == Schedule::Cosine {
-            format!(", {} warm-up epochs", self.warmup_epochs)
-        } else {
-            String::new()
+        let (epochs, warm) = match self.text {
+            Some(t) => (
+                format!(
+                    "{} steps (evaluated every {}, on {} batches) of batch {} x {} tokens",
+                    self.epochs * t.eval_every,
+                    t.eval_every,
+                    t.eval_batches,
+                    self.batch,
+                    t.context
+                ),
+                format!(", {} warm-up steps", (self.warmup_epochs * t.eval_every as f32).round()),
+            ),
+            None => (format!("{} epochs of batch {}", self.epochs, self.batch), format!(", {} warm-up epochs", self.warmup_epochs)),
         };
+        let warm = if self.schedule == Schedule::Cosine { warm } else { String::new() };
         let clip = self.clip_grad.map_or("off".to_string(), |c| format!("at norm {c}"));
         format!(
-            "{} epochs of batch {}, optimizer {}, lr {} ({} schedule{warm}), label smoothing {}, gradient clipping {clip}",
-            self.epochs,
-            self.batch,
+            "{epochs}, optimizer {}, lr {} ({} schedule{warm}), label smoothing {}, gradient clipping {clip}",
             self.optimizer.describe(),
             self.lr,
             self.schedule,
@@ -147,6 +167,9 @@ pub struct EpochReport {
     pub test_acc: f32,
     pub lr: f32,
     pub images_per_s: f32,
+    /// A language model's training tokens per second (windows/s x context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f32>,
     pub seconds: f32,
 }
 
@@ -161,7 +184,7 @@ pub struct Totals {
     pub loss_sum: f32,
     /// Rows whose arg-max is the label.
     pub correct: f32,
-    /// Rows counted (images).
+    /// Rows counted (images, or a language model's predicted tokens).
     pub rows: f32,
     /// Batches counted.
     pub batches: f32,
@@ -193,13 +216,18 @@ impl Totals {
     }
 }
 
+/// Where batches come from, on the GPU.
+enum Batches {
+    /// Both image splits, this epoch's order and the test order (the identity).
+    Images { train: DeviceData, test: DeviceData, perm: Tensor, test_order: Tensor },
+    /// Both text splits as (n,) u32 ids, and the evaluation windows' stride.
+    Text { train: Tensor, val: Tensor, cfg: TextConfig, eval_stride: usize },
+}
+
 pub struct Trainer {
     pub cfg: TrainConfig,
     pub net: Net,
-    train_data: DeviceData,
-    test_data: DeviceData,
-    perm: Tensor,
-    test_order: Tensor,
+    batches: Batches,
     step_state: Tensor,
     totals: Tensor,
     staging: Readback,
@@ -219,16 +247,68 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Plans the model and uploads both splits. Weights are initialised from `cfg.seed`.
-    pub fn new(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> Result<Trainer> {
-        let d = &data.train;
-        let graph = model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes).map_err(Error::Config)?;
+    /// Plans the model and uploads both splits (images, or text for a language model).
+    /// Weights are initialised from `cfg.seed`.
+    pub fn new<'a>(gpu: &Gpu, data: impl Into<Source<'a>>, cfg: TrainConfig) -> Result<Trainer> {
+        let data = data.into();
+        let graph = match data {
+            Source::Images(s) => {
+                let d = &s.train;
+                model_by_name(&cfg.model, [d.channels, d.height, d.width], d.classes)
+            }
+            Source::Text(t) => models::language_model(&cfg.model, cfg.text.map(|c| c.context), t.vocab.len()),
+        }
+        .map_err(Error::Config)?;
         Trainer::with_graph(gpu, data, cfg, graph)
     }
 
     /// As `new`, for a graph built by the caller (a fixed low-rank model for benchmarks);
     /// `cfg.model` is then only a name.
-    pub fn with_graph(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
+    pub fn with_graph<'a>(gpu: &Gpu, data: impl Into<Source<'a>>, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
+        match data.into() {
+            Source::Images(s) => Self::on_images(gpu, s, cfg, graph),
+            Source::Text(t) => Self::on_text(gpu, t, cfg, graph),
+        }
+    }
+
+    /// A language model on text: batches of random windows, evaluation on fixed ones.
+    fn on_text(gpu: &Gpu, data: &text::TextData, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
+        let Some(tc) = cfg.text else {
+            return Err(Error::Config(format!("{} is text: it trains a language model (gpt-mini, gpt-char)", data.name)));
+        };
+        if !graph.reads_tokens() {
+            return Err(Error::Config(format!("model {} reads images, not the text {}", graph.name, data.name)));
+        }
+        let context = graph.shape(Graph::INPUT).0[0];
+        data.check_context(context)?;
+        if graph.classes < data.vocab.len() {
+            return Err(Error::Config(format!(
+                "{}: {} distinct characters, more than the model's table of {}",
+                data.name,
+                data.vocab.len(),
+                graph.classes
+            )));
+        }
+        cfg.validate(data.train.len() - context)?;
+        let net = Net::new(gpu, graph, cfg.batch)?;
+        net.params.initialise(gpu, cfg.seed);
+        let windows = tc.eval_batches * cfg.batch;
+        let batches = Batches::Text {
+            train: Tensor::from_slice(gpu, "text-train", &[data.train.len()], &data.train)?,
+            val: Tensor::from_slice(gpu, "text-val", &[data.val.len()], &data.val)?,
+            cfg: tc,
+            eval_stride: text::eval_stride(data.val.len(), context, windows),
+        };
+        Self::with_batches(gpu, cfg, net, batches, tc.eval_every, Augment::none(), Augment::none())
+    }
+
+    fn on_images(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
+        if graph.reads_tokens() {
+            return Err(Error::Config(format!(
+                "model {} is a language model: it trains on text (--data builtin-text or text:FILE), not {}",
+                graph.name, data.train.name
+            )));
+        }
         cfg.validate(data.train.n)?;
         let d = &data.train;
         if d.channels > 4 {
@@ -259,12 +339,28 @@ impl Trainer {
         let augment = Augment { pad: if crop_flip { 4 } else { 0 }, flip: crop_flip, mean_std: mean_std.clone() };
         let plain = Augment { pad: 0, flip: false, mean_std };
         let ident: Vec<u32> = (0..data.test.n as u32).collect();
-        let mut t = Trainer {
-            steps_per_epoch: d.n / cfg.batch,
-            train_data: DeviceData::upload(gpu, "train", &data.train)?,
-            test_data: DeviceData::upload(gpu, "test", &data.test)?,
+        let batches = Batches::Images {
+            train: DeviceData::upload(gpu, "train", &data.train)?,
+            test: DeviceData::upload(gpu, "test", &data.test)?,
             perm: Tensor::zeros(gpu, "permutation", &[d.n])?,
             test_order: Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?,
+        };
+        let steps_per_epoch = d.n / cfg.batch;
+        Self::with_batches(gpu, cfg, net, batches, steps_per_epoch, augment, plain)
+    }
+
+    fn with_batches(
+        gpu: &Gpu,
+        cfg: TrainConfig,
+        net: Net,
+        batches: Batches,
+        steps_per_epoch: usize,
+        augment: Augment,
+        plain: Augment,
+    ) -> Result<Trainer> {
+        let mut t = Trainer {
+            steps_per_epoch,
+            batches,
             step_state: Tensor::zeros(gpu, "step-state", &[8])?,
             totals: Tensor::zeros(gpu, "totals", &[4])?,
             staging: Readback::new(gpu, "totals-readback", 16),
@@ -304,27 +400,36 @@ impl Trainer {
         let (optimizer_step, clip) =
             optimizer::plan(gpu, self.cfg.optimizer, self.cfg.clip_grad, &mut self.net.params, &self.step_state)?;
         let net = &self.net;
-        let (b, k) = (self.cfg.batch, net.graph.classes);
+        let (b, k, per) = (self.cfg.batch, net.graph.classes, net.graph.targets_per_sample());
         let (x, labels, st) = (net.input(), &net.labels, &self.step_state);
         let eps = self.cfg.label_smoothing;
-        let mut train_step =
-            vec![augment::batch(gpu, "batch", &self.train_data, &self.augment, b, &self.perm, st, x, labels)];
+        let (train_batch, eval_batch) = match &self.batches {
+            Batches::Images { train, test, perm, test_order } => (
+                augment::batch(gpu, "batch", train, &self.augment, b, perm, st, x, labels),
+                augment::batch(gpu, "eval-batch", test, &self.plain, b, test_order, st, x, labels),
+            ),
+            Batches::Text { train, val, cfg, eval_stride } => (
+                tokens::text_windows(gpu, "batch", (b, cfg.context), None, train, st, x, labels),
+                tokens::text_windows(gpu, "eval-batch", (b, cfg.context), Some(*eval_stride), val, st, x, labels),
+            ),
+        };
+        let mut train_step = vec![train_batch];
         train_step.extend(net.forward_train.iter().cloned());
         let (logits, dlogits) = (net.logits(), net.dlogits());
-        let ce = loss::cross_entropy(gpu, "loss", (b, k), true, eps, logits, labels, st, dlogits, &self.totals);
+        let ce =
+            loss::cross_entropy(gpu, "loss", (b, per, k), true, eps, logits, labels, st, dlogits, &self.totals);
         train_step.push(ce);
         train_step.extend(net.backward.iter().cloned());
         train_step.extend(regularisers);
         train_step.extend(optimizer_step);
 
-        let (data, order) = (&self.test_data, &self.test_order);
-        let mut eval_step = vec![augment::batch(gpu, "eval-batch", data, &self.plain, b, order, st, x, labels)];
+        let mut eval_step = vec![eval_batch];
         eval_step.extend(net.forward_eval.iter().cloned());
         // Evaluation: plain cross-entropy (ε = 0) whatever the training loss smooths.
         let ce = loss::cross_entropy(
             gpu,
             "eval-loss",
-            (b, k),
+            (b, per, k),
             false,
             0.0,
             net.logits(),
@@ -490,8 +595,7 @@ impl Trainer {
         stop: &dyn Fn() -> bool,
     ) -> Result<std::result::Result<Totals, Position>> {
         let epoch = at.epochs_done;
-        let perm = epoch_permutation(self.train_data.n, self.cfg.seed, epoch as u64);
-        self.perm.write(gpu, &perm);
+        self.write_permutation(gpu, epoch);
         self.totals.write_struct(gpu, &at.totals);
         let steps = self.steps_per_epoch;
         let mut totals = at.totals;
@@ -519,8 +623,7 @@ impl Trainer {
     /// Runs `steps` training steps of epoch 0 back to back, then waits for the GPU once
     /// (benchmarks: no readback between steps).
     pub async fn bench_steps(&mut self, gpu: &Gpu, steps: usize) -> Result<Totals> {
-        let perm = epoch_permutation(self.train_data.n, self.cfg.seed, 0);
-        self.perm.write(gpu, &perm);
+        self.write_permutation(gpu, 0);
         for s in 0..steps {
             self.optimizer_steps += 1;
             let st = self.state(s % self.steps_per_epoch, 0, self.cfg.batch, self.cfg.lr);
@@ -539,10 +642,27 @@ impl Trainer {
         Ok((self.train_step.iter().zip(secs).collect(), timestamps))
     }
 
-    /// Loss and accuracy on the whole test split (BatchNorm in eval mode).
+    /// An image run's order of epoch `epoch` (a text run draws its windows on the GPU).
+    fn write_permutation(&self, gpu: &Gpu, epoch: usize) {
+        if let Batches::Images { train, perm, .. } = &self.batches {
+            perm.write(gpu, &epoch_permutation(train.n, self.cfg.seed, epoch as u64));
+        }
+    }
+
+    /// Samples one evaluation covers: the test images, or a language model's evaluation
+    /// windows (`eval_batches` full batches).
+    pub fn eval_samples(&self) -> usize {
+        match &self.batches {
+            Batches::Images { test, .. } => test.n,
+            Batches::Text { cfg, .. } => cfg.eval_batches * self.cfg.batch,
+        }
+    }
+
+    /// Loss and accuracy on the whole test split (BatchNorm in eval mode), or a language
+    /// model's validation windows (loss in nats per token).
     pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<Totals> {
         self.reset_totals(gpu);
-        let (n, b) = (self.test_data.n, self.cfg.batch);
+        let (n, b) = (self.eval_samples(), self.cfg.batch);
         let steps = n.div_ceil(b);
         for s in 0..steps {
             let st = self.state(s, 0, b.min(n - s * b), 0.0);
@@ -554,7 +674,10 @@ impl Trainer {
     /// Predicted classes of the first `min(count, batch, test images)` test images (BatchNorm
     /// in eval mode), for showing predictions next to the images.
     pub async fn predict(&mut self, gpu: &Gpu, count: usize) -> Result<Vec<u32>> {
-        let n = count.min(self.cfg.batch).min(self.test_data.n);
+        if self.cfg.text.is_some() {
+            return Err(Error::Config("a language model predicts text: sample it instead".into()));
+        }
+        let n = count.min(self.cfg.batch).min(self.eval_samples());
         self.submit(gpu, &self.eval_step, self.state(0, 0, n, 0.0), false);
         let logits = crate::gpu::read_f32(gpu, &[self.net.logits()]).await?.remove(0);
         let k = self.net.graph.classes;
@@ -582,6 +705,7 @@ impl Trainer {
         let train_secs = t0.elapsed().as_secs_f32();
         let test = self.evaluate(gpu).await?;
         let epoch = at.epochs_done;
+        let samples_per_s = ((self.steps_per_epoch - at.step) * self.cfg.batch) as f32 / train_secs;
         Ok(EpochEnd::Done(EpochReport {
             epoch: epoch + 1,
             train_loss: train.mean_loss(),
@@ -589,7 +713,8 @@ impl Trainer {
             test_loss: test.mean_loss(),
             test_acc: test.accuracy(),
             lr: self.lr_at(epoch, self.steps_per_epoch.saturating_sub(1)),
-            images_per_s: ((self.steps_per_epoch - at.step) * self.cfg.batch) as f32 / train_secs,
+            images_per_s: samples_per_s,
+            tokens_per_s: self.cfg.text.map(|t| samples_per_s * t.context as f32),
             seconds: t0.elapsed().as_secs_f32(),
         }))
     }

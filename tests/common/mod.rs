@@ -85,9 +85,17 @@ impl Harness {
 /// switches or BatchNorm over a few samples) take a larger step than the CNNs.
 pub fn check_net_gradients(gpu: &Gpu, net: Net, classes: usize, rng: &mut Rng, eps: f64) {
     let batch = net.batch;
-    let input: Vec<f32> = (0..net.input().len()).map(|_| rng.uniform() as f32).collect();
-    net.input().write(gpu, &input);
-    let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
+    if net.graph.reads_tokens() {
+        // Token ids (a language model): random ids in the vocabulary, u32 bits.
+        let ids: Vec<u32> = (0..net.input().len()).map(|_| rng.below(classes) as u32).collect();
+        net.input().write(gpu, &ids);
+    } else {
+        let input: Vec<f32> = (0..net.input().len()).map(|_| rng.uniform() as f32).collect();
+        net.input().write(gpu, &input);
+    }
+    // One label per sample, or per position of a language model.
+    let per_sample = net.graph.targets_per_sample();
+    let labels: Vec<u32> = (0..batch * per_sample).map(|i| (i % classes) as u32).collect();
     net.labels.write(gpu, &labels);
     let st = StepState { valid: batch as u32, ..Default::default() };
     let step = Tensor::from_slice(gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
@@ -95,7 +103,7 @@ pub fn check_net_gradients(gpu: &Gpu, net: Net, classes: usize, rng: &mut Rng, e
     let ce = loss::cross_entropy(
         gpu,
         "loss",
-        (batch, classes),
+        (batch, per_sample, classes),
         true,
         0.0,
         net.logits(),

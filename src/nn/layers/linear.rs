@@ -25,8 +25,10 @@ pub fn plan(io: &Io, l: &graph::Linear, steps: &mut Steps) -> Result<Linear, Gpu
     let name = io.backward_label();
     let dw = p.grad(l.weight);
     let bwd = &mut steps.backward;
-    bwd.extend(gemm::matmul(gpu, &name, Layout::AtB, (l.outputs, rows, l.inputs), dy, x, None, &dw, false)?);
+    let acc = io.accumulates(l.weight);
+    bwd.extend(gemm::matmul(gpu, &name, Layout::AtB, (l.outputs, rows, l.inputs), dy, x, None, &dw, acc)?);
     if let Some(bias) = l.bias {
+        assert!(!io.accumulates(bias), "{}: a bias is never shared", io.name);
         bwd.push(gemm::bias_grad(gpu, &name, rows, dy, &p.grad(bias), false));
     }
     if let Some(dx) = &io.dx[0] {

@@ -20,7 +20,7 @@ pub mod pool;
 pub mod relu;
 pub mod tokens;
 
-use super::graph::{Op, Shape};
+use super::graph::{Op, ParamId, Shape};
 use super::params::ParamStore;
 use crate::gpu::{Dispatch, Gpu, GpuError, Tensor};
 
@@ -46,6 +46,9 @@ pub struct Io<'a> {
     /// Per input: where its gradient goes; `None` for the network input. A layer writes
     /// them in input order (so that an activation read twice is overwritten first).
     pub dx: Vec<Option<GradOut<'a>>>,
+    /// This layer's parameters whose gradient another layer wrote first in the backward
+    /// pass (a tied embedding after its head): add to those instead of overwriting.
+    pub accumulate_params: Vec<ParamId>,
 }
 
 impl<'a> Io<'a> {
@@ -55,6 +58,10 @@ impl<'a> Io<'a> {
     /// `[C, H, W]` of input `i` (the graph builder checked it).
     pub fn image(&self, i: usize) -> [usize; 3] {
         self.x[i].1.image().expect("image-shaped input")
+    }
+    /// Whether parameter `p`'s gradient is added to (see `accumulate_params`).
+    pub fn accumulates(&self, p: ParamId) -> bool {
+        self.accumulate_params.contains(&p)
     }
     fn backward_label(&self) -> String {
         format!("{}.backward", self.name)
@@ -102,6 +109,7 @@ pub enum Layer {
     Patchify,
     ClassToken(tokens::ClassToken),
     FirstToken,
+    Embed(tokens::Embed),
 }
 
 impl Layer {
@@ -142,6 +150,7 @@ impl Layer {
                 tokens::plan_first_token(io, steps);
                 Layer::FirstToken
             }
+            Op::Embed(e) => Layer::Embed(tokens::plan_embed(io, e, steps)),
         })
     }
 }

@@ -1,7 +1,8 @@
-//! The token plumbing of a vision transformer: image to patch rows (`Patchify`), the
-//! class token and position embedding (`ClassToken`), and the class token out again for
-//! the head (`FirstToken`). Pure data movement (`ops::tokens`); the patch embedding's
-//! arithmetic is the linear layer that follows `Patchify`.
+//! The token plumbing of the transformers: image to patch rows (`Patchify`), the class
+//! token and position embedding (`ClassToken`), the class token out again for the head
+//! (`FirstToken`), and a language model's token-id embedding (`Embed`). Pure data movement
+//! (`ops::tokens`); the patch embedding's arithmetic is the linear layer that follows
+//! `Patchify`.
 
 use super::{Io, Steps};
 use crate::nn::graph::{self, ParamId};
@@ -42,4 +43,27 @@ pub fn plan_first_token(io: &Io, steps: &mut Steps) {
         let name = io.backward_label();
         steps.backward.push(tokens::first_token_backward(io.gpu, &name, dims, io.dy, dx.t, dx.accumulate));
     }
+}
+
+pub struct Embed {
+    pub table: ParamId,
+    pub pos: ParamId,
+}
+
+/// token ids x (B, T) u32 -> embeddings y (B, T, D) = table[id] + pos[t]. The ids are the
+/// network input: no gradient flows past them. The table's gradient is added to when a tied
+/// head wrote it first (`Io::accumulates`).
+pub fn plan_embed(io: &Io, op: &graph::Embed, steps: &mut Steps) -> Embed {
+    let (gpu, p) = (io.gpu, io.params);
+    let [t] = <[usize; 1]>::try_from(io.x[0].1 .0.as_slice()).expect("[T] token ids");
+    assert!(io.dx[0].is_none(), "{}: embeds the network input only", io.name);
+    let dims = (io.batch, t, op.dim, op.vocab);
+    let (table, pos) = (p.weight(op.table), p.weight(op.pos));
+    steps.forward([tokens::lookup(gpu, io.name, dims, io.x(0), &table, &pos, io.y)]);
+    let (dtable, dpos) = (p.grad(op.table), p.grad(op.pos));
+    let acc = io.accumulates(op.table);
+    assert!(!io.accumulates(op.pos), "{}: the position table is not shared", io.name);
+    let name = io.backward_label();
+    steps.backward.extend(tokens::lookup_backward(gpu, &name, dims, io.x(0), io.dy, &dtable, acc, &dpos));
+    Embed { table: op.table, pos: op.pos }
 }

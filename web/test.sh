@@ -10,8 +10,14 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   exit 1
 fi
 bash web/build.sh
-cargo build --bin cuttle
-export CUTTLE_BIN=${CUTTLE_BIN:-${CARGO_TARGET_DIR:-target}/debug/cuttle}
+# The native binary only serves the page (`cuttle serve`). `cargo test --no-run` builds it
+# with the test build's features (naga's extra backends come in through the tests), so
+# after `cargo test` (CI) this builds nothing; `cargo build --bin cuttle` would rebuild wgpu
+# with the other feature set (minutes). CUTTLE_BIN skips the build.
+if [ -z "${CUTTLE_BIN:-}" ]; then
+  cargo test --no-run --quiet
+  export CUTTLE_BIN=${CARGO_TARGET_DIR:-target}/debug/cuttle
+fi
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 node web/test/browser.mjs
 # The same page in Firefox ESR (WebGPU by prefs; driven without playwright, see the file).

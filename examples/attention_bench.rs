@@ -5,7 +5,7 @@
 //! beyond the layer's input, output and their gradients; then the largest difference
 //! between the two outputs and input gradients.
 //!
-//!     cargo run --release --example attention_bench [-- B,T,H,d ...]
+//!     cargo run --release --example attention_bench [-- B,T,H,d[,causal] ...]
 
 use cuttle::gpu::{read_f32, Dispatch, Gpu, GpuOptions, Tensor};
 use cuttle::nn::graph::{Attention, Op, Shape};
@@ -69,6 +69,7 @@ fn bench(gpu: &Gpu, s: AttnShape) -> Result<(), cuttle::Error> {
         y: &y_gemm,
         dy: &dy,
         dx: vec![Some(GradOut { t: &dx_gemm, accumulate: false })],
+        accumulate_params: vec![],
     };
     let before = gpu.allocated_bytes();
     let mut steps = Steps::default();
@@ -99,18 +100,20 @@ fn bench(gpu: &Gpu, s: AttnShape) -> Result<(), cuttle::Error> {
 fn main() -> Result<(), cuttle::Error> {
     let gpu = pollster::block_on(Gpu::new(&GpuOptions::from_env()))?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let shapes: Vec<[usize; 4]> = if args.is_empty() {
-        vec![[64, 17, 4, 16], [8, 65, 3, 64]]
+    // B,T,H,d with an optional 5th field 1 for causal attention (a language model's).
+    let shapes: Vec<[usize; 5]> = if args.is_empty() {
+        vec![[64, 17, 4, 16, 0], [8, 65, 3, 64, 0], [32, 64, 4, 16, 1]]
     } else {
         args.iter()
             .map(|a| {
-                let v: Vec<usize> = a.split(',').map(|n| n.parse().expect("B,T,H,d")).collect();
-                [v[0], v[1], v[2], v[3]]
+                let v: Vec<usize> = a.split(',').map(|n| n.parse().expect("B,T,H,d[,causal]")).collect();
+                assert!(v.len() == 4 || v.len() == 5, "B,T,H,d[,causal]: {a}");
+                [v[0], v[1], v[2], v[3], v.get(4).copied().unwrap_or(0)]
             })
             .collect()
     };
-    for [batch, tokens, heads, head_dim] in shapes {
-        bench(&gpu, AttnShape { batch, tokens, heads, head_dim, causal: false })?;
+    for [batch, tokens, heads, head_dim, causal] in shapes {
+        bench(&gpu, AttnShape { batch, tokens, heads, head_dim, causal: causal == 1 })?;
     }
     Ok(())
 }

@@ -499,8 +499,10 @@ fn eval(adapter: &Option<String>, dir: &std::path::Path, data: Option<String>) -
     let line = match trainer.cfg.text {
         Some(x) => serde_json::json!({"run": dir.display().to_string(), "steps_trained": epochs * x.eval_every,
             "val_loss": t.mean_loss(), "tokens": t.rows, "parameters": parameters}),
-        None => serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
-            "test_loss": t.mean_loss(), "images": t.rows, "parameters": parameters}),
+        None => {
+            serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
+            "test_loss": t.mean_loss(), "images": t.rows, "parameters": parameters})
+        }
     };
     println!("{line}");
     Ok(())
@@ -520,9 +522,9 @@ fn sample(adapter: &Option<String>, a: cli::sample::SampleArgs) -> Result<(), cu
     let Loaded::Text(text) = data else {
         return Err(cuttle::Error::Config(format!("{} is not a language model run", a.run.display())));
     };
-    let prompt = text.encode(&a.prompt).map_err(|c| {
-        cuttle::Error::Config(format!("--prompt: character {c:?} is not in the run's vocabulary"))
-    })?;
+    let prompt = text
+        .encode(&a.prompt)
+        .map_err(|c| cuttle::Error::Config(format!("--prompt: character {c:?} is not in the run's vocabulary")))?;
     let mut sampler = cuttle::sample::Sampler::new(&gpu, &session.trainer.net.graph)?;
     sampler.load_weights(&gpu, &session.trainer.net);
     let ids = pollster::block_on(sampler.generate(&gpu, &prompt, a.tokens, a.temperature, a.seed))?;

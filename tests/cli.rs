@@ -181,3 +181,61 @@ fn the_low_rank_benchmark_trains_within_its_plan() {
     assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(line["allocated_after_steps_bytes"], line["plan_bytes"]);
 }
+
+/// A language model through the command line: bad text named, a tiny run trained, then
+/// evaluated, sampled (the same text for the same seed) and exported with nanoGPT's keys.
+#[test]
+fn a_character_gpt_trains_samples_and_exports() {
+    let dir = scratch("gpt");
+    let bin = dir.join("binary.txt");
+    std::fs::write(&bin, [0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x00]).unwrap();
+    fails_with(&["train", "--model", "gpt-mini", "--data", &format!("text:{}", bin.display())], "binary file");
+    fails_with(&["train", "--model", "gpt-mini", "--data", "builtin"], "is images");
+    fails_with(&["train", "--model", "resnet6", "--data", "builtin-text"], "language model");
+    fails_with(&["train", "--model", "resnet6", "--steps", "10"], "--steps is for language models");
+    fails_with(&["train", "--model", "gpt-mini", "--steps", "75"], "multiple of --eval-every 50");
+    fails_with(&["train", "--model", "gpt-mini", "--context", "65"], "reads 1 to 64 tokens");
+    let Some(_) = cuttle::gpu::test_gpu() else { return };
+    let run = dir.join("run");
+    let run_s = run.display().to_string();
+    let (ok, err) = cuttle(&[
+        "train",
+        "--model",
+        "gpt-mini",
+        "--context",
+        "16",
+        "--batch",
+        "4",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--eval-batches",
+        "1",
+        "--out",
+        &run_s,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("val loss") && err.contains("tokens/s"), "{err}");
+    assert!(run.join("vocab.json").is_file() && run.join("report.json").is_file());
+    let out = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["eval", &run_s]).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"val_loss\""));
+    let sample = |seed: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cuttle"))
+            .args(["sample", &run_s, "--tokens", "40", "--seed", seed, "--prompt", "KING"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = sample("1");
+    assert!(a.starts_with("KING") && a.trim_end().chars().count() >= 4, "{a:?}");
+    assert_eq!(a, sample("1"), "a seed gives the same text");
+    fails_with(&["sample", &run_s, "--prompt", "\u{263a}"], "not in the run's vocabulary");
+    let export = dir.join("model.safetensors");
+    let (ok, err) = cuttle(&["export", &run_s, "--to", &export.display().to_string()]);
+    assert!(ok, "{err}");
+    let ck = cuttle::train::checkpoint::Checkpoint::load(&export).unwrap();
+    assert_eq!(ck.tensors["lm_head.weight"], ck.tensors["transformer.wte.weight"]);
+    assert_eq!(ck.tensors["transformer.wpe.weight"].0, [16, 64]);
+}

@@ -30,6 +30,7 @@ const RUST: &[(&str, &str, &str, usize)] = &[
     ("srank", "Layer", "srank::LayerEntry", size_of::<srank::LayerEntry>()),
     ("tokens", "Params", "tokens::Params", size_of::<tokens::Params>()),
     ("tokens", "PermuteParams", "tokens::PermuteParams", size_of::<tokens::PermuteParams>()),
+    ("tokens", "Step", "ops::StepState", size_of::<StepState>()),
     ("layernorm", "Params", "layernorm::Params", size_of::<layernorm::Params>()),
     ("softmax", "Params", "softmax::Params", size_of::<softmax::Params>()),
     ("attention", "Params", "attention::Params", size_of::<attention::Params>()),

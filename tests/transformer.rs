@@ -114,7 +114,8 @@ fn tiny_vit() -> Graph {
 }
 
 /// Attention forward on the GPU against the f64 reference: T = 1, 7, 65 (DeiT-Tiny on
-/// CIFAR) and 197 (ViT on 224² images), 1 and 3 heads, causal and not.
+/// CIFAR) and 197 (ViT on 224² images), 1 and 3 heads, causal and not, on both paths (the
+/// GEMM chain from T·d = 4096: 65 x 64 and 197 x 24).
 #[test]
 fn attention_forward_matches_f64_reference() {
     let Some(gpu) = test_gpu() else { return };
@@ -125,7 +126,10 @@ fn attention_forward_matches_f64_reference() {
         (3, 7, 3, 5, false),
         (2, 7, 3, 5, true),
         (2, 65, 3, 8, false),
+        (2, 65, 2, 64, false),
+        (1, 65, 1, 64, true),
         (1, 197, 1, 6, false),
+        (1, 197, 2, 24, true),
         (1, 197, 3, 4, true),
     ] {
         let d = heads * dh;
@@ -182,18 +186,16 @@ fn vit_gradient_matches_finite_differences() {
     common::check_net_gradients(&gpu, net, classes, &mut rng, 2e-3);
 }
 
-/// The same check on 65 tokens (1x1 patches of 8x8 images), where attention takes the
-/// batched-GEMM path instead of the fused kernels.
+/// The same check on 65 tokens of 64 features per head (1x1 patches of 8x8 images), where
+/// attention takes the batched-GEMM path instead of the fused kernels.
 #[test]
 fn vit_gradient_matches_finite_differences_on_the_gemm_attention_path() {
     let Some(gpu) = test_gpu() else { return };
     let (batch, seed) = (2, 32);
     let mut rng = Rng(seed);
-    let g = vit("vit-test", [1, 8, 8], 4, Vit { patch: 1, dim: 8, depth: 2, heads: 2, mlp: 8 }).unwrap();
-    assert!(
-        g.shape(g.nodes.iter().find(|n| matches!(n.op, Op::Attention(_))).unwrap().output).0[0]
-            >= attention::FUSED_BELOW_TOKENS
-    );
+    let g = vit("vit-test", [1, 8, 8], 4, Vit { patch: 1, dim: 64, depth: 2, heads: 1, mlp: 16 }).unwrap();
+    let s = cuttle::ops::attention::AttnShape { batch, tokens: 65, heads: 1, head_dim: 64, causal: false };
+    assert!(!attention::uses_fused(s), "the GEMM path");
     let classes = g.classes;
     let net = Net::new(&gpu, g, batch).unwrap();
     perturb(&gpu, &net, &mut rng, seed);
@@ -367,7 +369,8 @@ fn text_windows_match_the_host_reference() {
     for (b, t, seed, epoch, step) in [(3, 5, 0u64, 0u32, 0u32), (4, 17, 1 << 40 | 9, 3, 11), (1, 1, 5, 1, 2)] {
         let st = StepState { step, epoch, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32, ..Default::default() };
         let tst = Tensor::from_slice(&gpu, "step", &[8], bytemuck::cast_slice::<_, u32>(&[st])).unwrap();
-        let (ids, labels) = (Tensor::zeros(&gpu, "ids", &[b * t]).unwrap(), Tensor::zeros(&gpu, "labels", &[b * t]).unwrap());
+        let (ids, labels) =
+            (Tensor::zeros(&gpu, "ids", &[b * t]).unwrap(), Tensor::zeros(&gpu, "labels", &[b * t]).unwrap());
         for stride in [None, Some(eval_stride(n, t, 8))] {
             gpu.run(&[tokens::text_windows(&gpu, "w", (b, t), stride, &ts, &tst, &ids, &labels)]);
             let got = pollster::block_on(cuttle::gpu::read_u32(&gpu, &[&ids, &labels])).unwrap();

@@ -112,7 +112,10 @@ fn gpt_run(gpu: &Gpu, text: &TextData, rc: RunConfig) -> (Vec<f32>, usize, Optio
             o.report.train_loss,
             o.report.test_loss,
             o.report.tokens_per_s.unwrap(),
-            o.switch.as_ref().map(|sw| format!(", switched: {} -> {} parameters", sw.params_before, sw.params_after)).unwrap_or_default()
+            o.switch
+                .as_ref()
+                .map(|sw| format!(", switched: {} -> {} parameters", sw.params_before, sw.params_after))
+                .unwrap_or_default()
         );
         val.push(o.report.test_loss);
     }

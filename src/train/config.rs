@@ -383,7 +383,11 @@ impl RunConfig {
             steps: if lm { Some(self.steps.unwrap_or(m.epochs * m.eval_every)) } else { self.steps },
             eval_every: if lm { Some(m.eval_every) } else { self.eval_every },
             eval_batches: if lm { Some(m.eval_batches) } else { self.eval_batches },
-            context: if lm { self.context.or_else(|| models::gpt_sizes(&self.model).ok().map(|g| g.context)) } else { self.context },
+            context: if lm {
+                self.context.or_else(|| models::gpt_sizes(&self.model).ok().map(|g| g.context))
+            } else {
+                self.context
+            },
             batch: Some(m.batch),
             lr: Some(m.lr),
             schedule: Some(m.schedule),
@@ -419,7 +423,9 @@ impl RunConfig {
     /// The data spec: as given, else the model's default (the built-in images, or the
     /// built-in text for a language model).
     pub fn data(&self) -> String {
-        self.data.clone().unwrap_or_else(|| if is_language_model(&self.model) { "builtin-text" } else { "builtin" }.into())
+        self.data
+            .clone()
+            .unwrap_or_else(|| if is_language_model(&self.model) { "builtin-text" } else { "builtin" }.into())
     }
 
     /// The language-model options: only for a language model, and consistent.
@@ -689,6 +695,38 @@ mod tests {
             mine.settings(1000).unwrap();
         }
         assert!(is_transformer("vit-mini") && is_transformer("deit-tiny") && !is_transformer("resnet6"));
+    }
+
+    /// A language model trains in steps with an evaluation every `eval_every`: its own
+    /// defaults, `--steps` counted in intervals, the text options refused elsewhere.
+    #[test]
+    fn language_models_train_in_steps() {
+        let run = RunConfig { model: "gpt-mini".into(), ..Default::default() };
+        let c = run.train_config();
+        assert_eq!((c.epochs, c.batch, c.lr, c.clip_grad), (12, 32, 3e-3, Some(1.0)));
+        assert_eq!(c.text, Some(TextConfig { context: 64, eval_every: 50, eval_batches: 8 }));
+        assert_eq!(run.data(), "builtin-text");
+        let r = run.resolved();
+        assert_eq!(
+            (r.steps, r.eval_every, r.context, r.data.as_deref()),
+            (Some(600), Some(50), Some(64), Some("builtin-text"))
+        );
+        assert_eq!(r.resolved(), r);
+        r.settings(1_000_000).unwrap();
+        let steps = RunConfig { steps: Some(200), eval_every: Some(20), context: Some(32), ..run.clone() };
+        let c = steps.train_config();
+        assert_eq!((c.epochs, c.text.unwrap().context), (10, 32));
+        let g = RunConfig { model: "gpt-char".into(), ..Default::default() }.train_config();
+        assert_eq!((g.epochs * g.text.unwrap().eval_every, g.batch, g.text.unwrap().context), (5000, 64, 256));
+        let named = |c: RunConfig, flag: &str| {
+            let e = c.settings(1_000_000).unwrap_err().to_string();
+            assert!(e.contains(flag), "expected {flag} in {e:?}");
+        };
+        named(RunConfig { steps: Some(75), ..run.clone() }, "multiple of --eval-every 50");
+        named(RunConfig { steps: Some(100), epochs: Some(3), ..run.clone() }, "disagree");
+        named(RunConfig { eval_every: Some(0), ..run.clone() }, "--eval-every must be at least 1");
+        named(RunConfig { eval_batches: Some(0), ..run }, "--eval-batches must be at least 1");
+        named(RunConfig { context: Some(8), ..Default::default() }, "--context is for language models");
     }
 
     /// Each preset is a valid config for the built-in data set at its own subset sizes:

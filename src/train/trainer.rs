@@ -143,7 +143,10 @@ impl TrainConfig {
                 ),
                 format!(", {} warm-up steps", (self.warmup_epochs * t.eval_every as f32).round()),
             ),
-            None => (format!("{} epochs of batch {}", self.epochs, self.batch), format!(", {} warm-up epochs", self.warmup_epochs)),
+            None => (
+                format!("{} epochs of batch {}", self.epochs, self.batch),
+                format!(", {} warm-up epochs", self.warmup_epochs),
+            ),
         };
         let warm = if self.schedule == Schedule::Cosine { warm } else { String::new() };
         let clip = self.clip_grad.map_or("off".to_string(), |c| format!("at norm {c}"));
@@ -274,7 +277,10 @@ impl Trainer {
     /// A language model on text: batches of random windows, evaluation on fixed ones.
     fn on_text(gpu: &Gpu, data: &text::TextData, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
         let Some(tc) = cfg.text else {
-            return Err(Error::Config(format!("{} is text: it trains a language model (gpt-mini, gpt-char)", data.name)));
+            return Err(Error::Config(format!(
+                "{} is text: it trains a language model (gpt-mini, gpt-char)",
+                data.name
+            )));
         };
         if !graph.reads_tokens() {
             return Err(Error::Config(format!("model {} reads images, not the text {}", graph.name, data.name)));
@@ -416,8 +422,7 @@ impl Trainer {
         let mut train_step = vec![train_batch];
         train_step.extend(net.forward_train.iter().cloned());
         let (logits, dlogits) = (net.logits(), net.dlogits());
-        let ce =
-            loss::cross_entropy(gpu, "loss", (b, per, k), true, eps, logits, labels, st, dlogits, &self.totals);
+        let ce = loss::cross_entropy(gpu, "loss", (b, per, k), true, eps, logits, labels, st, dlogits, &self.totals);
         train_step.push(ce);
         train_step.extend(net.backward.iter().cloned());
         train_step.extend(regularisers);

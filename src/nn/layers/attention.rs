@@ -5,16 +5,17 @@
 //! at the lengths this engine trains (T ≤ 257) they cost T/d times an activation per
 //! layer, and recomputing them would add a third of the attention work to backward.
 //!
-//! Two ways to run it, chosen by shape (measured on lavapipe, `examples/attention_bench`):
-//! - Short sequences (T < 64, d ≤ 64: vit-mini's T = 17): the fused kernels of
-//!   `ops::attention`, one dispatch forward and two backward, reading Q, K, V straight
-//!   from the qkv layout. Per-head products of 17x16x17 leave a GEMM tile mostly idle:
-//!   at B=64, T=17, H=4, d=16 fused forward+backward takes 21 ms against 210 ms, in a
-//!   fifth of the memory.
-//! - Longer ones (deit-tiny's T = 65 and up): the heads are gathered into (3, B, H, T, d)
-//!   and the four products are batched GEMMs over B·H (`gemm::matmul_batched`), which
-//!   use the GEMM core's tiles well (at B=8, T=65, H=3, d=64: 133 ms against the fused
-//!   kernel's 145 ms).
+//! Two ways to run it, chosen by the work per row T·d (`uses_fused`; measured on lavapipe,
+//! `examples/attention_bench`, forward + backward):
+//! - T·d < 4096 (vit-mini's T = 17, d = 16; gpt-mini's T = 64, d = 16): the fused kernels
+//!   of `ops::attention`, one dispatch forward and two backward, reading Q, K, V straight
+//!   from the qkv layout. Per-head products this thin leave a GEMM tile mostly idle: at
+//!   B=64, T=17, H=4, d=16 fused takes 21 ms against 210 ms, in a fifth of the memory;
+//!   causal at B=32, T=64, H=4, d=16, 98 ms against 190; at B=8, T=128, d=16, 83 against 178.
+//! - From T·d = 4096 (deit-tiny's T = 65, d = 64; gpt-char's T = 256, d = 64): the heads are
+//!   gathered into (3, B, H, T, d) and the four products are batched GEMMs over B·H
+//!   (`gemm::matmul_batched`), which use the GEMM core's tiles well (at B=8, T=65, H=3,
+//!   d=64: 133 ms against the fused kernel's 145 ms; causal T=64, H=6, d=64: 93 against 143).
 
 use super::{Io, Steps};
 use crate::gpu::{GpuError, Tensor};
@@ -28,8 +29,13 @@ const SPLIT: [usize; 5] = [2, 0, 3, 1, 4];
 /// (B, H, T, d) <-> (B, T, H, d) (its own inverse).
 const MERGE: [usize; 4] = [0, 2, 1, 3];
 
-/// Sequences shorter than this take the fused kernels (where they fit).
-pub const FUSED_BELOW_TOKENS: usize = 64;
+/// Heads whose tokens x head size is below this take the fused kernels (where they fit).
+pub const FUSED_BELOW_WORK: usize = 4096;
+
+/// Whether attention of this shape runs on the fused kernels (else the GEMM chain).
+pub fn uses_fused(s: AttnShape) -> bool {
+    s.tokens * s.head_dim < FUSED_BELOW_WORK && fused::fused_fits(s)
+}
 
 pub struct Attention {
     /// (3, B, H, T, d): Q, K and V per head, from forward to backward (GEMM path only).
@@ -41,7 +47,7 @@ pub struct Attention {
 pub fn plan(io: &Io, op: &graph::Attention, steps: &mut Steps) -> Result<Attention, GpuError> {
     let [t, d3] = io.x[0].1.tokens().expect("[T, 3D] input");
     let s = AttnShape { batch: io.batch, tokens: t, heads: op.heads, head_dim: d3 / 3 / op.heads, causal: op.causal };
-    if t < FUSED_BELOW_TOKENS && fused::fused_fits(s) {
+    if uses_fused(s) {
         plan_fused(io, s, steps)
     } else {
         plan_gemm(io, s, steps)

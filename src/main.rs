@@ -81,14 +81,19 @@ fn report_tuning(gpu: &Gpu, since: std::time::Instant) {
     }
 }
 
-/// The device the command line runs on: `--adapter` or `CUTTLE_ADAPTER`, with GEMM tiles
-/// tuned by measurement unless `CUTTLE_TUNE=0`.
-fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
+/// The device `--adapter` or `CUTTLE_ADAPTER` names, with GEMM tiles by shape.
+fn untuned_gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     let mut opts = GpuOptions::from_env();
     if adapter.is_some() {
         opts.name = adapter.clone();
     }
-    let gpu = pollster::block_on(Gpu::new(&opts))?;
+    Ok(pollster::block_on(Gpu::new(&opts))?)
+}
+
+/// The device the command line runs on: `--adapter` or `CUTTLE_ADAPTER`, with GEMM tiles
+/// tuned by measurement unless `CUTTLE_TUNE=0`.
+fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
+    let gpu = untuned_gpu(adapter)?;
     if cuttle::ops::tune::wanted_by_cli() {
         cuttle::ops::tune::attach(&gpu, cuttle::ops::tune::TileCache::open(gpu.adapter()));
     }

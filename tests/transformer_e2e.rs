@@ -1,5 +1,5 @@
 //! The transformers end to end on real data. The character GPT: `gpt-mini` on the
-//! built-in Tiny Shakespeare at CI size (a 32-character window, batch 16, 120 steps),
+//! built-in Tiny Shakespeare at CI size (a 32-character window, batch 16, 60 steps),
 //! full-rank and with Cuttlefish, and a stopped-and-resumed text run against an
 //! uninterrupted one. The vision transformer (the shipped Fashion-MNIST subset), at
 //! CI size: `vit-mini` with the transformer defaults a user gets without flags (AdamW,
@@ -82,14 +82,14 @@ fn vit_mini_learns_and_cuttlefish_switches_on_its_linear_layers() {
 // ---- The character GPT on the built-in Tiny Shakespeare, at CI size ----
 
 /// gpt-mini's own defaults (AdamW, warm-up + cosine, clipping) at a CI-sized window and
-/// batch: 120 steps of 16 windows of 32 characters, evaluated every 20 steps.
+/// batch: 60 steps of 16 windows of 32 characters, evaluated every 10 steps.
 fn gpt_config(cuttlefish: bool, steps: usize) -> RunConfig {
     RunConfig {
         model: "gpt-mini".into(),
         context: Some(32),
         batch: Some(16),
         steps: Some(steps),
-        eval_every: Some(20),
+        eval_every: Some(10),
         eval_batches: Some(4),
         seed: 3,
         cuttlefish,
@@ -108,7 +108,7 @@ fn gpt_run(gpu: &Gpu, text: &TextData, rc: RunConfig) -> (Vec<f32>, usize, Optio
         let o = pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| false)).unwrap().expect("never stopped");
         eprintln!(
             "step {}: train {:.4} val {:.4} nats/char, {:.0} tokens/s{}",
-            o.report.epoch * 20,
+            o.report.epoch * 10,
             o.report.train_loss,
             o.report.test_loss,
             o.report.tokens_per_s.unwrap(),
@@ -128,10 +128,10 @@ fn gpt_run(gpu: &Gpu, text: &TextData, rc: RunConfig) -> (Vec<f32>, usize, Optio
 fn gpt_mini_learns_shakespeare_and_cuttlefish_switches() {
     let Some(gpu) = test_gpu() else { return };
     let text = load_text(&DataSpec::BuiltinText).unwrap();
-    let (full, full_params, _) = gpt_run(&gpu, &text, gpt_config(false, 120));
-    let (cf, cf_params, switched) = gpt_run(&gpu, &text, gpt_config(true, 120));
+    let (full, full_params, _) = gpt_run(&gpu, &text, gpt_config(false, 60));
+    let (cf, cf_params, switched) = gpt_run(&gpu, &text, gpt_config(true, 60));
     // ln 65 = 4.17 at the start; unigram statistics alone give about 3.3.
-    assert!(full[0] < 3.6 && *full.last().unwrap() < 2.9, "full-rank gpt-mini did not learn: {full:?}");
+    assert!(full[0] < 3.8 && *full.last().unwrap() < 2.9, "full-rank gpt-mini did not learn: {full:?}");
     assert!(switched.is_some(), "the 6-evaluation detector switches");
     assert!(cf_params < full_params, "parameters must drop: {cf_params} vs {full_params}");
     let (a, b) = (full.last().unwrap(), cf.last().unwrap());
@@ -144,7 +144,7 @@ fn gpt_mini_learns_shakespeare_and_cuttlefish_switches() {
 fn gpt_resume_is_bit_identical() {
     let Some(gpu) = test_gpu() else { return };
     let text = load_text(&DataSpec::BuiltinText).unwrap();
-    let rc = gpt_config(false, 40);
+    let rc = gpt_config(false, 20);
     let weights = |s: &Session| pollster::block_on(s.trainer.net.params.read(&gpu)).unwrap();
     let (cfg, cf) = rc.settings(text.train.len()).unwrap();
     let mut whole = pollster::block_on(Session::new(&gpu, &text, cfg.clone(), cf.clone())).unwrap();

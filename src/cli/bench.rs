@@ -107,7 +107,10 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
         Bench::Train { model, lowrank, .. } => drop(bench_graph(model, *lowrank)?),
         Bench::Srank { .. } => {}
     }
-    let gpu = gpu(adapter)?;
+    // A plan-only run measures memory, not speed: choosing tiles by timing (minutes for
+    // gpt-char's shapes on a CPU adapter) would only delay it; the plan is the same.
+    let plan_only = matches!(a.what, Bench::Train { plan_only: true, .. });
+    let gpu = if plan_only { crate::untuned_gpu(adapter)? } else { gpu(adapter)? };
     eprintln!("adapter: {}", gpu.adapter());
     match a.what {
         Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),

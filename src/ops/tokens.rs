@@ -375,6 +375,7 @@ pub fn lookup(
 /// order. Cost: the table pass runs one invocation per (v, d), each scanning all B·T ids:
 /// vocab·D·B·T compares (4e8 for vocab 65, D 384, B·T 16k), fine for vocab ≤ 256; a large
 /// vocabulary wants a sort-based pass instead.
+#[allow(clippy::too_many_arguments)]
 pub fn lookup_backward(
     gpu: &Gpu,
     label: &str,
@@ -547,6 +548,7 @@ pub mod cpu {
 /// windows from (seed, epoch, step) of `step` (the StepState) with `eval_stride` None,
 /// else window w = step·batch + b at w·stride (`data::text::eval_stride`). Needs
 /// n > tokens.
+#[allow(clippy::too_many_arguments)]
 pub fn text_windows(
     gpu: &Gpu,
     label: &str,

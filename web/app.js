@@ -1,6 +1,9 @@
 // The demo page: drives cuttle's wasm Engine (src/web.rs) one epoch at a time and draws
 // what it reports. Plain JavaScript, no dependencies. `window.cuttle` holds the page's
 // state and an event log; the headless test (web/test/browser.mjs) reads it.
+// Image runs (CNNs, ViT) chart test accuracy and end with a grid of predictions; text runs
+// (the character GPT) chart the validation loss in nats per character and append a sample
+// of generated text every SAMPLE_EVERY evaluations and at the end.
 
 import init, { Engine } from './pkg/cuttle.js';
 
@@ -19,6 +22,14 @@ let engine = null;
 let wasm = null;
 let paused = false;
 let run = null; // the current run's figures for the charts and report
+
+// Samples of a text run: this many characters at this temperature, the same seed each
+// time (so the texts differ only by what the model learnt), every this many evaluations.
+const SAMPLE = { tokens: 200, temperature: 0.8, seed: 1234 };
+const SAMPLE_EVERY = 2;
+
+// Whether a resolved run configuration is a language model's (they alone have a context).
+const isText = (options) => options.context != null;
 
 // ---- charts: a line chart on a canvas, small on purpose ----------------------------
 const COLORS = ['#d62728', '#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf'];
@@ -66,10 +77,22 @@ function drawChart(canvas, series, { mark = null, xLabel = 'epoch', yFormat = (v
 function redraw() {
   if (!run) return;
   const mark = run.switchEpoch;
-  drawChart($('loss-chart'), [{ name: 'train loss', points: run.loss }], { mark });
-  drawChart($('acc-chart'), [{ name: 'test accuracy %', points: run.acc }], { mark, yFormat: (v) => v.toFixed(1) });
+  // A text run's "epoch" is one evaluation interval.
+  const xLabel = run.text ? 'evaluation' : 'epoch';
+  if (run.text) {
+    drawChart($('loss-chart'), [{ name: 'train loss', points: run.loss }, { name: 'val loss', points: run.val }], { mark, xLabel });
+    drawChart($('acc-chart'), [{ name: 'val loss', points: run.val }], { mark, xLabel, yFormat: (v) => v.toFixed(3) });
+  } else {
+    drawChart($('loss-chart'), [{ name: 'train loss', points: run.loss }], { mark });
+    drawChart($('acc-chart'), [{ name: 'test accuracy %', points: run.acc }], { mark, yFormat: (v) => v.toFixed(1) });
+  }
   const ranks = (run.tracked || []).map((name, i) => ({ name, points: run.ranks.map((r) => [r[0], r[1][i]]) }));
-  drawChart($('rank-chart'), ranks, { mark, yFormat: (v) => v.toFixed(1) });
+  drawChart($('rank-chart'), ranks, { mark, xLabel, yFormat: (v) => v.toFixed(1) });
+}
+
+function captions(text) {
+  $('loss-caption').textContent = text ? 'Training loss (per readback) and validation loss (per evaluation), nats/char' : 'Training loss (per readback)';
+  $('acc-caption').textContent = text ? 'Validation loss per evaluation (nats per character)' : 'Test accuracy per epoch';
 }
 
 // ---- UI helpers --------------------------------------------------------------------
@@ -99,6 +122,16 @@ async function fail(where, e) {
 async function loadData(options) {
   const choice = document.querySelector('input[name=data]:checked').value;
   let desc;
+  if (isText(options)) {
+    // A language model trains on the text file when one is chosen, else the built-in text.
+    const file = $('text-file').files[0];
+    if (choice === 'text' && !file) throw new Error('choose a text file first (UTF-8, e.g. a .txt)');
+    if (choice === 'text') desc = JSON.parse(engine.use_text(file.name, new Uint8Array(await file.arrayBuffer())));
+    else desc = JSON.parse(engine.use_builtin_text());
+    $('data-status').textContent = `${desc.name}: ${desc.train.toLocaleString()} training / ${desc.val.toLocaleString()} validation characters, ${desc.vocab} distinct`;
+    return desc;
+  }
+  if (choice === 'builtin-text' || choice === 'text') throw new Error(`${options.model} trains on images: choose an image data set, or the GPT preset for text`);
   if (choice === 'cifar10') {
     const files = [...$('cifar-files').files];
     if (files.length === 0) throw new Error('choose the CIFAR-10 .bin files first (data_batch_1.bin … test_batch.bin)');
@@ -125,15 +158,20 @@ async function start() {
   $('status').className = 'muted';
   $('report-panel').hidden = true;
   $('grid-panel').hidden = true;
+  $('samples-panel').hidden = true;
+  $('samples').innerHTML = '';
   try {
     // URL overrides (e.g. ?preset=test&model=resnet6&factorize=auto) for trying variants.
     const overrides = Object.fromEntries(['model', 'factorize'].filter((k) => params.has(k)).map((k) => [k, params.get(k)]));
     // The whole run configuration, every key the engine knows at its value or default.
     const options = JSON.parse(Engine.options(JSON.stringify({ ...preset, ...overrides, cuttlefish: $('cuttlefish').checked })));
     const data = await loadData(options);
+    emit('data', { data });
     status('Planning the model and measuring the initial stable ranks…');
     const info = JSON.parse(await engine.start(JSON.stringify(options)));
-    run = { options, data, info, loss: [], acc: [], ranks: [], tracked: info.tracked, switchEpoch: null, epochs: [], switch: null, started: performance.now() };
+    const text = isText(options);
+    captions(text);
+    run = { options, data, info, text, loss: [], acc: [], val: [], ranks: [], tracked: info.tracked, switchEpoch: null, epochs: [], switch: null, samples: [], started: performance.now() };
     if (info.initial_ranks) run.ranks.push([0, info.initial_ranks]);
     emit('start', { options, info });
     redraw();
@@ -160,12 +198,19 @@ async function loop() {
       run.loss.push([epoch + p.step / p.steps, p.loss]);
       emit('progress', { epoch: epoch + 1, ...p });
       $('progress').style.width = `${(100 * (epoch + p.step / p.steps)) / options.epochs}%`;
-      status(`Epoch ${epoch + 1}/${options.epochs}, step ${p.step}/${p.steps}: loss ${p.loss.toFixed(4)}, accuracy ${(100 * p.acc).toFixed(1)}%`);
+      if (run.text) {
+        const last = run.epochs.at(-1);
+        const tps = last ? `, ${last.tokens_per_s.toFixed(0)} tokens/s` : '';
+        status(`Step ${epoch * p.steps + p.step}/${options.steps} (evaluation ${epoch + 1}/${options.epochs}): loss ${p.loss.toFixed(4)} nats/char${tps}`);
+      } else {
+        status(`Epoch ${epoch + 1}/${options.epochs}, step ${p.step}/${p.steps}: loss ${p.loss.toFixed(4)}, accuracy ${(100 * p.acc).toFixed(1)}%`);
+      }
       redraw();
     };
-    let out;
+    let out = null;
     try {
-      out = await engine.run_epoch(onProgress);
+      // A pause asked for between epochs (while a sample was written) stops here.
+      if (!paused) out = await engine.run_epoch(onProgress);
     } catch (e) {
       return fail(`epoch ${epoch + 1}`, e);
     }
@@ -185,19 +230,49 @@ async function loop() {
     }
     run.epochs.push(o.report);
     run.acc.push([o.report.epoch, 100 * o.report.test_acc]);
+    if (run.text) run.val.push([o.report.epoch, o.report.test_loss]);
     if (o.stable_ranks) run.ranks.push([o.report.epoch, o.stable_ranks]);
     emit('epoch', { report: o.report, stable_ranks: o.stable_ranks, steps_per_s: o.report.images_per_s / options.batch });
     redraw();
+    if (run.text && (o.done || run.epochs.length % SAMPLE_EVERY === 0)) {
+      try {
+        await showSample(run.epochs.length * info.steps_per_epoch);
+      } catch (e) {
+        return fail(`sampling after evaluation ${run.epochs.length}`, e);
+      }
+    }
     if (o.done) break;
   }
   await finish(info);
 }
 
+// Generates a sample from the model as it is after `step` steps and appends it.
+async function showSample(step) {
+  status(`Step ${step}: writing a sample…`);
+  const text = await engine.sample(SAMPLE.tokens, SAMPLE.temperature, SAMPLE.seed);
+  run.samples.push({ step, text });
+  const div = document.createElement('div');
+  div.className = 'sample';
+  const head = document.createElement('b');
+  const val = run.val.at(-1);
+  head.textContent = `after step ${step}${val ? ` (validation loss ${val[1].toFixed(3)} nats/char)` : ''}`;
+  const pre = document.createElement('pre');
+  pre.textContent = text;
+  div.append(head, pre);
+  $('samples').append(div);
+  $('samples-panel').hidden = false;
+  emit('sample', { step, text });
+}
+
 async function finish() {
   const report = JSON.parse(engine.report());
   showReport(report);
-  await showPredictions();
-  status(`Done: test accuracy ${(100 * report.test_acc).toFixed(2)}%.`);
+  if (run.text) {
+    status(`Done: validation loss ${report.val_loss.toFixed(3)} nats/char, character accuracy ${(100 * report.test_acc).toFixed(1)}%.`);
+  } else {
+    await showPredictions();
+    status(`Done: test accuracy ${(100 * report.test_acc).toFixed(2)}%.`);
+  }
   buttons({ start: true, reset: true, download: true });
   $('pause').textContent = 'Pause';
   app.running = false;
@@ -208,16 +283,20 @@ async function finish() {
 
 function showReport(r) {
   const epochs = run.epochs;
-  const rate = (low) => {
+  const rate = (low, key = 'images_per_s') => {
     const es = epochs.filter((e) => (run.switchEpoch !== null && e.epoch > run.switchEpoch) === low);
-    return es.length ? (es.reduce((a, e) => a + e.images_per_s, 0) / es.length).toFixed(0) : '–';
+    return es.length ? (es.reduce((a, e) => a + e[key], 0) / es.length).toFixed(0) : '–';
   };
   const rows = [
-    ['Test accuracy', `${(100 * r.test_acc).toFixed(2)}%`],
+    ...(run.text
+      ? [['Validation loss', `${r.val_loss.toFixed(3)} nats/char (${(r.val_loss / Math.LN2).toFixed(3)} bits), character accuracy ${(100 * r.test_acc).toFixed(1)}%`]]
+      : [['Test accuracy', `${(100 * r.test_acc).toFixed(2)}%`]]),
     ['Parameters', `${r.params_full.toLocaleString()} → ${r.params_final.toLocaleString()} (${(r.params_full / r.params_final).toFixed(2)}x smaller)`],
     ['Switch to low rank', r.switch_epoch ? `before epoch ${r.switch_epoch}` : (r.converged === false ? 'ranks did not settle: stayed full-rank' : 'Cuttlefish off')],
     ['Chosen ranks', Object.keys(r.ranks).length ? Object.entries(r.ranks).map(([k, v]) => `${k}: ${v}`).join(', ') : '–'],
-    ['Images/s full-rank / low-rank', `${rate(false)} / ${rate(true)}`],
+    run.text
+      ? ['Tokens/s full-rank / low-rank', `${rate(false, 'tokens_per_s')} / ${rate(true, 'tokens_per_s')}`]
+      : ['Images/s full-rank / low-rank', `${rate(false)} / ${rate(true)}`],
     ['Time full-rank / low-rank', `${r.seconds_full_rank.toFixed(1)} s / ${r.seconds_low_rank.toFixed(1)} s`],
   ];
   if (run.switch) {
@@ -286,14 +365,41 @@ function reset() {
   $('progress').style.width = '0';
   $('report-panel').hidden = true;
   $('grid-panel').hidden = true;
+  $('samples-panel').hidden = true;
+  $('samples').innerHTML = '';
   status('Ready.');
   buttons({ start: true });
 }
+
+// ---- the data choices follow the preset ------------------------------------------
+// A GPT preset trains on text and the others on images: the radio buttons of the other
+// kind are disabled, and a choice of the wrong kind moves to that kind's built-in data.
+// Picking a text file chooses it (and the GPT preset, when an image preset was chosen).
+function presetIsText(name) {
+  return isText(JSON.parse(Engine.options(JSON.stringify(PRESETS[name] || PRESETS.quick))));
+}
+
+function syncDataChoices() {
+  const kind = presetIsText(params.get('preset') || $('preset').value) ? 'text' : 'images';
+  for (const r of document.querySelectorAll('input[name=data]')) r.disabled = r.dataset.kind !== kind;
+  const checked = document.querySelector('input[name=data]:checked');
+  if (!checked || checked.disabled) document.querySelector(`input[name=data][value=${kind === 'text' ? 'builtin-text' : 'builtin'}]`).checked = true;
+}
+
+$('preset').onchange = syncDataChoices;
+$('text-file').onchange = () => {
+  if (!$('text-file').files.length) return;
+  if (!presetIsText($('preset').value) && !$('preset').disabled) $('preset').value = 'gpt';
+  syncDataChoices();
+  const r = document.querySelector('input[name=data][value=text]');
+  if (!r.disabled) r.checked = true;
+};
 
 // ---- start-up ----------------------------------------------------------------------
 async function main() {
   wasm = await init();
   PRESETS = JSON.parse(Engine.presets());
+  syncDataChoices();
   if (!navigator.gpu) {
     $('adapter').innerHTML = 'This browser has no WebGPU. It works in Chrome and Edge 113 or later on Windows, macOS and ChromeOS (on Linux start Chrome with <code>--enable-unsafe-webgpu</code>), in Safari 26, and in Firefox where WebGPU is enabled (<code>dom.webgpu.enabled</code> in about:config).';
     $('adapter-panel').className = 'panel error';
@@ -329,17 +435,26 @@ async function main() {
 }
 
 $('start').onclick = start;
+// `paused` also holds a pause asked for between two epochs, which `engine.pause()` alone
+// would miss (the next `run_epoch` clears it).
+const pauseRun = () => {
+  paused = true;
+  engine.pause();
+};
+const resumeRun = () => {
+  paused = false;
+  return loop();
+};
 $('pause').onclick = () => {
   if (app.running) {
-    engine.pause();
+    pauseRun();
     $('pause').disabled = true;
   } else {
-    paused = false;
-    loop();
+    resumeRun();
   }
 };
 $('reset').onclick = reset;
 $('download').onclick = () => download().catch((e) => fail('download', e));
-window.cuttleApp = { start, reset, pause: () => engine.pause(), resume: () => loop(), download,
+window.cuttleApp = { start, reset, pause: pauseRun, resume: resumeRun, download,
   loseDevice: () => engine.destroy_device_for_test() };
 main().catch((e) => fail('loading', e));

@@ -734,7 +734,7 @@ mod tests {
     #[test]
     fn every_preset_parses_and_trains() {
         let presets: serde_json::Map<String, serde_json::Value> = serde_json::from_str(PRESETS).unwrap();
-        for name in ["quick", "full", "cnn", "resnet8", "test"] {
+        for name in ["quick", "full", "cnn", "resnet8", "test", "vit", "gpt", "gpt-test"] {
             assert!(
                 presets.contains_key(name),
                 "preset {name} (web/index.html offers it; the browser test runs `test`)"
@@ -742,8 +742,16 @@ mod tests {
         }
         for (name, p) in &presets {
             let c = RunConfig::from_json(&p.to_string()).unwrap_or_else(|e| panic!("preset {name}: {e}"));
-            let (_, cf) = c.settings(c.train_subset.unwrap_or(10_000)).unwrap_or_else(|e| panic!("preset {name}: {e}"));
-            let g = crate::nn::models::model_by_name(&c.model, [1, 28, 28], 10).unwrap();
+            // A language model's training samples are its window starts (a text of ~1M
+            // characters, as the built-in one); its graph reads the built-in text's 65.
+            let lm = is_language_model(&c.model);
+            let samples = if lm { 1_000_000 } else { c.train_subset.unwrap_or(10_000) };
+            let (_, cf) = c.settings(samples).unwrap_or_else(|e| panic!("preset {name}: {e}"));
+            let g = if lm {
+                crate::nn::models::language_model(&c.model, c.context, 65).unwrap()
+            } else {
+                crate::nn::models::model_by_name(&c.model, [1, 28, 28], 10).unwrap()
+            };
             let cf = cf.unwrap_or_else(|| panic!("preset {name}: the page's presets run Cuttlefish"));
             crate::cuttlefish::run::check_layers(&g, &cf.factorize).unwrap_or_else(|e| panic!("preset {name}: {e}"));
         }

@@ -1,7 +1,11 @@
 // The headless browser test of the demo page: Debian's chromium (driven by playwright-core)
 // on its SwiftShader WebGPU adapter loads the page served by `cuttle serve`, trains the
 // tiny `test` preset to the end (through the Cuttlefish switch), then runs twice more,
-// pausing and resuming the second run, and checks that wasm memory stays flat.
+// pausing and resuming the second run, and checks that wasm memory stays flat; then the
+// vision transformer preset `vit-test` and the character GPT preset `gpt-test` (on the
+// built-in text: the validation loss falls, the switch happens, samples of text appear),
+// (the GPT three times in one tab for the same memory check; the ViT once: the CNN and
+// GPT parts already show memory flat over runs), and a device lost mid-run.
 //
 // Fails on any console error or page error, on a loss that does not go down, on a run
 // that never switches, on a missing report or prediction grid. Prints one JSON line of
@@ -104,10 +108,10 @@ try {
   check(problems.length === 0, problems.join('\n'));
 
   // The vision transformer preset: trains through the switch (its linear layers
-  // factorized), loss falls, and wasm memory stays flat over three runs in one tab.
+  // factorized) and the loss falls. One run: memory over runs is the CNN's and GPT's check.
   await page.goto(`${url}?preset=vit-test&autostart=1`);
   await finished();
-  let v = await state();
+  const v = await state();
   check(!v.error, `the ViT run reported an error: ${v.error}`);
   const vEpochs = v.events.filter((e) => e.kind === 'epoch');
   const vFirst = v.events.find((e) => e.kind === 'progress');
@@ -119,13 +123,9 @@ try {
   // factorized near full rank (more parameters than before): the report must list them.
   check(Object.keys(vReport.ranks || {}).length === 12, `the ViT report lists the 12 factorized layers: ${JSON.stringify(vReport)}`);
   await page.screenshot({ path: path.join(OUT, 'vit.png'), fullPage: true });
-  await page.evaluate(() => window.cuttleApp.start());
-  await page.evaluate(() => window.cuttleApp.start());
-  v = await state();
-  check(!v.error && v.memory.length === 3, `three ViT runs finished: ${v.error} ${v.memory}`);
-  check(v.memory[2] <= v.memory[1] * 1.02, `wasm memory flat across ViT runs: ${v.memory.join(', ')} bytes`);
   check(problems.length === 0, problems.join('\n'));
   const vitStepsPerS = vEpochs.map((e) => +e.steps_per_s.toFixed(2));
+  const vitWall = (Date.now() - t0) / 1000;
 
   // A lost device mid-run is reported on the page, not a silent hang.
   const fourth = page.evaluate(() => window.cuttleApp.start());
@@ -136,6 +136,38 @@ try {
   const lostText = await page.textContent('#status');
   check(/lost/i.test(lostText), `the page says the device was lost: ${lostText}`);
   await page.screenshot({ path: path.join(OUT, 'device-lost.png') });
+  const lostWall = (Date.now() - t0) / 1000;
+
+  // The character GPT on the built-in text: the validation loss falls, the switch
+  // happens, samples of text appear on the page (every 2 evaluations and at the end), and
+  // wasm memory stays flat over three runs in one tab.
+  await page.goto(`${url}?preset=gpt-test&autostart=1`);
+  await finished();
+  let g = await state();
+  check(!g.error, `the GPT run reported an error: ${g.error}`);
+  const gEpochs = g.events.filter((e) => e.kind === 'epoch');
+  const gOptions = g.events.find((e) => e.kind === 'start').options;
+  check(gEpochs.length === gOptions.epochs && gEpochs.length >= 2, `GPT: ${gOptions.epochs} evaluations reported, got ${gEpochs.length}`);
+  const gVal = gEpochs.map((e) => e.report.test_loss);
+  check(gVal.every(Number.isFinite) && gVal.at(-1) < gVal[0], `GPT validation loss goes down: ${gVal.join(', ')}`);
+  check(gEpochs.every((e) => e.report.tokens_per_s > 0), 'GPT epochs report tokens/s');
+  check(g.events.some((e) => e.kind === 'switch'), 'the GPT run reaches the switch');
+  const gReport = g.events.find((e) => e.kind === 'report').report;
+  check(gReport.switch_epoch && Number.isFinite(gReport.val_loss), `the GPT report has the switch and the validation loss: ${JSON.stringify(gReport)}`);
+  const samples = g.events.filter((e) => e.kind === 'sample');
+  check(samples.length >= 1 && samples.every((e) => e.text.length > 0), `GPT samples of text: ${JSON.stringify(samples)}`);
+  const shown = await page.locator('#samples .sample pre').allTextContents();
+  check(shown.length === samples.length && shown[0] === samples[0].text && await page.isVisible('#samples-panel'), `the samples are on the page: ${JSON.stringify(shown)}`);
+  check(!(await page.isVisible('#grid-panel')), 'no image grid for a text run');
+  await page.screenshot({ path: path.join(OUT, 'gpt.png'), fullPage: true });
+  await page.evaluate(() => window.cuttleApp.start());
+  await page.evaluate(() => window.cuttleApp.start());
+  g = await state();
+  check(!g.error && g.memory.length === 3, `three GPT runs finished: ${g.error} ${g.memory}`);
+  check(g.memory[2] <= g.memory[1] * 1.02, `wasm memory flat across GPT runs: ${g.memory.join(', ')} bytes`);
+  const gSamples = g.events.filter((e) => e.kind === 'sample');
+  check(gSamples.at(-1).text === samples.at(-1).text, 'the same seed gives the same last sample in every run');
+  check(problems.length === 0, problems.join('\n'));
 
   const stepsPerS = epochs.map((e) => e.steps_per_s);
   console.log(JSON.stringify({
@@ -144,6 +176,11 @@ try {
     load_to_run_planned_s: +(planned.t / 1000).toFixed(2),
     load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), readback_after_steps: firstStep.steps,
     wasm_memory_bytes: s.memory, vit_steps_per_s_by_epoch: vitStepsPerS, vit_wasm_memory_bytes: v.memory,
+    gpt_steps_per_s: gEpochs.map((e) => +e.steps_per_s.toFixed(2)),
+    gpt_tokens_per_s: gEpochs.map((e) => +e.report.tokens_per_s.toFixed(0)),
+    gpt_val_loss: gVal.map((x) => +x.toFixed(3)), gpt_wasm_memory_bytes: g.memory,
+    gpt_first_sample: samples[0].text,
+    wall_s_by_part: { cnn_vit: vitWall, device_lost: +(lostWall - vitWall).toFixed(1), gpt: +((Date.now() - t0) / 1000 - lostWall).toFixed(1) },
     wall_s: (Date.now() - t0) / 1000,
   }));
   code = 0;

@@ -204,7 +204,9 @@ impl Engine {
             let session = match data {
                 Data::Images(splits) => {
                     if is_language_model(&o.model) {
-                        return Err(err(format!("{} is a language model: it trains on text, not images", o.model)).into());
+                        return Err(
+                            err(format!("{} is a language model: it trains on text, not images", o.model)).into()
+                        );
                     }
                     let (cfg, cf) = o.settings(splits.train.n).map_err(err)?;
                     Session::new(&s.gpu, splits, cfg, cf).await.map_err(err)?

@@ -56,4 +56,7 @@ run timeout 120 $cuttle bench train --model $MODEL --batch $BATCH --steps 5 --pr
 # clips at norm 1, which costs us two small dispatches more: not included) beside
 # PyTorch's deit_tiny_train line. VIT_BATCH shrinks it for a smoke test.
 run timeout 180 $cuttle bench train --model deit-tiny --batch ${VIT_BATCH:-256} --steps 20 --json
+# The character GPT (nanoGPT's Shakespeare model) with its defaults (AdamW, clipping at
+# norm 1, as torch_baseline.py's gpt_char_train) at nanoGPT's batch of 64 x 256 tokens.
+run timeout 180 $cuttle bench train --model gpt-char --batch 64 --steps 10 --json
 python3 bench/table.py "$jsonl" $MODEL $BATCH ${VIT_BATCH:-256} | tee "$OUT/table.md"

@@ -85,6 +85,10 @@ def main():
     theirs = low(pick(bench="deit_tiny_train", strict_fp32=True, batch=256), "per_s")
     default = low(pick(bench="deit_tiny_train", strict_fp32=False, batch=256), "per_s")
     compare(f"deit-tiny batch {vit_batch} images/s (PyTorch default TF32: {fmt(default)})", ours, theirs, 0.60)
+    ours = low(pick(bench="train", model="gpt-char", batch=64, lowrank=None), "tokens_per_s")
+    theirs = low(pick(bench="gpt_char_train", strict_fp32=True, batch=64), "per_s")
+    default = low(pick(bench="gpt_char_train", strict_fp32=False, batch=64), "per_s")
+    compare(f"gpt-char batch 64 x 256 tokens/s (PyTorch default TF32: {fmt(default)})", ours, theirs, 0.60)
     print("\n".join(out))
 
 

@@ -538,32 +538,21 @@ fn sample(adapter: &Option<String>, a: cli::sample::SampleArgs) -> Result<(), cu
 }
 
 fn info(model: Option<String>, classes: Option<usize>) -> Result<(), cuttle::Error> {
-    if let Some(m) = model.as_deref().filter(|m| is_language_model(m)) {
-        let classes = classes.unwrap_or(65);
-        let g = models::language_model(m, None, classes).map_err(cuttle::Error::Config)?;
-        let t = g.shape(cuttle::nn::Graph::INPUT).0[0];
-        println!(
-            "{m}: {} parameters, {:.4} GMAC per forward of a {t}-token window, vocabulary {classes}",
-            g.param_count(),
-            g.macs() as f64 / 1e9
-        );
+    if let Some(m) = model {
+        let (g, per) = if is_language_model(&m) {
+            let vocab = classes.unwrap_or(65);
+            let g = models::language_model(&m, None, vocab).map_err(cuttle::Error::Config)?;
+            let t = g.shape(cuttle::nn::Graph::INPUT).0[0];
+            (g, format!("forward of a {t}-token window, vocabulary {vocab}"))
+        } else {
+            let input = cuttle::nn::models::default_input(&m);
+            let g = model_by_name(&m, input, classes.unwrap_or(10)).map_err(cuttle::Error::Config)?;
+            let [c, h, w] = input;
+            (g, format!("{h}x{w}x{c} image forward"))
+        };
+        println!("{m}: {} parameters, {:.4} GMAC per {per}", g.param_count(), g.macs() as f64 / 1e9);
         for p in &g.params {
             println!("  {:<40} {:?}", p.name, p.shape);
-        }
-        return Ok(());
-    }
-    let classes = classes.unwrap_or(10);
-    if let Some(m) = model {
-        let input = cuttle::nn::models::default_input(&m);
-        let g = model_by_name(&m, input, classes).map_err(cuttle::Error::Config)?;
-        let [c, h, w] = input;
-        println!(
-            "{m}: {} parameters, {:.4} GMAC per {h}x{w}x{c} image forward",
-            g.param_count(),
-            g.macs() as f64 / 1e9
-        );
-        for p in &g.params {
-            println!("  {:<32} {:?}", p.name, p.shape);
         }
         return Ok(());
     }

@@ -56,8 +56,8 @@ impl TextData {
     /// A text with its own vocabulary.
     pub fn from_bytes(name: &str, path: &Path, bytes: &[u8]) -> Result<TextData, DataError> {
         let text = characters(path, bytes)?;
-        let mut vocab: Vec<char> = text.chars().collect::<std::collections::BTreeSet<char>>().into_iter().collect();
-        vocab.sort_unstable();
+        // A BTreeSet iterates in order: the vocabulary comes out sorted.
+        let vocab: Vec<char> = text.chars().collect::<std::collections::BTreeSet<char>>().into_iter().collect();
         if vocab.len() > MAX_VOCAB {
             return Err(bad(
                 path,

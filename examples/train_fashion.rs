@@ -21,7 +21,7 @@ fn main() -> Result<(), cuttle::Error> {
         schedule: Schedule::OneCycle,
         ..Default::default()
     };
-    let cf = CuttlefishConfig::for_schedule(cfg.epochs, cfg.schedule);
+    let cf = CuttlefishConfig::for_schedule(cfg.schedule);
     let mut session = pollster::block_on(Session::new(&gpu, &data, cfg, Some(cf)))?;
     while !session.done() {
         let never = || false;

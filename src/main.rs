@@ -280,7 +280,7 @@ fn describe(session: &Session, spec: &DataSpec, data: &Loaded) {
     );
     eprintln!("training: {}", trainer.cfg.summary());
     if let Some(cf) = &session.cuttlefish {
-        let d = cf.cfg.detector;
+        let (d, c) = (cf.detector, cf.checks);
         let looser: Vec<String> = d
             .looser
             .iter()
@@ -294,10 +294,22 @@ fn describe(session: &Session, spec: &DataSpec, data: &Loaded) {
                 },
             )
             .collect();
+        let unit = if trainer.cfg.text.is_some() { "evaluation interval" } else { "epoch" };
         eprintln!(
-            "cuttlefish: tracking {} layers; stable after >= {} epochs when the mean |d srank/dt| over {} epochs <= {:.3} ({})",
+            "cuttlefish: tracking {} layers; stable ranks checked {} times per {unit} (every {:.1} steps, {} checks in the run)",
             cf.tracker.layers.len(),
-            d.p,
+            c.per_epoch,
+            c.steps as f64 / c.per_epoch as f64,
+            c.total(trainer.cfg.epochs),
+        );
+        let wait = if d.earliest > d.p {
+            format!(", the end of the learning-rate warm-up (P = {})", d.p)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "  a layer is stable from check {}{wait} once its mean |d srank / d check| over the last {} is <= {:.3} ({})",
+            d.earliest,
             d.m,
             d.thr,
             looser.join(", ")
@@ -371,11 +383,17 @@ fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: boo
     }
     if let (Some(s), Some(cf)) = (&o.stable_ranks, &session.cuttlefish) {
         run.ranks_row(r.epoch, s)?;
-        let map: serde_json::Map<String, serde_json::Value> =
-            cf.tracker.layers.iter().zip(s).map(|(l, v)| (l.name.clone(), serde_json::json!(v))).collect();
-        line["stable_ranks"] = serde_json::Value::Object(map);
+        let layers = &cf.tracker.layers;
+        let map = |f: &dyn Fn(usize) -> serde_json::Value| -> serde_json::Value {
+            layers.iter().enumerate().map(|(i, l)| (l.name.clone(), f(i))).collect::<serde_json::Map<_, _>>().into()
+        };
+        line["stable_ranks"] = map(&|i| serde_json::json!(s[i]));
+        line["rank_change"] = map(&|i| serde_json::json!(layers[i].statistic(&cf.detector)));
+        line["stable_at_check"] = map(&|i| serde_json::json!(layers[i].stable_at));
+        line["threshold"] = cf.tracker.threshold(&cf.detector).into();
         if !json {
             print_ranks(&cf.tracker, s);
+            print_change(cf);
         }
     }
     run.metric(&line)?;
@@ -421,29 +439,56 @@ fn print_ranks(tracker: &cuttle::cuttlefish::tracker::Tracker, s: &[f64]) {
         .layers
         .iter()
         .zip(s)
-        .map(|(l, v)| {
-            let n = l.name.replace(".conv", ".c").replace("layer", "L");
-            format!("{n}{} {v:.1}", if l.stable { "*" } else { "" })
-        })
+        .map(|(l, v)| format!("{}{} {v:.1}", short_name(&l.name), if l.stable { "*" } else { "" }))
         .collect();
     for chunk in cells.chunks(6) {
         eprintln!("  srank  {}", chunk.join("  "));
     }
 }
 
+/// Each tracked layer's convergence statistic next to the threshold the next check applies
+/// (a stable layer shows the check at which it became stable).
+fn print_change(cf: &cuttle::cuttlefish::Cuttlefish) {
+    let d = &cf.detector;
+    let cells: Vec<String> = cf
+        .tracker
+        .layers
+        .iter()
+        .map(|l| {
+            let n = short_name(&l.name);
+            match l.stable_at {
+                Some(c) => format!("{n} stable@{c}"),
+                None => format!("{n} {:.3}", l.statistic(d)),
+            }
+        })
+        .collect();
+    let thr = cf.tracker.threshold(d);
+    for (i, chunk) in cells.chunks(6).enumerate() {
+        let tail =
+            if i == 0 { format!("   (threshold {thr:.3}; check {})", cf.tracker.len() - 1) } else { String::new() };
+        eprintln!("  change {}{tail}", chunk.join("  "));
+    }
+}
+
+/// `layer2.0.conv1` as `L2.0.c1`, for the per-epoch tables.
+fn short_name(name: &str) -> String {
+    name.replace(".conv", ".c").replace("layer", "L").replace("transformer.h.", "h")
+}
+
 fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
     eprintln!("cuttlefish: switch to low rank before epoch {} ({:.2}s)", r.epoch + 1, r.seconds);
     for d in &r.decisions {
         let timing = match (d.full_ms, d.factorized_ms) {
-            (Some(f), Some(l)) => format!("  full {f:.2} ms vs factorized {l:.2} ms"),
+            (Some(f), Some(l)) => format!(" (median of {}: full {f:.2} ms, factorized {l:.2} ms)", d.samples),
             _ => String::new(),
         };
         eprintln!(
-            "  {:<22} rank {:>4} / {:<4} {}{timing}",
+            "  {:<22} rank {:>4} / {:<4} {}: {}{timing}",
             d.layer,
             d.rank,
             d.full_rank,
-            if d.factorized { "factorized" } else { "kept full-rank" }
+            if d.factorized { "factorized" } else { "kept full-rank" },
+            d.reason
         );
     }
     eprintln!(

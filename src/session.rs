@@ -7,9 +7,10 @@ use crate::cuttlefish::{Cuttlefish, CuttlefishConfig, SwitchReport};
 use crate::data::Source;
 use crate::gpu::Gpu;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::trainer::{EpochEnd, EpochReport, Position, Totals};
+use crate::train::trainer::{EpochReport, Position, Totals};
 use crate::train::{TrainConfig, Trainer};
 use crate::Result;
+use web_time::Instant;
 
 /// What one epoch of a session produced.
 #[derive(Clone, Debug)]
@@ -122,9 +123,10 @@ impl Session {
         self.at.epochs_done >= self.trainer.cfg.epochs
     }
 
-    /// Runs the next epoch (switching to low rank first when the ranks have settled).
-    /// Returns `None` when `stop()` ended it early; `self.at` is then mid-epoch, ready to
-    /// checkpoint or to continue with another call.
+    /// Runs the next epoch (switching to low rank first when the ranks have settled),
+    /// stopping at each stable-rank check inside it. Returns `None` when `stop()` ended it
+    /// early; `self.at` is then mid-epoch, ready to checkpoint or to continue with another
+    /// call.
     pub async fn next_epoch(
         &mut self,
         gpu: &Gpu,
@@ -136,13 +138,36 @@ impl Session {
         if let Some(cf) = self.cuttlefish.as_mut().filter(|c| c.ready()) {
             switch = Some(cf.switch(gpu, &mut self.trainer, epoch).await?.clone());
         }
-        let report = match self.trainer.run_epoch(gpu, self.at, progress, stop).await? {
-            EpochEnd::Done(r) => r,
-            EpochEnd::Stopped(at) => {
+        let (from, steps) = (self.at, self.trainer.steps_per_epoch);
+        let t0 = Instant::now();
+        let mut checking = 0.0;
+        let mut stable_ranks = None;
+        let mut at = from;
+        while at.step < steps {
+            if at.step > from.step && stop() {
                 self.at = at;
                 return Ok(None);
             }
-        };
+            let watching = self.cuttlefish.as_ref().filter(|c| c.watching());
+            let until = watching.map_or(steps, |c| c.checks.next_after(at.step));
+            let totals = match self.trainer.train_epoch(gpu, at, until, progress, stop).await? {
+                Ok(t) => t,
+                Err(stopped) => {
+                    self.at = stopped;
+                    return Ok(None);
+                }
+            };
+            at = Position { epochs_done: epoch, step: until, totals };
+            if let Some(cf) = self.cuttlefish.as_mut().filter(|c| c.watching()) {
+                let c0 = Instant::now();
+                let check = cf.checks.at(epoch, until).expect("trained up to a check");
+                let s = cf.observe(gpu, check).await?;
+                checking += c0.elapsed().as_secs_f64();
+                stable_ranks = (until == steps).then_some(s);
+            }
+        }
+        let train_secs = t0.elapsed().as_secs_f64() - checking;
+        let report = self.trainer.end_epoch(gpu, from, at.totals, train_secs, t0).await?;
         self.at = Position { epochs_done: epoch + 1, ..Default::default() };
         if self.switched() {
             self.seconds_low_rank += report.seconds as f64;
@@ -151,11 +176,6 @@ impl Session {
         }
         self.last_test_acc = report.test_acc;
         self.last_test_loss = report.test_loss;
-        let mut stable_ranks = None;
-        if let Some(cf) = self.cuttlefish.as_mut() {
-            let s = cf.observe(gpu, epoch + 1).await?;
-            stable_ranks = (!s.is_empty()).then_some(s);
-        }
         Ok(Some(EpochOutcome { switch, report, stable_ranks }))
     }
 

@@ -6,9 +6,13 @@ mod common;
 use common::*;
 use cuttle::cuttlefish::factorize::{singular_values, svd_factors};
 use cuttle::cuttlefish::srank::{RankProbe, Watched};
+use cuttle::cuttlefish::{CuttlefishConfig, FactorizeMode};
+use cuttle::data::{load, DataSpec};
 use cuttle::gpu::{read_f32, test_gpu, Tensor};
 use cuttle::ops::gemm::{self, ConvShape};
 use cuttle::ops::{loss, StepState};
+use cuttle::session::Session;
+use cuttle::train::TrainConfig;
 
 /// A rows x cols matrix with singular values `s` (len = min(rows, cols)): Q1 diag(s) Q2ᵀ
 /// with random orthonormal Q1, Q2 from QR.
@@ -244,4 +248,88 @@ fn factorized_reference_models_take_a_step() {
             assert!(g.iter().any(|&v| v != 0.0), "{model}: zero gradient of {}", spec.name);
         }
     }
+}
+
+#[test]
+fn auto_compares_medians_with_a_margin_so_noise_cannot_flip_it() {
+    use cuttle::cuttlefish::run::{auto_decision, median, AUTO_SAMPLES};
+    assert_eq!((median(&[3.0, 1.0, 2.0]), median(&[4.0, 1.0, 3.0, 2.0])), (2.0, 2.5));
+    assert!(median(&[]).is_nan());
+    // The case: one timing each, the factorized side 1.6% faster. The old rule
+    // (factorized < full) factorized it; 1.6% is within the 10% margin.
+    assert!(!auto_decision(&[167.95], &[165.28], 0.1).0);
+    // Samples with 3% noise and one sample 50% slow (another process woke) on either side:
+    // a layer equally fast both ways is never factorized, one 30% faster always is.
+    let mut rng = Rng(5);
+    for trial in 0..500 {
+        let mut noisy = |ms: f64| -> Vec<f64> {
+            let mut v: Vec<f64> = (0..AUTO_SAMPLES).map(|_| ms * (1.0 + 0.03 * rng.uniform())).collect();
+            let i = rng.below(AUTO_SAMPLES);
+            v[i] *= 1.5;
+            v
+        };
+        let (same_f, same_l) = (noisy(100.0), noisy(100.0));
+        assert!(!auto_decision(&same_f, &same_l, 0.1).0, "trial {trial}: equal layers flipped: {same_f:?} {same_l:?}");
+        let (f, l) = (noisy(100.0), noisy(70.0));
+        assert!(auto_decision(&f, &l, 0.1).0, "trial {trial}: a 30% faster layer kept: {f:?} {l:?}");
+    }
+}
+
+/// The cnn on a few built-in images with Cuttlefish (`mode`), its ranks set to `frac` of
+/// each tracked layer's full rank as if the ranks had settled there.
+fn cnn_session(gpu: &cuttle::gpu::Gpu, mode: FactorizeMode, frac: &[f64]) -> Session {
+    let mut data = load(&DataSpec::Builtin).unwrap();
+    data.train = data.train.subset(100);
+    data.test = data.test.subset(50);
+    let cfg = TrainConfig { model: "cnn".into(), epochs: 2, batch: 20, seed: 1, ..Default::default() };
+    let mut c = CuttlefishConfig::for_schedule(cfg.schedule);
+    c.factorize = mode;
+    let mut s = pollster::block_on(Session::new(gpu, &data, cfg, Some(c))).unwrap();
+    let cf = s.cuttlefish.as_mut().unwrap();
+    assert_eq!(cf.tracker.layers.len(), frac.len(), "tracked layers: {:?}", cf.tracker.names());
+    for (l, f) in cf.tracker.layers.iter_mut().zip(frac) {
+        // The rank rule scales the latest stable rank by full / initial.
+        let s0 = l.history[0].floor();
+        l.history.push((s0 * f).max(1.0));
+    }
+    s
+}
+
+#[test]
+fn the_same_timings_give_the_same_decisions_and_no_layer_grows() {
+    use cuttle::cuttlefish::run::{LayerDecision, LayerTimer};
+    let Some(gpu) = test_gpu() else { return };
+    let names = cnn_session(&gpu, FactorizeMode::Auto, &[1.0; 2]).cuttlefish.unwrap().tracker.names();
+    assert_eq!(names, ["conv2", "conv3"]);
+    let timings = |conv2: Vec<f64>| -> std::collections::HashMap<String, (Vec<f64>, Vec<f64>)> {
+        // conv3: 30% faster factorized, one slow sample on each side.
+        let conv3 = (vec![10.0, 10.4, 9.8, 30.0, 10.1, 9.9, 10.0], vec![7.0, 7.2, 6.9, 7.1, 20.0, 7.0, 6.8]);
+        [("conv2".to_string(), (vec![10.0; 7], conv2)), ("conv3".to_string(), conv3)].into_iter().collect()
+    };
+    let decide = |frac: &[f64], t| -> Vec<LayerDecision> {
+        let mut s = cnn_session(&gpu, FactorizeMode::Auto, frac);
+        let cf = s.cuttlefish.as_mut().unwrap();
+        cf.timer = LayerTimer::Fixed(t);
+        pollster::block_on(cf.switch(&gpu, &mut s.trainer, 1)).unwrap().decisions.clone()
+    };
+    let chosen = |d: &[LayerDecision]| d.iter().map(|d| (d.layer.clone(), d.factorized)).collect::<Vec<_>>();
+    let want = |a: bool, b: bool| vec![("conv2".to_string(), a), ("conv3".to_string(), b)];
+    // conv2 (32 x 144) at its full rank 32 would hold 32·176 = 5632 > 4608 parameters:
+    // never factorized, however fast it is timed.
+    let a = decide(&[1.0, 0.5], timings(vec![1.0; 7]));
+    assert_eq!(a, decide(&[1.0, 0.5], timings(vec![1.0; 7])), "same timings in, same decisions out");
+    assert_eq!(chosen(&a), want(false, true), "{a:#?}");
+    assert!(a[0].params_factorized >= a[0].params_full && a[0].reason.starts_with("not smaller"), "{:?}", a[0]);
+    assert_eq!((a[1].full_ms, a[1].factorized_ms, a[1].samples), (Some(10.0), Some(7.0), 7));
+    // At half its rank conv2 is smaller, but 5% faster is within the 10% margin.
+    let b = decide(&[0.5, 0.5], timings(vec![9.5; 7]));
+    assert_eq!(chosen(&b), want(false, true), "{b:#?}");
+    assert!(b[0].reason.contains("within the 10% margin"), "{:?}", b[0]);
+    // An explicit list never factorizes a layer into a bigger pair either.
+    let mut s = cnn_session(&gpu, FactorizeMode::List(vec!["conv2".into(), "conv3".into()]), &[1.0, 0.5]);
+    let before = s.trainer.net.graph.param_count();
+    let cf = s.cuttlefish.as_mut().unwrap();
+    let r = pollster::block_on(cf.switch(&gpu, &mut s.trainer, 1)).unwrap().clone();
+    assert_eq!(chosen(&r.decisions), want(false, true), "{r:#?}");
+    assert!(r.params_after < before);
 }

@@ -27,10 +27,12 @@ struct Outcome {
     params: usize,
     /// Epochs trained full-rank, if it switched.
     switched_after: Option<usize>,
-    /// The detector's minimum epochs before a layer may be stable (Cuttlefish runs).
+    /// The detector's minimum checks before a layer may be stable, and the checks per
+    /// epoch (Cuttlefish runs).
     p: Option<usize>,
-    /// The epoch at which the last tracked layer became stable (Cuttlefish runs).
-    last_stable: Option<usize>,
+    per_epoch: Option<usize>,
+    /// Each tracked layer's check of becoming stable (Cuttlefish runs).
+    stable_at: Vec<Option<usize>>,
 }
 
 fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
@@ -38,7 +40,7 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
     data.train = data.train.subset(2000);
     data.test = data.test.subset(500);
     let cf = cuttlefish.then(|| {
-        let mut c = CuttlefishConfig::for_schedule(4, Schedule::OneCycle);
+        let mut c = CuttlefishConfig::for_schedule(Schedule::OneCycle);
         // The reference choice (conv2 for this model): `auto` may rightly keep it
         // full-rank on a CPU adapter, and this test is about the switch itself.
         c.factorize = FactorizeMode::Reference;
@@ -58,8 +60,9 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
         test_acc: r.test_acc,
         params: r.params_final,
         switched_after: r.switch_epoch.map(|e| e - 1),
-        p: cf.map(|c| c.cfg.detector.p),
-        last_stable: cf.and_then(|c| c.tracker.layers.iter().map(|l| l.stable_at).max().flatten()),
+        p: cf.map(|c| c.detector.p),
+        per_epoch: cf.map(|c| c.checks.per_epoch),
+        stable_at: cf.map(|c| c.tracker.layers.iter().map(|l| l.stable_at).collect()).unwrap_or_default(),
     }
 }
 
@@ -71,13 +74,17 @@ fn cuttlefish_switches_shrinks_and_keeps_accuracy() {
     let (acc_full, params_full, acc_cf, params_cf) = (full.test_acc, full.params, cf.test_acc, cf.params);
     eprintln!("full-rank: {acc_full:.4} with {params_full} parameters; cuttlefish: {acc_cf:.4} with {params_cf}");
     let epoch = cf.switched_after.expect("the switch must happen within a 4-epoch schedule");
-    // The switch comes at the first epoch boundary after the last layer became stable...
-    assert_eq!(Some(epoch), cf.last_stable, "switched after {epoch} epochs, not when the last layer became stable");
-    // ...and no layer may be stable before P epochs. The 4-epoch detector has P = 3 (its
-    // floor), the last boundary at which a switch can still happen: after exactly P epochs.
-    let p = cf.p.expect("a Cuttlefish run");
-    assert_eq!(p, 3, "the detector for 4 epochs");
-    assert_eq!(epoch, p, "switched after {epoch} epochs; the detector allows a switch only after exactly {p}");
+    // 40 steps per epoch: a check after every step, 160 in the run, so the detector's
+    // minimum is P = round(15·160/300) = 8 checks.
+    let (p, per_epoch) = (cf.p.expect("a Cuttlefish run"), cf.per_epoch.unwrap());
+    assert_eq!((p, per_epoch), (8, 40), "the detector for 4 epochs of 40 steps");
+    let at: Vec<usize> = cf.stable_at.iter().map(|a| a.expect("every layer stable before the switch")).collect();
+    eprintln!("stable at checks {at:?}; switched after {epoch} epochs");
+    // No layer is stable before P checks, and the switch comes at the first epoch
+    // boundary after the last layer became stable.
+    assert!(at.iter().all(|&c| c >= p), "a layer stable before check {p}: {at:?}");
+    let last = *at.iter().max().unwrap();
+    assert_eq!(epoch, last.div_ceil(per_epoch), "switched after {epoch} epochs, the last layer stable at check {last}");
     assert!(params_cf < params_full, "parameters must drop: {params_cf} vs {params_full}");
     assert!(acc_full >= 0.7, "full-rank baseline too weak to compare: {acc_full}");
     assert!((acc_cf - acc_full).abs() <= 0.05, "accuracy {acc_cf} vs full-rank {acc_full}: more than 5 points apart");

@@ -237,7 +237,7 @@ fn the_switch_starts_a_fresh_adamw() {
         "exports hold no optimizer state"
     );
 
-    let mut c = CuttlefishConfig::for_schedule(2, Schedule::Cosine);
+    let mut c = CuttlefishConfig::for_schedule(Schedule::Cosine);
     c.factorize = FactorizeMode::Reference;
     let mut cf = pollster::block_on(Cuttlefish::new(&gpu, &t, c)).unwrap();
     pollster::block_on(cf.switch(&gpu, &mut t, 1)).unwrap();

@@ -301,8 +301,9 @@ function showReport(r) {
   ];
   if (run.switch) {
     for (const d of run.switch.decisions) {
-      const t = d.full_ms != null ? ` (full ${d.full_ms.toFixed(2)} ms vs factorized ${d.factorized_ms.toFixed(2)} ms)` : '';
-      rows.push([`  ${d.layer}`, `rank ${d.rank}/${d.full_rank}, ${d.factorized ? 'factorized' : 'kept full-rank'}${t}`]);
+      const t = d.full_ms != null ? `, median of ${d.samples}: full ${d.full_ms.toFixed(2)} ms vs factorized ${d.factorized_ms.toFixed(2)} ms` : '';
+      const why = d.reason ? `: ${d.reason}` : '';
+      rows.push([`  ${d.layer}`, `rank ${d.rank}/${d.full_rank}, ${d.factorized ? 'factorized' : 'kept full-rank'}${why}${t}`]);
     }
   }
   $('report').innerHTML = '';

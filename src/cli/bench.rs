@@ -217,7 +217,7 @@ fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttl
     // Cold: the estimate at initialisation, from random start vectors.
     let t0 = Instant::now();
     let mut cf =
-        pollster::block_on(Cuttlefish::new(gpu, &trainer, CuttlefishConfig::for_schedule(300, Schedule::Constant)))?;
+        pollster::block_on(Cuttlefish::new(gpu, &trainer, CuttlefishConfig::for_schedule(Schedule::Constant)))?;
     let cold = t0.elapsed().as_secs_f64();
     let cold_iters = cf.last_iterations;
     // Warm: after some training moved the weights, from last estimate's vectors.

@@ -9,7 +9,7 @@ use super::factorize::{
     candidates, factor_names, factorized_graph, matrices, reference_layers, svd_factors, Factor, Matrix,
 };
 use super::srank::{RankProbe, Watched};
-use super::tracker::{chosen_rank, Detector, Tracker};
+use super::tracker::{chosen_rank, Checks, Detector, Tracker};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::nn::graph::{Graph, Op};
 use crate::nn::Net;
@@ -64,26 +64,30 @@ pub struct CuttlefishConfig {
     pub rank_floor: f64,
     /// Epochs of learning-rate re-warm after the switch (the reference CIFAR recipe: 5).
     pub rewarm_epochs: usize,
+    /// The convergence test as the reference runs it over its 300 epochs; a run applies it
+    /// at 300 checks spread over its own schedule ([`Checks`], [`Detector::scaled`]).
     pub detector: Detector,
     /// Relative change of σ_max² between rounds at which power iteration stops.
     pub srank_tol: f64,
+    /// How much faster `auto` needs the factorized layer to be (0.1: 10%).
+    pub auto_margin: f64,
 }
 
 impl CuttlefishConfig {
-    /// Defaults for a schedule: reference settings, window scaled to the epoch count,
-    /// re-warm on with the reference's multistep schedule only.
-    pub fn for_schedule(epochs: usize, schedule: Schedule) -> CuttlefishConfig {
-        Self::for_model(false, epochs, schedule)
+    /// Defaults for a schedule: reference settings, re-warm on with the reference's
+    /// multistep schedule only.
+    pub fn for_schedule(schedule: Schedule) -> CuttlefishConfig {
+        Self::for_model(false, schedule)
     }
 
     /// As `for_schedule`, with the reference's transformer settings (DeiT's detector and
     /// rank floor of half the full rank) when `transformer`.
-    pub fn for_model(transformer: bool, epochs: usize, schedule: Schedule) -> CuttlefishConfig {
+    pub fn for_model(transformer: bool, schedule: Schedule) -> CuttlefishConfig {
         if transformer {
             return CuttlefishConfig {
                 rank_floor: 0.5,
-                detector: Detector::scaled(Detector::REFERENCE_TRANSFORMER, epochs),
-                ..Self::for_model(false, epochs, schedule)
+                detector: Detector::REFERENCE_TRANSFORMER,
+                ..Self::for_model(false, schedule)
             };
         }
         CuttlefishConfig {
@@ -92,8 +96,9 @@ impl CuttlefishConfig {
             extra_bn: false,
             rank_floor: 0.0,
             rewarm_epochs: if schedule == Schedule::MultiStep { 5 } else { 0 },
-            detector: Detector::for_epochs(epochs),
+            detector: Detector::REFERENCE,
             srank_tol: 1e-4,
+            auto_margin: 0.1,
         }
     }
 
@@ -103,6 +108,9 @@ impl CuttlefishConfig {
                 "Frobenius decay and extra BatchNorms are mutually exclusive: pass --frobenius-decay 0 with --extra-bn"
                     .into(),
             ));
+        }
+        if !(0.0..1.0).contains(&self.auto_margin) {
+            return Err(Error::Config(format!("--auto-margin must be in [0, 1), not {}", self.auto_margin)));
         }
         if !(0.0..=1.0).contains(&self.rank_floor) {
             return Err(Error::Config(format!("--rank-floor must be in [0, 1], not {}", self.rank_floor)));
@@ -133,17 +141,61 @@ pub fn check_layers(g: &Graph, mode: &FactorizeMode) -> Result<Vec<String>> {
     }
 }
 
-/// What `auto` measured for one layer.
+/// What the switch decided for one tracked layer, and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDecision {
     pub layer: String,
     pub rank: usize,
     pub full_rank: usize,
-    /// Forward+backward time of the layer at the training batch, full and factorized
-    /// (None where not measured).
+    /// `auto`: the median forward+backward time of the layer at the training batch, full
+    /// and factorized, over `samples` interleaved timings each (None where not measured).
     pub full_ms: Option<f64>,
     pub factorized_ms: Option<f64>,
+    #[serde(default)]
+    pub samples: usize,
     pub factorized: bool,
+    /// Parameters of the layer's weight, and of the factor pair at `rank`.
+    #[serde(default)]
+    pub params_full: usize,
+    #[serde(default)]
+    pub params_factorized: usize,
+    /// Why, in words ("1.32x faster, margin 10%", "not smaller: ...").
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `auto` times each side this many times (interleaved) and compares medians.
+pub const AUTO_SAMPLES: usize = 7;
+
+/// `auto`'s rule on `samples` timings of each side: factorize when the factorized median is
+/// below the full-rank median by more than `margin` (a fraction: 0.1 asks for 10% faster).
+/// Medians of interleaved timings let one slow sample (another process, a clock step)
+/// shift neither side, and the margin keeps a layer whose two forms are equally fast from
+/// flipping between runs on noise. Returns (factorize, full median, factorized median).
+pub fn auto_decision(full: &[f64], factorized: &[f64], margin: f64) -> (bool, f64, f64) {
+    let (f, l) = (median(full), median(factorized));
+    (l.is_finite() && f.is_finite() && l < (1.0 - margin) * f, f, l)
+}
+
+/// The median of `v` (the mean of the middle two for an even count; NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Where `auto`'s timings come from: this adapter, or given samples (milliseconds, full
+/// and factorized per layer), which tests use to check that the same timings give the
+/// same decisions.
+#[derive(Clone, Debug, Default)]
+pub enum LayerTimer {
+    #[default]
+    Adapter,
+    Fixed(HashMap<String, (Vec<f64>, Vec<f64>)>),
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -163,10 +215,22 @@ pub struct SwitchReport {
 pub struct CuttlefishState {
     pub tracker: Tracker,
     pub switched: Option<SwitchReport>,
+    /// Stable-rank checks per epoch the tracker's history was taken at (absent in
+    /// checkpoints from before checks within epochs: one per epoch).
+    #[serde(default = "one")]
+    pub checks_per_epoch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub struct Cuttlefish {
     pub cfg: CuttlefishConfig,
+    /// The convergence test for this run's number of checks.
+    pub detector: Detector,
+    /// When this run estimates stable ranks.
+    pub checks: Checks,
     pub tracker: Tracker,
     probe: RankProbe,
     pub switched: Option<SwitchReport>,
@@ -174,6 +238,8 @@ pub struct Cuttlefish {
     pub estimate_seconds: f64,
     /// Power iterations the last estimate ran.
     pub last_iterations: usize,
+    /// Where `auto` gets its layer timings.
+    pub timer: LayerTimer,
 }
 
 impl Cuttlefish {
@@ -201,31 +267,51 @@ impl Cuttlefish {
             });
         }
         let probe = RankProbe::new(gpu, &params.weights, watched, trainer.cfg.seed ^ 0x5eed)?;
+        let c = &trainer.cfg;
+        let checks = Checks::for_schedule(c.epochs, trainer.steps_per_epoch);
+        let warm = c.schedule.warmup_steps(c.epochs, trainer.steps_per_epoch, c.warmup_epochs);
+        let detector = Detector::scaled(cfg.detector, checks.total(c.epochs))
+            .not_before((warm * checks.per_epoch).div_ceil(checks.steps));
         Ok(Cuttlefish {
+            detector,
+            checks,
             tracker: Tracker::new(names),
             probe,
             cfg,
             switched: None,
             estimate_seconds: 0.0,
             last_iterations: 0,
+            timer: LayerTimer::Adapter,
         })
     }
 
-    /// Estimates the stable ranks after `epochs_done` epochs and runs the convergence test.
-    /// Returns the stable ranks (empty after the switch: ranks are fixed then).
-    pub async fn observe(&mut self, gpu: &Gpu, epochs_done: usize) -> Result<Vec<f64>> {
+    /// Estimates the stable ranks at check `check` (0: initialisation; see [`Checks`]) and
+    /// runs the convergence test. Returns the stable ranks (empty after the switch: ranks
+    /// are fixed then).
+    pub async fn observe(&mut self, gpu: &Gpu, check: usize) -> Result<Vec<f64>> {
         if self.switched.is_some() {
             return Ok(vec![]);
         }
         let t0 = Instant::now();
-        // A cold start needs a few hundred iterations on flat spectra; later epochs start
-        // from last epoch's vectors.
+        // A cold start needs a few hundred iterations on flat spectra; later checks start
+        // from the last one's vectors.
         let est = self.probe.estimate(gpu, self.cfg.srank_tol, 1000).await?;
         self.estimate_seconds += t0.elapsed().as_secs_f64();
         self.last_iterations = est.first().map_or(0, |e| e.iterations);
         let s: Vec<f64> = est.iter().map(|e| e.stable_rank()).collect();
-        self.tracker.observe(&self.cfg.detector, epochs_done, &s);
+        if let Some(bad) = s.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Config(format!(
+                "the stable rank of {} is {} at check {check}: the weights are no longer finite",
+                self.tracker.layers[bad].name, s[bad]
+            )));
+        }
+        self.tracker.observe(&self.detector, check, &s);
         Ok(s)
+    }
+
+    /// True while the stable ranks are still estimated (tracked layers, no switch yet).
+    pub fn watching(&self) -> bool {
+        self.switched.is_none() && !self.tracker.layers.is_empty()
     }
 
     /// True when every tracked layer is stable and the switch has not happened.
@@ -269,7 +355,11 @@ impl Cuttlefish {
     /// switch into its run state, the power-iteration vectors as a tensor.
     pub async fn checkpoint_into(&self, gpu: &Gpu, ck: &mut crate::train::checkpoint::Checkpoint) -> Result<()> {
         let run = ck.meta.run.as_mut().expect("a checkpoint from Trainer::checkpoint has a run state");
-        run.cuttlefish = Some(CuttlefishState { tracker: self.tracker.clone(), switched: self.switched.clone() });
+        run.cuttlefish = Some(CuttlefishState {
+            tracker: self.tracker.clone(),
+            switched: self.switched.clone(),
+            checks_per_epoch: self.checks.per_epoch,
+        });
         let v = crate::gpu::read_f32(gpu, &[&self.probe.v]).await?.remove(0);
         ck.tensors.insert("cuttlefish.probe".into(), (vec![v.len()], v));
         Ok(())
@@ -286,7 +376,7 @@ impl Cuttlefish {
         path: &std::path::Path,
     ) -> Result<Cuttlefish> {
         let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
-        let CuttlefishState { tracker, switched } = ck
+        let CuttlefishState { tracker, switched, checks_per_epoch } = ck
             .run(path)?
             .cuttlefish
             .clone()
@@ -294,6 +384,22 @@ impl Cuttlefish {
         let mut cf = Self::plan(gpu, trainer, cfg)?;
         if tracker.names() != cf.tracker.names() {
             return Err(bad("its Cuttlefish tracks other layers than this configuration".into()));
+        }
+        if checks_per_epoch != cf.checks.per_epoch {
+            return Err(bad(format!(
+                "its stable ranks were checked {checks_per_epoch} times per epoch, this run checks {} times",
+                cf.checks.per_epoch
+            )));
+        }
+        let run = ck.run(path)?;
+        let made = 1 + cf.checks.made(run.epochs_done, run.step_in_epoch);
+        if switched.is_none() && !tracker.layers.is_empty() && tracker.len() != made {
+            return Err(bad(format!(
+                "its Cuttlefish tracker holds {} stable-rank checks, but {made} are made by epoch {} step {}",
+                tracker.len(),
+                run.epochs_done,
+                run.step_in_epoch
+            )));
         }
         cf.tracker = tracker;
         let (_, v) = ck.tensor(path, "cuttlefish.probe")?;
@@ -323,22 +429,47 @@ impl Cuttlefish {
         let batch = trainer.cfg.batch;
         let mut decisions = Vec::new();
         for (name, rank, full) in self.ranks(&g) {
-            let (full_ms, factorized_ms, factorize) = match self.cfg.factorize {
-                FactorizeMode::Auto if rank < full => {
-                    let (f, l) = time_layer(gpu, &g, &mats[&name], batch, rank).await?;
-                    (Some(f * 1e3), Some(l * 1e3), l < f)
-                }
-                FactorizeMode::Auto => (None, None, false),
-                _ => (None, None, true),
-            };
-            decisions.push(LayerDecision {
+            let m = &mats[&name];
+            let params_full = m.rows * m.cols;
+            let params_factorized = rank * (m.rows + m.cols) + if self.cfg.extra_bn { 2 * rank } else { 0 };
+            let mut d = LayerDecision {
                 layer: name,
                 rank,
                 full_rank: full,
-                full_ms,
-                factorized_ms,
-                factorized: factorize,
-            });
+                full_ms: None,
+                factorized_ms: None,
+                samples: 0,
+                factorized: false,
+                params_full,
+                params_factorized,
+                reason: String::new(),
+            };
+            // Never factorize into a pair that holds as many parameters as the layer, in
+            // any mode: it would be slower to train and no smaller.
+            if params_factorized >= params_full {
+                d.reason = format!("not smaller: the pair at rank {rank} holds {params_factorized} parameters, the layer {params_full}");
+            } else if self.cfg.factorize == FactorizeMode::Auto {
+                let (f, l) = match &self.timer {
+                    LayerTimer::Adapter => time_layer(gpu, &g, m, batch, rank, AUTO_SAMPLES).await?,
+                    LayerTimer::Fixed(t) => t.get(&d.layer).cloned().unwrap_or_default(),
+                };
+                let margin = self.cfg.auto_margin;
+                let (faster, fm, lm) = auto_decision(&f, &l, margin);
+                (d.full_ms, d.factorized_ms, d.samples, d.factorized) =
+                    (Some(fm), Some(lm), f.len().min(l.len()), faster);
+                let pct = 100.0 * margin;
+                d.reason = if faster {
+                    format!("{:.2}x faster, more than the {pct:.0}% margin", fm / lm)
+                } else if lm < fm {
+                    format!("only {:.1}% faster, within the {pct:.0}% margin", 100.0 * (1.0 - lm / fm))
+                } else {
+                    "not faster on this adapter".into()
+                };
+            } else {
+                d.factorized = true;
+                d.reason = format!("{} smaller", ratio(params_full, params_factorized));
+            }
+            decisions.push(d);
         }
         let factors: Vec<Factor> = decisions
             .iter()
@@ -432,22 +563,52 @@ pub fn frobenius_decay_grad(
     Ok(ds)
 }
 
-/// Seconds for forward + backward of a conv or linear layer of `g` at full rank and
-/// factorized at `rank`, on this adapter (median of three timed runs after a warm-up).
-pub async fn time_layer(gpu: &Gpu, g: &Graph, m: &Matrix, batch: usize, rank: usize) -> Result<(f64, f64)> {
-    let node = &g.nodes[m.node];
-    match &node.op {
-        Op::Conv(c) => {
-            let input = g.shape(node.inputs[0]).image().expect("conv input");
-            time_conv(gpu, &c.shape(batch, input), rank).await
-        }
-        Op::Linear(l) => time_linear(gpu, batch * l.rows, l.inputs, l.outputs, rank).await,
-        _ => unreachable!("matrices() holds convs and linear layers only"),
-    }
+/// `a / b` as "1.35x".
+fn ratio(a: usize, b: usize) -> String {
+    format!("{:.2}x", a as f64 / b.max(1) as f64)
 }
 
-/// As `time_layer` for a linear layer over `rows` rows: y = x Wᵀ against y = (x Uᵀ) Vᵀ.
-async fn time_linear(gpu: &Gpu, rows: usize, inputs: usize, outputs: usize, rank: usize) -> Result<(f64, f64)> {
+/// Forward + backward of a conv or linear layer of `g` at full rank and factorized at
+/// `rank` on this adapter, in milliseconds: `samples` timings of each, interleaved (full,
+/// factorized, full, ...) after a warm-up of both, so that a slow spell of the machine
+/// falls on both sides.
+pub async fn time_layer(
+    gpu: &Gpu,
+    g: &Graph,
+    m: &Matrix,
+    batch: usize,
+    rank: usize,
+    samples: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let node = &g.nodes[m.node];
+    let (full, low) = match &node.op {
+        Op::Conv(c) => {
+            let input = g.shape(node.inputs[0]).image().expect("conv input");
+            conv_steps(gpu, &c.shape(batch, input), rank)?
+        }
+        Op::Linear(l) => linear_steps(gpu, batch * l.rows, l.inputs, l.outputs, rank)?,
+        _ => unreachable!("matrices() holds convs and linear layers only"),
+    };
+    // One submit of a small layer is mostly fixed cost on a GPU: repeat it inside a sample.
+    let reps = if gpu.adapter().is_cpu() { 1 } else { 10 };
+    gpu.seconds_per_run(&full, reps).await;
+    gpu.seconds_per_run(&low, reps).await;
+    let (mut f, mut l) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples.max(1) {
+        f.push(gpu.seconds_per_run(&full, reps).await * 1e3);
+        l.push(gpu.seconds_per_run(&low, reps).await * 1e3);
+    }
+    Ok((f, l))
+}
+
+/// A linear layer over `rows` rows: y = x Wᵀ against y = (x Uᵀ) Vᵀ, forward and backward.
+fn linear_steps(
+    gpu: &Gpu,
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    rank: usize,
+) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
     let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
     let (x, dx) = (t("x", &[rows, inputs])?, t("dx", &[rows, inputs])?);
     let (y, dy) = (t("y", &[rows, outputs])?, t("dy", &[rows, outputs])?);
@@ -472,12 +633,12 @@ async fn time_linear(gpu: &Gpu, rows: usize, inputs: usize, outputs: usize, rank
     let full = layer("full", (inputs, outputs), &x, &w, &y, &dy, &dw, &dx)?;
     let mut low = layer("u", (inputs, rank), &x, &u, &h, &dh, &du, &dx)?;
     low.extend(layer("v", (rank, outputs), &h, &v, &y, &dy, &dv, &dh)?);
-    let reps = if gpu.adapter().is_cpu() { 1 } else { 10 };
-    Ok((time_dispatches(gpu, &full, reps).await, time_dispatches(gpu, &low, reps).await))
+    Ok((full, low))
 }
 
-/// As `time_layer` for a convolution.
-async fn time_conv(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> {
+/// A convolution, forward and backward, full against the k x k, r-channel conv and the
+/// 1x1 after it.
+fn conv_steps(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
     let t = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape);
     let (x, dx) = (t("x", &s.input_shape())?, t("dx", &s.input_shape())?);
     let (y, dy) = (t("y", &s.output_shape())?, t("dy", &s.output_shape())?);
@@ -497,20 +658,5 @@ async fn time_conv(gpu: &Gpu, s: &ConvShape, rank: usize) -> Result<(f64, f64)> 
     low.extend(gemm::conv_backward_data(gpu, "v", &sv, &dy, &wv, &dh, false)?);
     low.extend(gemm::conv_backward_weight(gpu, "u", &su, &dh, &x, &dwu, false)?);
     low.extend(gemm::conv_backward_data(gpu, "u", &su, &dh, &wu, &dx, false)?);
-
-    let reps = if gpu.adapter().is_cpu() { 1 } else { 10 };
-    Ok((time_dispatches(gpu, &full, reps).await, time_dispatches(gpu, &low, reps).await))
-}
-
-/// Median seconds of `ds` recorded `reps` times, over three timed submits after a warm-up.
-async fn time_dispatches(gpu: &Gpu, ds: &[Dispatch], reps: usize) -> f64 {
-    let mut v = Vec::new();
-    for i in 0..4 {
-        let secs = gpu.seconds_per_run(ds, reps).await;
-        if i > 0 {
-            v.push(secs);
-        }
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[1]
+    Ok((full, low))
 }

@@ -1,29 +1,51 @@
 //! When to switch to low rank: the per-layer convergence test of the Cuttlefish reference
 //! (`layer_rank_stable_detector`), and the rank rule.
 //!
-//! Each tracked layer keeps its stable-rank history h = [s(0), s(1), ...] (s(0) at
-//! initialisation, s(e) after e epochs; stable ranks are floored to integers as the
-//! reference does). A layer is stable once `epoch >= P` and the mean of the last `M`
+//! Each tracked layer keeps its stable-rank history h = [s(0), s(1), ...]: s(0) at
+//! initialisation, s(i) at the i-th *check* (stable ranks are floored to integers as the
+//! reference does). A layer is stable once `check >= P` and the mean of the last `M`
 //! values of |gradient(EMA(h))| is at most the threshold; EMA weight 2/(P+1), central
 //! differences (one-sided at the ends, numpy's `gradient`). Stable is sticky. The
-//! threshold loosens when only two or one layers are still moving (counted at the start of
-//! the epoch's check). When every layer is stable the switch happens at the next epoch
-//! boundary. No upper bound: if ranks never settle, training stays full-rank.
+//! threshold loosens when only few layers are still moving (counted at the start of the
+//! check). When every layer is stable the switch happens at the next epoch boundary. No
+//! upper bound: if ranks never settle, training stays full-rank.
 //!
-//! Short schedules: the reference's P=15, M=11, thr 0.1/0.25/0.5 are for 300 epochs. For
-//! a schedule of E epochs, `Detector::for_epochs` keeps the same window *as a fraction of
-//! the schedule* (P = round(15·E/300), at least 3; M = round(11·P/15), at least 2) and
-//! expresses the threshold per the same fraction of the schedule, i.e. multiplies it by
-//! 300/E (stable ranks change about 300/E times faster per epoch when the whole schedule
-//! is compressed into E epochs). E = 300 gives the reference values exactly.
+//! Short schedules. The reference checks once per epoch of a 300-epoch run: P = 15 checks
+//! are 5% of the schedule, the window M = 11 checks, and the threshold 0.1 is a change of
+//! stable rank per 1/300 of the schedule. A run of E epochs checks `per_epoch` =
+//! min(steps per epoch, ⌈300/E⌉) times per epoch ([`Checks`]), so the test sees as many
+//! points per schedule as the reference's run and its P, M and threshold keep their
+//! meaning unchanged. Only when the schedule has fewer than 300 steps in all do the
+//! N = E·per_epoch checks fall short; then [`Detector::scaled`] keeps the window as the
+//! same fraction of the schedule (P = round(15·N/300), at least 3; M = round(11·P/15), at
+//! least 2) and the threshold per the same fraction of the schedule (×300/N). A 300-epoch
+//! run checks once per epoch with the reference values exactly.
+//!
+//! Checking once per epoch on a short run (the previous rule) made the test vacuous: for
+//! 6 epochs P was 3 (half the run) and the threshold 5.0 per epoch, above any rate the
+//! stable ranks showed after the first epoch, so every layer was "stable" the first
+//! moment it could be.
+//!
+//! Warm-up. The reference's minimum (epoch 15) comes after its learning-rate warm-up
+//! (epochs 0-4). Our schedules warm up for longer: one-cycle rises from base/25 over the
+//! first quarter of the run. While the rate is that low the weights hardly move, so a flat
+//! stable-rank curve there means "not started", not "settled" (measured on the main job:
+//! every layer's stable rank moved less than 0.05 over the first 15 checks, then fell by
+//! 4 within the next 15). So no layer is stable before the warm-up has ended either:
+//! `earliest` = max(P, the check at the warm-up's end) ([`Detector::not_before`]). The
+//! reference's schedule (multistep, warm-up inside the first 15 epochs) keeps P.
 
 /// The convergence test's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Detector {
-    /// Minimum epochs before a layer may be stable; also the EMA span.
+    /// Minimum checks before a layer may be stable; also the EMA span.
     pub p: usize,
-    /// Window of derivatives averaged.
+    /// The first check at which a layer may be stable: P, or the end of the learning
+    /// rate's warm-up when that is later (see the module doc).
+    pub earliest: usize,
+    /// Window of derivatives averaged, in checks.
     pub m: usize,
+    /// Largest mean |d srank / d check| of a stable layer.
     pub thr: f64,
     /// Looser thresholds while few layers remain unstable: `(lo, hi, thr)` applies when
     /// lo ≤ remaining ≤ hi (the first match wins).
@@ -32,36 +54,88 @@ pub struct Detector {
 
 impl Detector {
     /// The reference CIFAR values (300 epochs): 0.25 with two layers left, 0.5 with one.
-    pub const REFERENCE: Detector = Detector { p: 15, m: 11, thr: 0.1, looser: [(2, 2, 0.25), (1, 1, 0.5)] };
+    pub const REFERENCE: Detector =
+        Detector { p: 15, earliest: 15, m: 11, thr: 0.1, looser: [(2, 2, 0.25), (1, 1, 0.5)] };
 
     /// The reference DeiT/ResMLP values (300 epochs, `cuttlefish_deit/main.py`): 1.0275
     /// with 5-9 layers left, 2.055 with 4 or fewer.
     pub const REFERENCE_TRANSFORMER: Detector =
-        Detector { p: 5, m: 5, thr: 0.411, looser: [(5, 9, 1.0275), (0, 4, 2.055)] };
+        Detector { p: 5, earliest: 5, m: 5, thr: 0.411, looser: [(5, 9, 1.0275), (0, 4, 2.055)] };
 
-    /// The reference CIFAR values scaled to a schedule of `epochs` epochs (see the module doc).
-    pub fn for_epochs(epochs: usize) -> Detector {
-        Self::scaled(Detector::REFERENCE, epochs)
-    }
+    /// How many checks the reference's schedule has: one per epoch of 300.
+    pub const REFERENCE_CHECKS: usize = 300;
 
-    /// `reference` (a 300-epoch setting) scaled to `epochs` epochs: P and M kept as a
-    /// fraction of the schedule (P at least 3, M at least 2), thresholds ×300/E.
-    pub fn scaled(reference: Detector, epochs: usize) -> Detector {
-        if epochs >= 300 {
+    /// `reference` (a setting for [`Self::REFERENCE_CHECKS`] checks) for a schedule of
+    /// `checks` checks: unchanged from 300 up; below, P and M kept as a fraction of the
+    /// schedule (P at least 3, M at least 2) and thresholds ×300/checks.
+    pub fn scaled(reference: Detector, checks: usize) -> Detector {
+        if checks >= Self::REFERENCE_CHECKS {
             return reference;
         }
-        let e = epochs.max(1) as f64;
+        let n = checks.max(1) as f64;
         let r = reference;
-        let p = ((r.p as f64 * e / 300.0).round() as usize).clamp(3.min(r.p), r.p);
+        let full = Self::REFERENCE_CHECKS as f64;
+        let p = ((r.p as f64 * n / full).round() as usize).clamp(3.min(r.p), r.p);
         let m = ((r.m as f64 * p as f64 / r.p as f64).round() as usize).clamp(2.min(r.m), r.m);
-        let scale = 300.0 / e;
+        let scale = full / n;
         let looser = r.looser.map(|(lo, hi, t)| (lo, hi, t * scale));
-        Detector { p, m, thr: r.thr * scale, looser }
+        Detector { p, earliest: p, m, thr: r.thr * scale, looser }
+    }
+
+    /// This detector with no layer stable before check `check` either (the end of the
+    /// learning-rate warm-up).
+    pub fn not_before(self, check: usize) -> Detector {
+        Detector { earliest: self.p.max(check), ..self }
     }
 
     /// The threshold while `remaining` layers are still unstable.
     pub fn threshold(&self, remaining: usize) -> f64 {
         self.looser.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&remaining)).map_or(self.thr, |l| l.2)
+    }
+}
+
+/// When a run estimates stable ranks: `per_epoch` times per epoch of `steps` steps, after
+/// steps ⌊j·steps/per_epoch⌋ for j = 1..=per_epoch (the last at the epoch's end). Check
+/// number i (1-based over the whole run) is j of epoch (i-1)/per_epoch; check 0 is the
+/// initialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checks {
+    pub per_epoch: usize,
+    pub steps: usize,
+}
+
+impl Checks {
+    /// As many checks per schedule as the reference's 300 epochs, at most one per step.
+    pub fn for_schedule(epochs: usize, steps_per_epoch: usize) -> Checks {
+        let per_epoch = Detector::REFERENCE_CHECKS.div_ceil(epochs.max(1)).min(steps_per_epoch).max(1);
+        Checks { per_epoch, steps: steps_per_epoch.max(1) }
+    }
+
+    /// Checks in a schedule of `epochs` epochs.
+    pub fn total(&self, epochs: usize) -> usize {
+        self.per_epoch * epochs
+    }
+
+    /// The step (count of steps done in the epoch) after which check j (1-based) falls.
+    pub fn step_of(&self, j: usize) -> usize {
+        j * self.steps / self.per_epoch
+    }
+
+    /// The first check step after `done` steps of an epoch (the epoch's end at most).
+    pub fn next_after(&self, done: usize) -> usize {
+        (1..=self.per_epoch).map(|j| self.step_of(j)).find(|&s| s > done).unwrap_or(self.steps)
+    }
+
+    /// The run-wide number of the check that falls after `done` steps of epoch `epoch`, if
+    /// one does.
+    pub fn at(&self, epoch: usize, done: usize) -> Option<usize> {
+        (1..=self.per_epoch).find(|&j| self.step_of(j) == done).map(|j| epoch * self.per_epoch + j)
+    }
+
+    /// Checks made once `done` steps of epoch `epoch` are trained (initialisation not
+    /// counted).
+    pub fn made(&self, epoch: usize, done: usize) -> usize {
+        epoch * self.per_epoch + (1..=self.per_epoch).filter(|&j| self.step_of(j) <= done).count()
     }
 }
 
@@ -100,12 +174,24 @@ pub fn chosen_rank(s_now: f64, s_init: f64, full: usize, lower_frac: f64) -> usi
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerTrack {
     pub name: String,
-    /// Stable rank per epoch: history[e] after e epochs (e = 0 is initialisation),
-    /// unfloored; the detector floors.
+    /// Stable rank per check: history[i] at check i (0 is initialisation), unfloored; the
+    /// detector floors.
     pub history: Vec<f64>,
     pub stable: bool,
-    /// The epoch (epochs trained) at which the layer became stable.
+    /// The check at which the layer became stable.
     pub stable_at: Option<usize>,
+}
+
+impl LayerTrack {
+    /// The convergence statistic now: the mean of the last M values of
+    /// |gradient(EMA(floor(history)))|, in stable rank per check.
+    pub fn statistic(&self, det: &Detector) -> f64 {
+        let w = 2.0 / (det.p as f64 + 1.0);
+        let floored: Vec<f64> = self.history.iter().map(|s| s.floor()).collect();
+        let g = abs_gradient(&ema(&floored, w));
+        let tail = &g[g.len().saturating_sub(det.m)..];
+        tail.iter().sum::<f64>() / tail.len().max(1) as f64
+    }
 }
 
 /// Every tracked layer, in the order the stable ranks are given to [`Tracker::observe`].
@@ -129,27 +215,33 @@ impl Tracker {
         self.layers.iter().map(|l| l.name.clone()).collect()
     }
 
-    /// Records the stable ranks after `epoch` epochs and runs the test; true when every
-    /// layer is stable.
-    pub fn observe(&mut self, det: &Detector, epoch: usize, sranks: &[f64]) -> bool {
+    /// Checks recorded, initialisation included.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.history.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The threshold the next check applies (it depends on how many layers still move).
+    pub fn threshold(&self, det: &Detector) -> f64 {
+        det.threshold(self.layers.iter().filter(|l| !l.stable).count())
+    }
+
+    /// Records the stable ranks of check `check` and runs the test; true when every layer
+    /// is stable.
+    pub fn observe(&mut self, det: &Detector, check: usize, sranks: &[f64]) -> bool {
         assert_eq!(sranks.len(), self.layers.len(), "one stable rank per tracked layer");
+        let thr = self.threshold(det);
         for (l, &s) in self.layers.iter_mut().zip(sranks) {
             l.history.push(s);
-        }
-        let remain = self.layers.iter().filter(|l| !l.stable).count();
-        let thr = det.threshold(remain);
-        let w = 2.0 / (det.p as f64 + 1.0);
-        for l in &mut self.layers {
-            if l.stable || epoch < det.p {
+            if l.stable || check < det.earliest.max(det.p) {
                 continue;
             }
-            let floored: Vec<f64> = l.history.iter().map(|s| s.floor()).collect();
-            let g = abs_gradient(&ema(&floored, w));
-            let tail = &g[g.len().saturating_sub(det.m)..];
-            let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
-            if mean <= thr {
+            if l.statistic(det) <= thr {
                 l.stable = true;
-                l.stable_at = Some(epoch);
+                l.stable_at = Some(check);
             }
         }
         self.all_stable()
@@ -177,17 +269,124 @@ mod tests {
     }
 
     #[test]
-    fn reference_detector_at_300_epochs_and_scaled_below() {
-        assert_eq!(Detector::for_epochs(300), Detector::REFERENCE);
-        let d = Detector::for_epochs(20);
+    fn reference_detector_at_300_checks_and_scaled_below() {
+        assert_eq!(Detector::scaled(Detector::REFERENCE, 300), Detector::REFERENCE);
+        assert_eq!(Detector::scaled(Detector::REFERENCE, 301), Detector::REFERENCE);
+        let d = Detector::scaled(Detector::REFERENCE, 20);
         assert_eq!((d.p, d.m), (3, 2));
         assert!((d.thr - 1.5).abs() < 1e-12);
+        let d = Detector::scaled(Detector::REFERENCE, 160);
+        assert_eq!((d.p, d.m), (8, 6));
+        assert!((d.thr - 0.1875).abs() < 1e-12);
         let t = Detector::scaled(Detector::REFERENCE_TRANSFORMER, 8);
         assert_eq!((t.p, t.m), (3, 3));
         assert!((t.threshold(20) - 0.411 * 37.5).abs() < 1e-9 && (t.threshold(4) - 2.055 * 37.5).abs() < 1e-9);
         assert_eq!(Detector::REFERENCE_TRANSFORMER.threshold(7), 1.0275);
         assert_eq!(Detector::REFERENCE.threshold(2), 0.25);
         assert_eq!(Detector::REFERENCE.threshold(3), 0.1);
+    }
+
+    #[test]
+    fn checks_spread_over_the_schedule() {
+        // The reference: 300 epochs of 49 steps, one check per epoch, at its end.
+        let c = Checks::for_schedule(300, 49);
+        assert_eq!((c.per_epoch, c.total(300)), (1, 300));
+        assert_eq!((c.step_of(1), c.next_after(0), c.at(7, 49), c.at(7, 48)), (49, 49, Some(8), None));
+        // The main job: 6 epochs of 156 steps, 50 checks per epoch: 300 in all, as the
+        // reference's run, so the detector is the reference's.
+        let c = Checks::for_schedule(6, 156);
+        assert_eq!((c.per_epoch, c.total(6)), (50, 300));
+        let steps: Vec<usize> = (1..=50).map(|j| c.step_of(j)).collect();
+        assert_eq!((steps[0], steps[1], steps[49]), (3, 6, 156));
+        assert!(steps.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!((c.next_after(0), c.next_after(3), c.next_after(4), c.next_after(155)), (3, 6, 6, 156));
+        assert_eq!((c.at(0, 3), c.at(2, 156), c.at(0, 4)), (Some(1), Some(150), None));
+        assert_eq!((c.made(0, 0), c.made(0, 5), c.made(1, 156), c.made(2, 7)), (0, 1, 100, 102));
+        // Fewer steps than checks wanted: one per step.
+        let c = Checks::for_schedule(4, 40);
+        assert_eq!((c.per_epoch, c.next_after(0), c.next_after(39)), (40, 1, 40));
+        assert_eq!(Checks::for_schedule(0, 0), Checks { per_epoch: 1, steps: 1 });
+    }
+
+    /// Runs `curves` (check -> stable rank per layer) through the reference detector for
+    /// `checks` checks; the check of the switch (all stable) and each layer's stable check.
+    fn run(curves: &[&dyn Fn(usize) -> f64], checks: usize) -> (Option<usize>, Vec<Option<usize>>) {
+        let det = Detector::REFERENCE;
+        let mut t = Tracker::new((0..curves.len()).map(|i| format!("l{i}")).collect());
+        let mut switch = None;
+        for c in 0..=checks {
+            let s: Vec<f64> = curves.iter().map(|f| f(c)).collect();
+            if t.observe(&det, c, &s) && switch.is_none() {
+                switch = Some(c);
+            }
+        }
+        (switch, t.layers.iter().map(|l| l.stable_at).collect())
+    }
+
+    #[test]
+    fn a_curve_that_settles_switches_after_it_settles_not_before() {
+        // Falls one rank per check from 140 to 60 (check 80), flat after.
+        let settles = |c: usize| 140.0 - c.min(80) as f64 + 0.5;
+        let (switch, at) = run(&[&settles], 300);
+        let s = switch.expect("a curve flat for 220 checks settles");
+        // Not while it moves (far above the reference's 0.1 per check), and within the
+        // EMA's lag (about 1/w = 8 checks) plus the window (11) after it stops.
+        assert!((81..=110).contains(&s), "switched at check {s}; the curve settles at 80");
+        assert_eq!(at, vec![Some(s)]);
+    }
+
+    #[test]
+    fn a_curve_that_never_settles_never_switches() {
+        // Two layers falling 0.4 and 0.6 rank per check for the whole schedule: floored,
+        // they still move that fast on average, above the 0.25 that applies while two
+        // layers are left.
+        let slow = |c: usize| 200.0 - 0.4 * c as f64;
+        let fast = |c: usize| 300.0 - 0.6 * c as f64;
+        assert_eq!(run(&[&slow, &fast], 300), (None, vec![None, None]));
+    }
+
+    #[test]
+    fn one_layer_settling_late_holds_the_switch() {
+        let early = |c: usize| 50.0 - c.min(20) as f64;
+        let late = |c: usize| 250.0 - c.min(200) as f64;
+        let steady = |_: usize| 30.2;
+        let (switch, at) = run(&[&early, &late, &steady], 300);
+        let s = switch.expect("settles");
+        let (a_early, a_late, a_steady) = (at[0].unwrap(), at[1].unwrap(), at[2].unwrap());
+        assert_eq!(a_steady, Detector::REFERENCE.p, "a flat curve is stable at the minimum, P");
+        assert!((21..=50).contains(&a_early), "the early layer at {a_early}");
+        assert!((201..=230).contains(&a_late) && s == a_late, "the late layer at {a_late}, switch at {s}");
+    }
+
+    #[test]
+    fn the_main_jobs_ranks_no_longer_switch_at_the_minimum() {
+        // The main job's four layers (README, per epoch after 0-3 epochs), as 50 checks
+        // per epoch moving exponentially towards each next value, then settling. The old
+        // per-epoch rule (P = 3, threshold 5.0 per epoch) called them stable after 3
+        // epochs, the first moment it could; at 50 checks per epoch the reference's test
+        // waits until each moves less than 0.1 per check (0.25 and 0.5 for the last two).
+        let per_epoch: [[f64; 7]; 4] = [
+            [9.3, 7.6, 6.5, 6.2, 6.1, 6.1, 6.1],
+            [9.9, 7.9, 7.1, 7.0, 7.0, 7.0, 7.0],
+            [16.5, 14.3, 10.2, 9.6, 9.4, 9.3, 9.3],
+            [18.8, 12.1, 8.6, 8.0, 7.8, 7.7, 7.7],
+        ];
+        let curve = |l: usize| {
+            move |c: usize| {
+                let (e, j) = (c / 50, (c % 50) as f64 / 50.0);
+                let (a, b) = (per_epoch[l][e.min(6)], per_epoch[l][(e + 1).min(6)]);
+                b + (a - b) * (-4.0 * j).exp() * (1.0 - j)
+            }
+        };
+        let (c0, c1, c2, c3) = (curve(0), curve(1), curve(2), curve(3));
+        let (switch, at) = run(&[&c0, &c1, &c2, &c3], 300);
+        eprintln!("switch at check {switch:?}, layers stable at {at:?}");
+        let s = switch.expect("they settle within the schedule");
+        assert!(s > Detector::REFERENCE.p, "switched at the minimum, check {s}");
+        let old = Detector { p: 3, earliest: 3, m: 2, thr: 5.0, looser: [(2, 2, 12.5), (1, 1, 25.0)] };
+        let mut t = Tracker::new((0..4).map(|i| i.to_string()).collect());
+        let old_switch = (0..=6).find(|&e| t.observe(&old, e, &per_epoch.map(|p| p[e])));
+        assert_eq!(old_switch, Some(3), "the old rule: stable at its minimum");
     }
 
     #[test]
@@ -199,8 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn constant_ranks_switch_after_p_epochs_and_stay_sticky() {
-        let det = Detector { p: 3, m: 2, ..Detector::REFERENCE };
+    fn constant_ranks_switch_after_p_checks_and_stay_sticky() {
+        let det = Detector { p: 3, earliest: 3, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into(), "b".into()]);
         assert!(!t.observe(&det, 0, &[10.0, 20.0]));
         assert!(!t.observe(&det, 1, &[10.0, 20.0]));
@@ -213,7 +412,7 @@ mod tests {
 
     #[test]
     fn serialises_as_a_list_of_layers_and_back() {
-        let det = Detector { p: 1, m: 2, ..Detector::REFERENCE };
+        let det = Detector { p: 1, earliest: 1, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into(), "b".into()]);
         t.observe(&det, 0, &[10.5, 20.0]);
         t.observe(&det, 1, &[10.25, 27.0]);
@@ -224,7 +423,7 @@ mod tests {
 
     #[test]
     fn moving_ranks_never_switch() {
-        let det = Detector { p: 3, m: 2, ..Detector::REFERENCE };
+        let det = Detector { p: 3, earliest: 3, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into()]);
         for e in 0..50 {
             assert!(!t.observe(&det, e, &[100.0 - 2.0 * e as f64]));
@@ -233,9 +432,9 @@ mod tests {
 
     #[test]
     fn threshold_loosens_for_the_last_layer() {
-        let det = Detector { p: 2, m: 2, ..Detector::REFERENCE };
+        let det = Detector { p: 2, earliest: 2, m: 2, ..Detector::REFERENCE };
         let mut t = Tracker::new(vec!["a".into()]);
-        // Derivative about 0.4 per epoch: above 0.1, below the single-layer 0.5.
+        // Derivative about 0.4 per check: above 0.1, below the single-layer 0.5.
         let mut stable = false;
         for e in 0..20 {
             stable = t.observe(&det, e, &[100.0 + (0.4 * e as f64).floor()]);

@@ -266,6 +266,10 @@ pub struct RunConfig {
     /// Epochs of learning-rate re-warm after the switch [default: 5 with multistep, else 0].
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub rewarm_epochs: Option<usize>,
+    /// `--factorize auto` factorizes a layer only when its median time falls by more than
+    /// this fraction (0.1: 10% faster).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().auto_margin))]
+    pub auto_margin: f64,
     /// Read the loss back (progress display, divergence check) every this many steps.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().report_every))]
     pub report_every: usize,
@@ -307,6 +311,7 @@ impl Default for RunConfig {
             extra_bn: false,
             rank_floor: None,
             rewarm_epochs: None,
+            auto_margin: 0.1,
             report_every: 20,
         }
     }
@@ -507,7 +512,7 @@ impl RunConfig {
     /// Cuttlefish's settings: the defaults for the schedule with this config's choices.
     pub fn cuttlefish_config(&self) -> CuttlefishConfig {
         let m = self.model_settings();
-        let mut c = CuttlefishConfig::for_model(is_transformer(&self.model), m.epochs, m.schedule);
+        let mut c = CuttlefishConfig::for_model(is_transformer(&self.model), m.schedule);
         c.factorize = self.factorize.clone();
         c.frobenius_decay = (self.frobenius_decay > 0.0).then_some(self.frobenius_decay);
         c.extra_bn = self.extra_bn;
@@ -517,6 +522,7 @@ impl RunConfig {
         if let Some(r) = self.rewarm_epochs {
             c.rewarm_epochs = r;
         }
+        c.auto_margin = self.auto_margin;
         c
     }
 }
@@ -611,7 +617,7 @@ mod tests {
         let d = RunConfig::default();
         assert_eq!(d.train_config(), TrainConfig::default());
         let m = d.model_settings();
-        assert_eq!(d.cuttlefish_config(), CuttlefishConfig::for_schedule(m.epochs, m.schedule));
+        assert_eq!(d.cuttlefish_config(), CuttlefishConfig::for_schedule(m.schedule));
         assert_eq!(m, ModelDefaults::CNN, "the default model is a CNN");
         // The CNN recipe's weight decay is SGD's own default; AdamW's betas and eps are
         // the flags' defaults.

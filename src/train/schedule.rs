@@ -53,6 +53,17 @@ impl Schedule {
         }
     }
 
+    /// Steps before the rate reaches its peak: one-cycle's rising quarter, the cosine
+    /// schedule's warm-up, none for the others (the Cuttlefish detector waits for it).
+    pub fn warmup_steps(&self, epochs: usize, steps_per_epoch: usize, warmup_epochs: f32) -> usize {
+        let total = epochs * steps_per_epoch;
+        match self {
+            Schedule::Constant | Schedule::MultiStep => 0,
+            Schedule::OneCycle => ((0.25 * total as f64).ceil() as usize).min(total),
+            Schedule::Cosine => ((warmup_epochs.max(0.0) as f64 * steps_per_epoch as f64).round() as usize).min(total),
+        }
+    }
+
     /// The rate for step `step` (0-based) of epoch `epoch` (0-based) of a run of `epochs`
     /// epochs. `warmup_epochs` is the cosine schedule's warm-up (the others have none and
     /// ignore it; `TrainConfig::validate` rejects it with them).

@@ -249,6 +249,9 @@ pub struct Trainer {
     /// Multiplies the scheduled rate per epoch (the learning-rate re-warm after the
     /// Cuttlefish switch); 1 when absent.
     pub lr_scale: Vec<(usize, f32)>,
+    /// The epoch whose order the permutation buffer holds (an epoch trained in several
+    /// calls, between stable-rank checks, uploads it once).
+    permutation_of: Option<usize>,
 }
 
 impl Trainer {
@@ -381,6 +384,7 @@ impl Trainer {
             augment,
             plain,
             lr_scale: vec![],
+            permutation_of: None,
         };
         t.build_steps(gpu, vec![])?;
         Ok(t)
@@ -589,30 +593,35 @@ impl Trainer {
         scale * c.schedule.lr(c.lr, epoch, step, c.epochs, self.steps_per_epoch, c.warmup_epochs)
     }
 
-    /// Trains epoch `at.epochs_done` (0-based) from step `at.step` with the totals so far.
-    /// `progress(step, steps, totals)` is called at every readback; `stop()` is asked
-    /// before every step and ends the epoch early (the totals are read once more so the
-    /// position can be checkpointed). Stops with `Error::Diverged` as soon as a readback
-    /// shows a non-finite loss.
+    /// Trains epoch `at.epochs_done` (0-based) from step `at.step` up to step `until`
+    /// (exclusive; at most the epoch's end) with the totals so far, and reads the totals
+    /// at `until`. `progress(step, steps, totals)` is called at every readback; `stop()` is
+    /// asked before every step but the first and ends the call early (the totals are read
+    /// once more so the position can be checkpointed). Stops with `Error::Diverged` as
+    /// soon as a readback shows a non-finite loss.
     pub async fn train_epoch(
         &mut self,
         gpu: &Gpu,
         at: Position,
+        until: usize,
         progress: &mut dyn FnMut(usize, usize, Totals),
         stop: &dyn Fn() -> bool,
     ) -> Result<std::result::Result<Totals, Position>> {
         let epoch = at.epochs_done;
-        self.write_permutation(gpu, epoch);
+        if self.permutation_of != Some(epoch) {
+            self.write_permutation(gpu, epoch);
+        }
         self.totals.write_struct(gpu, &at.totals);
         let steps = self.steps_per_epoch;
+        let until = until.min(steps);
         let mut totals = at.totals;
-        for s in at.step..steps {
+        for s in at.step..until {
             if s > at.step && stop() {
                 gpu.submit([], Some((&self.totals, &self.staging)));
                 let totals = self.read_totals(gpu).await?;
                 return Ok(Err(Position { epochs_done: epoch, step: s, totals }));
             }
-            let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == steps;
+            let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == until;
             self.optimizer_steps += 1;
             let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
             self.submit(gpu, &self.train_step, st, read);
@@ -650,10 +659,11 @@ impl Trainer {
     }
 
     /// An image run's order of epoch `epoch` (a text run draws its windows on the GPU).
-    fn write_permutation(&self, gpu: &Gpu, epoch: usize) {
+    fn write_permutation(&mut self, gpu: &Gpu, epoch: usize) {
         if let Batches::Images { train, perm, .. } = &self.batches {
             perm.write(gpu, &epoch_permutation(train.n, self.cfg.seed, epoch as u64));
         }
+        self.permutation_of = Some(epoch);
     }
 
     /// Samples one evaluation covers: the test images, or a language model's evaluation
@@ -705,15 +715,30 @@ impl Trainer {
         stop: &dyn Fn() -> bool,
     ) -> Result<EpochEnd> {
         let t0 = Instant::now();
-        let train = match self.train_epoch(gpu, at, progress, stop).await? {
+        let train = match self.train_epoch(gpu, at, self.steps_per_epoch, progress, stop).await? {
             Ok(t) => t,
             Err(p) => return Ok(EpochEnd::Stopped(p)),
         };
-        let train_secs = t0.elapsed().as_secs_f32();
+        let train_secs = t0.elapsed().as_secs_f64();
+        Ok(EpochEnd::Done(self.end_epoch(gpu, at, train, train_secs, t0).await?))
+    }
+
+    /// The test evaluation closing epoch `from.epochs_done`, trained from step `from.step`
+    /// to its end in `train_secs` seconds (the samples/s), and its report; `t0` is when
+    /// the epoch began (its `seconds`).
+    pub async fn end_epoch(
+        &mut self,
+        gpu: &Gpu,
+        from: Position,
+        train: Totals,
+        train_secs: f64,
+        t0: Instant,
+    ) -> Result<EpochReport> {
         let test = self.evaluate(gpu).await?;
-        let epoch = at.epochs_done;
-        let samples_per_s = ((self.steps_per_epoch - at.step) * self.cfg.batch) as f32 / train_secs;
-        Ok(EpochEnd::Done(EpochReport {
+        let epoch = from.epochs_done;
+        let samples_per_s = ((self.steps_per_epoch - from.step) * self.cfg.batch) as f64 / train_secs.max(1e-9);
+        let samples_per_s = samples_per_s as f32;
+        Ok(EpochReport {
             epoch: epoch + 1,
             train_loss: train.mean_loss(),
             train_acc: train.accuracy(),
@@ -723,6 +748,6 @@ impl Trainer {
             images_per_s: samples_per_s,
             tokens_per_s: self.cfg.text.map(|t| samples_per_s * t.context as f32),
             seconds: t0.elapsed().as_secs_f32(),
-        }))
+        })
     }
 }

@@ -526,7 +526,9 @@ fn load_run(
     dir: &std::path::Path,
     data: Option<String>,
 ) -> Result<(Gpu, Session, Loaded), cuttle::Error> {
-    let mut c = cli::config::from_run_dir(dir)?.resolved();
+    let own = cli::config::from_run_dir(dir)?.resolved();
+    let mut c = own.clone();
+    let other = data.is_some();
     if let Some(d) = data {
         c.data = Some(d);
     }
@@ -535,7 +537,22 @@ fn load_run(
     let (_, data) = load_data(&c, run_vocab(dir)?)?;
     let n = data.train_count(&c);
     c.batch = c.batch.map(|b| b.min(n));
-    let (cfg, cf) = c.settings(n)?;
+    let (mut cfg, cf) = c.settings(n)?;
+    // Images are normalised as the run normalised them, whatever data they come from.
+    if let Loaded::Images(_) = &data {
+        if !ck.meta.normalize.is_empty() {
+            cfg.normalize = Some(ck.meta.normalize.clone());
+        } else if other {
+            // A checkpoint from before the normalisation was recorded: recompute the
+            // run's own from its training split.
+            let meta = described_by_run_data(&own, dir)?;
+            eprintln!(
+                "note: {} does not record the run's input normalisation (an older cuttle); recomputed it from the run's own training split",
+                path.display()
+            );
+            cfg.normalize = Some(meta.normalize);
+        }
+    }
     let gpu = gpu(adapter)?;
     let session = pollster::block_on(Session::resume(&gpu, data.source(), cfg, cf, &ck, &path))?;
     Ok((gpu, session, data))
@@ -551,18 +568,78 @@ fn eval(adapter: &Option<String>, dir: &std::path::Path, data: Option<String>) -
             "val_loss": t.mean_loss(), "tokens": t.rows, "parameters": parameters}),
         None => {
             serde_json::json!({"run": dir.display().to_string(), "epochs_trained": epochs, "test_acc": t.accuracy(),
-            "test_loss": t.mean_loss(), "images": t.rows, "parameters": parameters})
+            "test_loss": t.mean_loss(), "images": t.rows, "parameters": parameters,
+            "normalize": short_decimals(trainer.normalisation())})
         }
     };
     println!("{line}");
     Ok(())
 }
 
+/// (mean, std) pairs as JSON numbers in the f32s' shortest decimals (0.29132345, not
+/// the widened 0.2913234531879425).
+fn short_decimals(pairs: &[(f32, f32)]) -> Vec<[f64; 2]> {
+    let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::NAN);
+    pairs.iter().map(|&(m, s)| [short(m), short(s)]).collect()
+}
+
+/// What a run's model reads (input shape, normalisation, classes), worked out from its
+/// `config.toml` and data as training did: for checkpoints written before they were
+/// recorded.
+fn described_by_run_data(c: &RunConfig, dir: &std::path::Path) -> Result<checkpoint::Meta, cuttle::Error> {
+    let (_, data) = load_data(c, run_vocab(dir)?)?;
+    let graph = match &data {
+        Loaded::Images(s) => {
+            let t = &s.train;
+            model_by_name(&c.model, [t.channels, t.height, t.width], t.classes)
+        }
+        Loaded::Text(t) => models::language_model(&c.model, c.context, t.vocab.len()),
+    }
+    .map_err(cuttle::Error::Config)?;
+    let (normalize, class_names) = match &data {
+        Loaded::Images(s) => (s.train.channel_mean_std(), s.train.class_names.clone()),
+        Loaded::Text(_) => (vec![], vec![]),
+    };
+    Ok(checkpoint::Meta {
+        model: c.model.clone(),
+        input_shape: graph.shape(cuttle::nn::Graph::INPUT).0.clone(),
+        normalize,
+        class_names,
+        classes: graph.classes,
+        ..Default::default()
+    })
+}
+
+/// `cuttle export`: the model alone, and its description printed (what a PyTorch user
+/// needs besides the weights).
 fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Error> {
-    let ck = Checkpoint::load(&dir.join(checkpoint::FILE))?;
+    let path = dir.join(checkpoint::FILE);
+    let mut ck = Checkpoint::load(&path)?;
+    if ck.meta.lacks_input() {
+        let described = cli::config::from_run_dir(dir).and_then(|c| described_by_run_data(&c.resolved(), dir));
+        match described {
+            Ok(d) if d.model == ck.meta.model => {
+                eprintln!(
+                    "note: {} is from an older cuttle without the input description; recomputed it from the run's config and data",
+                    path.display()
+                );
+                ck.meta = checkpoint::Meta { run: ck.meta.run.take(), ..d };
+            }
+            Ok(d) => eprintln!(
+                "note: the run's config names model {}, its checkpoint {}: no input description",
+                d.model, ck.meta.model
+            ),
+            Err(e) => {
+                eprintln!("note: {} has no input description and the run's data cannot give it: {e}", path.display())
+            }
+        }
+    }
     let model = ck.model_only();
     model.write_atomic(to)?;
     eprintln!("wrote {} tensors to {}", model.tensors.len(), to.display());
+    for line in model.meta.describe() {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -238,4 +238,11 @@ fn a_character_gpt_trains_samples_and_exports() {
     let ck = cuttle::train::checkpoint::Checkpoint::load(&export).unwrap();
     assert_eq!(ck.tensors["lm_head.weight"], ck.tensors["transformer.wte.weight"]);
     assert_eq!(ck.tensors["transformer.wpe.weight"].0, [16, 64]);
+    // Its description: a [T] input, no normalisation, the vocabulary's size.
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("vocab.json")).unwrap()).unwrap();
+    let vocab = vocab["chars"].as_str().unwrap().chars().count();
+    let m = &ck.meta;
+    assert_eq!((m.input_shape.as_slice(), m.normalize.is_empty(), m.classes), (&[16][..], true, vocab));
+    assert!(m.class_names.is_empty() && m.ranks.is_empty());
 }

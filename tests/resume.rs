@@ -272,7 +272,11 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut ck = Checkpoint::default();
     ck.tensors.insert("w".into(), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
-    ck.meta = Meta { model: "cnn".into(), run: Some(RunState { epochs_done: 1, ..Default::default() }) };
+    ck.meta = Meta {
+        model: "cnn".into(),
+        run: Some(RunState { epochs_done: 1, ..Default::default() }),
+        ..Default::default()
+    };
     let path = ck.save(&dir).unwrap();
     assert_eq!(Checkpoint::load(&path).unwrap(), ck);
     // A second save keeps the first as the previous checkpoint.

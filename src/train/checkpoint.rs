@@ -6,8 +6,13 @@
 //! state: SGD's momentum or AdamW's first moment), `second_moment.<name>` (AdamW only),
 //! `<bn>.running_mean` / `<bn>.running_var`, `cuttlefish.probe` (the power
 //! iteration's vectors), and two metadata strings: `cuttle`, the [`Meta`] struct as JSON
-//! (model, position, re-warm, Cuttlefish tracker and switch), and `crc32`, a CRC-32 of all
-//! tensor names, shapes and bytes.
+//! (model, what it reads: input shape, normalisation, class names; position, re-warm,
+//! Cuttlefish tracker and switch), and `crc32`, a CRC-32 of all tensor names, shapes and
+//! bytes. For PyTorch users the model's description is repeated as plain strings
+//! ([`PLAIN_KEYS`]: `model`, `input_shape`, `normalize_mean`, `normalize_std`,
+//! `class_names` or `vocab_size`, `ranks`, each a JSON value), which
+//! `safetensors.safe_open(path, "pt").metadata()` returns as a dict of strings. `cuttle`
+//! itself reads only the `cuttle` record; the plain strings are derived from it.
 //!
 //! Writes are atomic: a temporary file is written and fsynced, the previous checkpoint is
 //! kept as `checkpoint.prev.safetensors`, then the new one is renamed into place. A
@@ -25,14 +30,169 @@ pub const PREVIOUS: &str = "checkpoint.prev.safetensors";
 /// The safetensors metadata key holding [`Meta`] as JSON.
 pub const META_KEY: &str = "cuttle";
 const CRC_KEY: &str = "crc32";
+/// The plain metadata strings written beside `cuttle` for readers without it (PyTorch).
+pub const PLAIN_KEYS: [&str; 7] =
+    ["model", "input_shape", "normalize_mean", "normalize_std", "class_names", "vocab_size", "ranks"];
 
 /// Everything a checkpoint holds besides tensors.
+///
+/// The fields after `run` came with the export metadata; a checkpoint written before them
+/// loads with them empty (`#[serde(default)]`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
     /// The model's name (`cnn`, `resnet18`, ...).
     pub model: String,
     /// Where the run stands; None in a model-only export ([`Checkpoint::model_only`]).
     pub run: Option<RunState>,
+    /// The shape of one input: `[C, H, W]` for an image model, `[T]` (tokens) for a
+    /// language model.
+    #[serde(default)]
+    pub input_shape: Vec<usize>,
+    /// Per input channel, the (mean, std) the images were normalised with, of pixel
+    /// values scaled to [0, 1]: `x = (pixel / 255 - mean) / std`. The training split's
+    /// (`Dataset::channel_mean_std`) unless the trainer was given others. Empty for a
+    /// language model.
+    #[serde(default)]
+    pub normalize: Vec<(f32, f32)>,
+    /// The name of each class id (image models).
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// Outputs of the head: the number of classes, or a language model's vocabulary size
+    /// (its characters are in the run's `vocab.json`).
+    #[serde(default)]
+    pub classes: usize,
+    /// Rank of each factorized layer, in a model-only export. A run checkpoint has them in
+    /// its switch report (`run.cuttlefish.switched`); [`Meta::factorized_ranks`] reads
+    /// either.
+    #[serde(default)]
+    pub ranks: BTreeMap<String, usize>,
+}
+
+impl Meta {
+    /// Rank of each factorized layer: from the switch report of a run checkpoint, or the
+    /// `ranks` of an export. Empty before the switch and for a run without Cuttlefish.
+    pub fn factorized_ranks(&self) -> BTreeMap<String, usize> {
+        match self.run.as_ref() {
+            Some(run) => run
+                .cuttlefish
+                .as_ref()
+                .and_then(|c| c.switched.as_ref())
+                .map(|s| s.decisions.iter().filter(|d| d.factorized).map(|d| (d.layer.clone(), d.rank)).collect())
+                .unwrap_or_default(),
+            None => self.ranks.clone(),
+        }
+    }
+
+    /// True for a checkpoint written before the input description was recorded.
+    pub fn lacks_input(&self) -> bool {
+        self.input_shape.is_empty()
+    }
+
+    /// A language model's metadata (a `[T]` input, no normalisation).
+    fn is_text(&self) -> bool {
+        self.input_shape.len() == 1
+    }
+
+    /// Checks that the description agrees with itself (a hand-edited or foreign record
+    /// must not reach the trainer).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        check_normalize(&self.normalize)?;
+        if self.lacks_input() {
+            return match self.normalize.len() {
+                0 => Ok(()),
+                n => Err(format!("normalize has {n} channels but there is no input shape")),
+            };
+        }
+        match self.input_shape.len() {
+            1 if !self.normalize.is_empty() => {
+                return Err(format!("a [T] (token) input with {} normalisation channels", self.normalize.len()))
+            }
+            1 => {}
+            3 if self.normalize.len() != self.input_shape[0] => {
+                return Err(format!(
+                    "input shape {:?} has {} channels but normalize has {}",
+                    self.input_shape,
+                    self.input_shape[0],
+                    self.normalize.len()
+                ))
+            }
+            3 => {}
+            n => {
+                return Err(format!("input shape {:?} has {n} dimensions; expected [C, H, W] or [T]", self.input_shape))
+            }
+        }
+        if self.input_shape.contains(&0) {
+            return Err(format!("input shape {:?} has a zero dimension", self.input_shape));
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != self.classes {
+            return Err(format!("{} class names for {} classes", self.class_names.len(), self.classes));
+        }
+        Ok(())
+    }
+
+    /// The model's description as plain metadata strings ([`PLAIN_KEYS`]), each value JSON.
+    fn plain(&self) -> Vec<(String, String)> {
+        // Serialised from the typed values (not through `serde_json::Value`, which would
+        // widen the f32s to f64 and print 0.49 as 0.49000000953674316).
+        fn json(v: &impl serde::Serialize) -> String {
+            serde_json::to_string(v).expect("plain metadata serialises")
+        }
+        let mut out = vec![("model".to_string(), self.model.clone())];
+        if self.lacks_input() {
+            return out;
+        }
+        out.push(("input_shape".into(), json(&self.input_shape)));
+        if !self.is_text() {
+            let mean: Vec<f32> = self.normalize.iter().map(|n| n.0).collect();
+            let std: Vec<f32> = self.normalize.iter().map(|n| n.1).collect();
+            out.push(("normalize_mean".into(), json(&mean)));
+            out.push(("normalize_std".into(), json(&std)));
+            out.push(("class_names".into(), json(&self.class_names)));
+        } else {
+            out.push(("vocab_size".into(), self.classes.to_string()));
+        }
+        out.push(("ranks".into(), json(&self.factorized_ranks())));
+        out
+    }
+
+    /// The description in readable lines (what `cuttle export` prints).
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("model: {}", self.model)];
+        if self.lacks_input() {
+            lines.push("input: not recorded (a checkpoint from before cuttle recorded its input)".into());
+        } else if self.is_text() {
+            lines.push(format!("input: {} tokens (character ids); no normalisation", self.input_shape[0]));
+            lines.push(format!("vocabulary: {} characters (the run's vocab.json)", self.classes));
+        } else {
+            let [c, h, w] = [self.input_shape[0], self.input_shape[1], self.input_shape[2]];
+            lines.push(format!("input: [{c}, {h}, {w}] (C, H, W), pixels scaled to [0, 1]"));
+            let f = |v: Vec<f32>| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+            lines.push(format!(
+                "normalize: mean [{}], std [{}] (per channel: x = (pixel - mean) / std)",
+                f(self.normalize.iter().map(|n| n.0).collect()),
+                f(self.normalize.iter().map(|n| n.1).collect())
+            ));
+            lines.push(format!("classes: {} ({})", self.classes, self.class_names.join(", ")));
+        }
+        let ranks = self.factorized_ranks();
+        if ranks.is_empty() {
+            lines.push("ranks: no factorized layers".into());
+        } else {
+            let r: Vec<String> = ranks.iter().map(|(l, r)| format!("{l} {r}")).collect();
+            lines.push(format!("ranks: {}", r.join(", ")));
+        }
+        lines
+    }
+}
+
+/// Per-channel (mean, std) that can normalise: finite, std positive.
+pub fn check_normalize(n: &[(f32, f32)]) -> std::result::Result<(), String> {
+    for (c, &(m, s)) in n.iter().enumerate() {
+        if !m.is_finite() || !s.is_finite() || s <= 0.0 {
+            return Err(format!("channel {c}: mean {m}, std {s} (a finite mean and a positive std are needed)"));
+        }
+    }
+    Ok(())
 }
 
 /// A run's position and the state besides tensors needed to continue it exactly.
@@ -104,7 +264,8 @@ impl Checkpoint {
     }
 
     /// The model alone, for PyTorch: weights and BatchNorm running statistics under their
-    /// module names, without optimizer or Cuttlefish state.
+    /// module names, without optimizer or Cuttlefish state; the metadata keeps the model's
+    /// description (input shape, normalisation, classes) and the factorized layers' ranks.
     pub fn model_only(&self) -> Checkpoint {
         let mut tensors: BTreeMap<_, _> = self
             .tensors
@@ -117,7 +278,8 @@ impl Checkpoint {
         if let Some(wte) = tensors.get("transformer.wte.weight").cloned() {
             tensors.entry("lm_head.weight".to_string()).or_insert(wte);
         }
-        Checkpoint { tensors, meta: Meta { model: self.meta.model.clone(), run: None } }
+        let meta = Meta { run: None, ranks: self.meta.factorized_ranks(), ..self.meta.clone() };
+        Checkpoint { tensors, meta }
     }
 
     /// Writes the file through a fsynced temporary and a rename, so a crash leaves either
@@ -140,7 +302,9 @@ impl Checkpoint {
     /// the browser downloads these bytes).
     pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let json = serde_json::to_string(&self.meta).map_err(|e| bad(path, format!("metadata: {e}")))?;
-        let meta = HashMap::from([(META_KEY.to_string(), json), (CRC_KEY.to_string(), crc(&self.tensors).to_string())]);
+        let mut meta =
+            HashMap::from([(META_KEY.to_string(), json), (CRC_KEY.to_string(), crc(&self.tensors).to_string())]);
+        meta.extend(self.meta.plain());
         let bytes: Vec<Vec<u8>> = self.tensors.values().map(|(_, v)| bytemuck::cast_slice(v).to_vec()).collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
@@ -179,8 +343,9 @@ impl Checkpoint {
         let json = strings.get(META_KEY).ok_or_else(|| {
             bad(path, format!("no `{META_KEY}` metadata: not a cuttle checkpoint, or one from an older version"))
         })?;
-        let meta =
+        let meta: Meta =
             serde_json::from_str(json).map_err(|e| bad(path, format!("malformed `{META_KEY}` metadata: {e}")))?;
+        meta.check().map_err(|e| bad(path, format!("inconsistent `{META_KEY}` metadata: {e}")))?;
         Ok(Checkpoint { tensors, meta })
     }
 }

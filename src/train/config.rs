@@ -506,6 +506,7 @@ impl RunConfig {
                 eval_every: m.eval_every,
                 eval_batches: m.eval_batches,
             }),
+            normalize: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! out every `report_every` steps (and at the end of an epoch) into one persistent staging
 //! buffer. Nothing is allocated inside the step loop.
 
-use super::checkpoint::{Checkpoint, Meta, RunState};
+use super::checkpoint::{self, Checkpoint, Meta, RunState};
 use super::optimizer::{self, Optimizer};
 use super::Schedule;
 use crate::data::{epoch_permutation, text, Source, Splits};
@@ -79,6 +79,10 @@ pub struct TrainConfig {
     pub report_every: usize,
     /// A language model's settings (None for image models).
     pub text: Option<TextConfig>,
+    /// Per-channel (mean, std) to normalise images with instead of the training split's:
+    /// a run's own, recorded in its checkpoint, when it is evaluated on other data
+    /// (`cuttle eval --data`). None: the training split's `channel_mean_std`.
+    pub normalize: Option<Vec<(f32, f32)>>,
 }
 
 /// The defaults of a run ([`super::RunConfig`]), the one place they are written.
@@ -252,6 +256,8 @@ pub struct Trainer {
     /// The epoch whose order the permutation buffer holds (an epoch trained in several
     /// calls, between stable-rank checks, uploads it once).
     permutation_of: Option<usize>,
+    /// The name of each class id (image data; empty for text), for the checkpoint.
+    pub class_names: Vec<String>,
 }
 
 impl Trainer {
@@ -346,7 +352,21 @@ impl Trainer {
             AugmentKind::CropFlip => true,
             AugmentKind::None => false,
         };
-        let mean_std = d.channel_mean_std();
+        let mean_std = match &cfg.normalize {
+            None => d.channel_mean_std(),
+            Some(n) if n.len() != d.channels => {
+                return Err(Error::Config(format!(
+                    "the run's input normalisation has {} channels; {} has {}",
+                    n.len(),
+                    d.name,
+                    d.channels
+                )))
+            }
+            Some(n) => {
+                checkpoint::check_normalize(n).map_err(|e| Error::Config(format!("input normalisation: {e}")))?;
+                n.clone()
+            }
+        };
         let augment = Augment { pad: if crop_flip { 4 } else { 0 }, flip: crop_flip, mean_std: mean_std.clone() };
         let plain = Augment { pad: 0, flip: false, mean_std };
         let ident: Vec<u32> = (0..data.test.n as u32).collect();
@@ -357,7 +377,9 @@ impl Trainer {
             test_order: Tensor::from_slice(gpu, "test-order", &[ident.len()], &ident)?,
         };
         let steps_per_epoch = d.n / cfg.batch;
-        Self::with_batches(gpu, cfg, net, batches, steps_per_epoch, augment, plain)
+        let mut t = Self::with_batches(gpu, cfg, net, batches, steps_per_epoch, augment, plain)?;
+        t.class_names = d.class_names.clone();
+        Ok(t)
     }
 
     fn with_batches(
@@ -385,6 +407,7 @@ impl Trainer {
             plain,
             lr_scale: vec![],
             permutation_of: None,
+            class_names: vec![],
         };
         t.build_steps(gpu, vec![])?;
         Ok(t)
@@ -478,8 +501,14 @@ impl Trainer {
             ck.tensors.insert(format!("{}.running_mean", b.prefix), (vec![c], v[..c].to_vec()));
             ck.tensors.insert(format!("{}.running_var", b.prefix), (vec![c], v[c..].to_vec()));
         }
+        let g = &self.net.graph;
         ck.meta = Meta {
-            model: self.net.graph.name.clone(),
+            model: g.name.clone(),
+            input_shape: g.shape(Graph::INPUT).0.to_vec(),
+            normalize: self.normalisation().to_vec(),
+            class_names: self.class_names.clone(),
+            classes: g.classes,
+            ranks: Default::default(),
             run: Some(RunState {
                 epochs_done: at.epochs_done,
                 step_in_epoch: at.step,
@@ -548,6 +577,12 @@ impl Trainer {
             )));
         }
         Ok(at)
+    }
+
+    /// The per-channel (mean, std) this trainer normalises images with (training and
+    /// evaluation alike); empty for text.
+    pub fn normalisation(&self) -> &[(f32, f32)] {
+        &self.plain.mean_std
     }
 
     /// Kernel dispatches per training step.

@@ -390,7 +390,7 @@ fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: boo
         line["stable_ranks"] = map(&|i| serde_json::json!(s[i]));
         line["rank_change"] = map(&|i| serde_json::json!(layers[i].statistic(&cf.detector)));
         line["stable_at_check"] = map(&|i| serde_json::json!(layers[i].stable_at));
-        line["threshold"] = cf.tracker.threshold(&cf.detector).into();
+        line["threshold"] = cf.tracker.last_threshold(&cf.detector).into();
         if !json {
             print_ranks(&cf.tracker, s);
             print_change(cf);
@@ -462,10 +462,14 @@ fn print_change(cf: &cuttle::cuttlefish::Cuttlefish) {
             }
         })
         .collect();
-    let thr = cf.tracker.threshold(d);
+    let t = &cf.tracker;
+    let note = if t.all_stable() {
+        "every layer stable: the switch comes before the next epoch".to_string()
+    } else {
+        format!("threshold {:.3} at check {}", t.last_threshold(d), t.len() - 1)
+    };
     for (i, chunk) in cells.chunks(6).enumerate() {
-        let tail =
-            if i == 0 { format!("   (threshold {thr:.3}; check {})", cf.tracker.len() - 1) } else { String::new() };
+        let tail = if i == 0 { format!("   ({note})") } else { String::new() };
         eprintln!("  change {}{tail}", chunk.join("  "));
     }
 }
@@ -509,6 +513,9 @@ fn print_final(r: &cuttle::session::FinalReport) {
     eprintln!("  parameters {} -> {}", r.params_full, r.params_final);
     if let Some(converged) = r.converged {
         match r.switch_epoch {
+            Some(e) if converged && r.ranks.is_empty() => eprintln!(
+                "  stable ranks settled before epoch {e}, but no layer was worth factorizing (see the switch): the model stayed full-rank"
+            ),
             Some(e) if converged => eprintln!("  switched to low rank at epoch {e}; ranks {:?}", r.ranks),
             _ => eprintln!("  stable ranks did not settle: training stayed full-rank"),
         }

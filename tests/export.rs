@@ -108,7 +108,7 @@ fn a_cuttlefish_export_carries_what_pytorch_needs() {
         "--batch",
         "50",
         "--train-subset",
-        "200",
+        "1000",
         "--test-subset",
         "100",
         "--cuttlefish",
@@ -120,7 +120,7 @@ fn a_cuttlefish_export_carries_what_pytorch_needs() {
         &run_s,
     ]);
     assert!(ok, "{err}");
-    let train = data::load(&DataSpec::Builtin).unwrap().train.subset(200);
+    let train = data::load(&DataSpec::Builtin).unwrap().train.subset(1000);
     let want_norm = train.channel_mean_std();
 
     let file = dir.join("model.safetensors");

@@ -229,6 +229,13 @@ impl Tracker {
         det.threshold(self.layers.iter().filter(|l| !l.stable).count())
     }
 
+    /// The threshold the last check applied: the layers still moving when it began are
+    /// those not stable, or stable since that check.
+    pub fn last_threshold(&self, det: &Detector) -> f64 {
+        let last = self.len().saturating_sub(1);
+        det.threshold(self.layers.iter().filter(|l| !l.stable || l.stable_at == Some(last)).count())
+    }
+
     /// Records the stable ranks of check `check` and runs the test; true when every layer
     /// is stable.
     pub fn observe(&mut self, det: &Detector, check: usize, sranks: &[f64]) -> bool {

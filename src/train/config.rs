@@ -266,6 +266,10 @@ pub struct RunConfig {
     /// Epochs of learning-rate re-warm after the switch [default: 5 with multistep, else 0].
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub rewarm_epochs: Option<usize>,
+    /// The learning rate after the switch as a fraction of the schedule's [default: 1; the
+    /// reference's DeiT runs use 1/3].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub lr_after_switch: Option<f32>,
     /// `--factorize auto` factorizes a layer only when its median time falls by more than
     /// this fraction (0.1: 10% faster).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RunConfig::default().auto_margin))]
@@ -311,6 +315,7 @@ impl Default for RunConfig {
             extra_bn: false,
             rank_floor: None,
             rewarm_epochs: None,
+            lr_after_switch: None,
             auto_margin: 0.1,
             report_every: 20,
         }
@@ -522,6 +527,9 @@ impl RunConfig {
         }
         if let Some(r) = self.rewarm_epochs {
             c.rewarm_epochs = r;
+        }
+        if let Some(l) = self.lr_after_switch {
+            c.lr_after_switch = l;
         }
         c.auto_margin = self.auto_margin;
         c

@@ -221,7 +221,13 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     eprintln!("adapter: {}", gpu.adapter());
     let planning = std::time::Instant::now();
     let mut session = match &checkpoint {
-        Some((ck, path)) => pollster::block_on(Session::resume(&gpu, data.source(), cfg, cf, ck, path))?,
+        Some((ck, path)) => {
+            let s = pollster::block_on(Session::resume(&gpu, data.source(), cfg, cf, ck, path))?;
+            if let Some(cf) = &s.cuttlefish {
+                cf.check_continuable(s.at, path)?;
+            }
+            s
+        }
         None => pollster::block_on(Session::new(&gpu, data.source(), cfg, cf))?,
     };
     report_tuning(&gpu, planning);

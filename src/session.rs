@@ -135,7 +135,10 @@ impl Session {
     ) -> Result<Option<EpochOutcome>> {
         let epoch = self.at.epochs_done;
         let mut switch = None;
-        if let Some(cf) = self.cuttlefish.as_mut().filter(|c| c.ready()) {
+        // Only at an epoch boundary: a run resumed mid-epoch whose layers all became stable
+        // at a check before the interruption switches where the uninterrupted run did.
+        let boundary = self.at.step == 0;
+        if let Some(cf) = self.cuttlefish.as_mut().filter(|c| boundary && c.ready()) {
             switch = Some(cf.switch(gpu, &mut self.trainer, epoch).await?.clone());
         }
         let (from, steps) = (self.at, self.trainer.steps_per_epoch);

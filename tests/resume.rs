@@ -54,7 +54,11 @@ fn killed_and_resumed_run_is_bit_identical() {
     let st = cuttle(ARGS, &a).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let report = std::fs::read_to_string(a.join("report.json")).unwrap();
-    assert!(report.contains("\"switch_epoch\": 4"), "the switch must fall in the resumed part: {report}");
+    // Killed after epoch 2's checkpoint: a switch before epoch 3 or 4 is the resumed run's.
+    assert!(
+        report.contains("\"switch_epoch\": 3") || report.contains("\"switch_epoch\": 4"),
+        "the switch must fall in the resumed part: {report}"
+    );
 
     // Kill the second run right after its second checkpoint (and a little into epoch 3).
     let b = scratch("b");

@@ -252,6 +252,9 @@ pub struct Cuttlefish {
     pub last_iterations: usize,
     /// Where `auto` gets its layer timings.
     pub timer: LayerTimer,
+    /// Checks per epoch of the checkpoint this was resumed from (see
+    /// [`Cuttlefish::check_continuable`]).
+    resumed_checks: Option<usize>,
 }
 
 impl Cuttlefish {
@@ -294,6 +297,7 @@ impl Cuttlefish {
             estimate_seconds: 0.0,
             last_iterations: 0,
             timer: LayerTimer::Adapter,
+            resumed_checks: None,
         })
     }
 
@@ -397,22 +401,7 @@ impl Cuttlefish {
         if tracker.names() != cf.tracker.names() {
             return Err(bad("its Cuttlefish tracks other layers than this configuration".into()));
         }
-        if checks_per_epoch != cf.checks.per_epoch {
-            return Err(bad(format!(
-                "its stable ranks were checked {checks_per_epoch} times per epoch, this run checks {} times",
-                cf.checks.per_epoch
-            )));
-        }
-        let run = ck.run(path)?;
-        let made = 1 + cf.checks.made(run.epochs_done, run.step_in_epoch);
-        if switched.is_none() && !tracker.layers.is_empty() && tracker.len() != made {
-            return Err(bad(format!(
-                "its Cuttlefish tracker holds {} stable-rank checks, but {made} are made by epoch {} step {}",
-                tracker.len(),
-                run.epochs_done,
-                run.step_in_epoch
-            )));
-        }
+        cf.resumed_checks = Some(checks_per_epoch);
         cf.tracker = tracker;
         let (_, v) = ck.tensor(path, "cuttlefish.probe")?;
         if v.len() != cf.probe.v.len() {
@@ -431,6 +420,33 @@ impl Cuttlefish {
             cf.switched = Some(report);
         }
         Ok(cf)
+    }
+
+    /// Whether training can continue from `at` with this state: a resumed run must check
+    /// its stable ranks as often as the run that wrote the checkpoint, and its tracker must
+    /// hold one entry per check made by then. (Evaluating or exporting a run on other
+    /// data, with another number of steps per epoch, needs neither.)
+    pub fn check_continuable(&self, at: crate::train::trainer::Position, path: &std::path::Path) -> Result<()> {
+        let bad = |what: String| Error::Config(format!("checkpoint {}: {what}", path.display()));
+        if self.switched.is_some() || self.tracker.layers.is_empty() {
+            return Ok(());
+        }
+        if let Some(saved) = self.resumed_checks.filter(|&c| c != self.checks.per_epoch) {
+            return Err(bad(format!(
+                "its stable ranks were checked {saved} times per epoch, this run checks {} times",
+                self.checks.per_epoch
+            )));
+        }
+        let made = 1 + self.checks.made(at.epochs_done, at.step);
+        if self.tracker.len() != made {
+            return Err(bad(format!(
+                "its Cuttlefish tracker holds {} stable-rank checks, but {made} are made by epoch {} step {}",
+                self.tracker.len(),
+                at.epochs_done,
+                at.step
+            )));
+        }
+        Ok(())
     }
 
     /// Factorizes the chosen layers and swaps the trainer onto the low-rank net.

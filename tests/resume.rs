@@ -306,3 +306,34 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_tracker_that_does_not_match_the_position_is_refused() {
+    if cuttle::gpu::test_gpu().is_none() {
+        return;
+    }
+    // One epoch of 12 steps: 12 stable-rank checks (one per step) after the initial one.
+    let d = scratch("tracker");
+    let mut args = ARGS.to_vec();
+    let at = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[at + 1] = "1";
+    let st = cuttle(&args, &d).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let path = d.join(FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let meta = Checkpoint::load(&path).unwrap().meta;
+    let mut json: serde_json::Value = serde_json::to_value(&meta).unwrap();
+    let layers = json["run"]["cuttlefish"]["tracker"].as_array_mut().unwrap();
+    assert_eq!(layers[0]["history"].as_array().unwrap().len(), 13, "{layers:?}");
+    // Drop the last check of every layer, as an edit or a bug would: training on would
+    // run the convergence test on a history shifted by one check.
+    for l in layers.iter_mut() {
+        l["history"].as_array_mut().unwrap().pop();
+    }
+    std::fs::write(&path, with_meta(&bytes, Some(&json.to_string()))).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&d).output().unwrap();
+    let log = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "{log}");
+    assert!(log.contains("holds 12 stable-rank checks, but 13 are made by epoch 1 step 0"), "{log}");
+    let _ = std::fs::remove_dir_all(&d);
+}

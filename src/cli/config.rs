@@ -138,7 +138,7 @@ mod tests {
             schedule = \"onecycle\"\nwarmup_epochs = 0.0\noptimizer = \"sgd\"\nmomentum = 0.9\nweight_decay = 0.0005\n\
             nesterov = false\nbeta1 = 0.9\nbeta2 = 0.999\nadam_eps = 0.00000001\nlabel_smoothing = 0.0\nclip_grad = 0.0\n\
             augment = \"auto\"\nseed = 0\ncuttlefish = true\nfactorize = \"auto\"\nfrobenius_decay = 0.0001\n\
-            extra_bn = false\nrank_floor = 0.0\nreport_every = 20\n";
+            extra_bn = false\nrank_floor = 0.0\nauto_margin = 0.1\nreport_every = 20\n";
         assert_eq!(toml::to_string(&TrainArgs::main_job().run.resolved()).unwrap(), expected);
         // Unresolved, the model-dependent keys are absent (the model's defaults).
         let bare = toml::to_string(&TrainArgs::main_job().run).unwrap();

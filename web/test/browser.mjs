@@ -119,9 +119,12 @@ try {
   check(vFirst && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1).report.train_loss}`);
   check(v.events.some((e) => e.kind === 'switch'), 'the ViT run reaches the switch');
   const vReport = v.events.find((e) => e.kind === 'report').report;
-  // 300 images for 3 epochs barely move the stable ranks, so the reference layers are
-  // factorized near full rank (more parameters than before): the report must list them.
-  check(Object.keys(vReport.ranks || {}).length === 12, `the ViT report lists the 12 factorized layers: ${JSON.stringify(vReport)}`);
+  // The reference layers are factorized where their factor pair is smaller than the
+  // layer (the break-even guard keeps the rest full-rank): at least one, with fewer
+  // parameters in the end, and the report lists each factorized layer's rank.
+  const vRanks = Object.keys(vReport.ranks || {});
+  check(vRanks.length >= 1 && vRanks.length <= 12 && vReport.params_final < vReport.params_full,
+    `the ViT report lists its factorized layers and fewer parameters: ${JSON.stringify(vReport)}`);
   await page.screenshot({ path: path.join(OUT, 'vit.png'), fullPage: true });
   check(problems.length === 0, problems.join('\n'));
   const vitStepsPerS = vEpochs.map((e) => +e.steps_per_s.toFixed(2));

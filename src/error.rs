@@ -12,8 +12,10 @@ pub enum Error {
     Data(#[from] DataError),
     #[error("{0}")]
     Config(String),
-    #[error("training diverged: the loss is {loss} at epoch {epoch}, step {step}")]
-    Diverged { epoch: usize, step: usize, loss: f32 },
+    /// The loss left the range a learning run can be in ([`crate::train::trainer::loss_limit`]);
+    /// `epoch` and `step` are 1-based, `what` says which loss and why it counts as diverged.
+    #[error("training diverged at epoch {epoch}, step {step}: {what}; the run stopped and its last checkpoint (if any) is kept")]
+    Diverged { epoch: usize, step: usize, what: String },
     /// Stopped on request (Ctrl-C) after checkpointing.
     #[error("interrupted")]
     Interrupted,

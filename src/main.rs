@@ -137,12 +137,23 @@ fn load_data(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<(DataSpec, Loade
         };
         return Ok((spec, Loaded::Text(text)));
     }
+    for (flag, n) in [("--train-subset", c.train_subset), ("--test-subset", c.test_subset)] {
+        if n == Some(0) {
+            return Err(cuttle::Error::Config(format!("{flag} must be at least 1 (0 would leave that split empty)")));
+        }
+    }
     let mut splits = data::load(&spec)?;
     if let Some(n) = c.train_subset {
         splits.train = splits.train.subset(n);
     }
     if let Some(n) = c.test_subset {
         splits.test = splits.test.subset(n);
+    }
+    // An empty split would train nothing or report figures of no images.
+    for (split, d) in [("training", &splits.train), ("test", &splits.test)] {
+        if d.n == 0 {
+            return Err(cuttle::Error::Config(format!("{spec}: the {split} split has no images")));
+        }
     }
     Ok((spec, Loaded::Images(splits)))
 }
@@ -200,12 +211,38 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         None => a.run,
     }
     .resolved();
-    let out = cli::config::run_dir(&c);
-    let vocab = if resuming { run_vocab(&out)? } else { None };
+    let vocab = if resuming { run_vocab(&cli::config::run_dir(&c))? } else { None };
     let Plan { spec, data, cfg, cf } = plan(&c, vocab)?;
+    // Only once every setting is known good: --force deletes the earlier run's files.
+    let out = if resuming { cli::config::run_dir(&c) } else { fresh_run_dir(&c, a.force)? };
     let checkpoint = if resuming {
-        let path = out.join(checkpoint::FILE);
-        Some((Checkpoint::load(&path)?, path))
+        let (ck, path, warning) = Checkpoint::load_run(&out)?;
+        if let Some(w) = warning {
+            eprintln!("{w}");
+        }
+        if ck.meta.model != c.model {
+            return Err(cuttle::Error::Config(format!(
+                "{} holds a {} checkpoint but the run's {} says model {}",
+                path.display(),
+                ck.meta.model,
+                cli::config::FILE,
+                c.model
+            )));
+        }
+        let run = ck.run(&path)?;
+        if run.epochs_done >= cfg.epochs {
+            // Nothing to train: the run's files (its report above all) stay as they are.
+            eprintln!(
+                "{} has finished: {} of {} {} trained; nothing to do (its results are in {})",
+                out.display(),
+                run.epochs_done,
+                cfg.epochs,
+                if cfg.text.is_some() { "evaluation intervals" } else { "epochs" },
+                out.join("report.json").display()
+            );
+            return Ok(());
+        }
+        Some((ck, path))
     } else {
         None
     };
@@ -261,6 +298,38 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         }
     }
     finish(&run, &session, &spec, &gpu, json)
+}
+
+/// The directory of a new run. One that already holds a run is never reused silently:
+/// a default name (no --out, no --name) moves on to `NAME-2`, `NAME-3`, ...; a name the
+/// user gave needs `--force`, which deletes the old run's files first.
+fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<std::path::PathBuf, cuttle::Error> {
+    let dir = cli::config::run_dir(c);
+    if !RunDir::holds_run(&dir) {
+        return Ok(dir);
+    }
+    if force {
+        RunDir::clear(&dir)?;
+        eprintln!("--force: deleted the earlier run's files in {}", dir.display());
+        return Ok(dir);
+    }
+    if c.out.is_some() || c.name.is_some() {
+        return Err(cuttle::Error::Config(format!(
+            "{} already holds a run; continue it with `cuttle train --resume {}`, replace it with --force, or choose another --out/--name",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let free = (2..)
+        .map(|k| {
+            let mut name = dir.as_os_str().to_owned();
+            name.push(format!("-{k}"));
+            std::path::PathBuf::from(name)
+        })
+        .find(|d| !RunDir::holds_run(d))
+        .expect("some name is free");
+    eprintln!("{} holds an earlier run; this one goes to {}", dir.display(), free.display());
+    Ok(free)
 }
 
 /// What the run trains, and (with Cuttlefish) when the ranks count as settled.
@@ -545,8 +614,19 @@ fn load_run(
     if let Some(d) = data {
         c.data = Some(d);
     }
-    let path = dir.join(checkpoint::FILE);
-    let ck = Checkpoint::load(&path)?;
+    let (ck, path, warning) = Checkpoint::load_run(dir)?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    if ck.meta.model != own.model {
+        return Err(cuttle::Error::Config(format!(
+            "{} holds a {} checkpoint but the run's {} says model {}",
+            path.display(),
+            ck.meta.model,
+            cli::config::FILE,
+            own.model
+        )));
+    }
     let (_, data) = load_data(&c, run_vocab(dir)?)?;
     let n = data.train_count(&c);
     c.batch = c.batch.map(|b| b.min(n));
@@ -623,11 +703,37 @@ fn described_by_run_data(c: &RunConfig, dir: &std::path::Path) -> Result<checkpo
     })
 }
 
+/// `cuttle export --to` may not name a file the run itself keeps (its checkpoints,
+/// config, metrics, report): exporting over `checkpoint.safetensors` would lose the run.
+/// Its `model.safetensors` is an export already, so writing it again is allowed.
+fn refuse_run_file(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Error> {
+    if to.is_dir() {
+        return Err(cuttle::Error::Config(format!(
+            "export --to {}: a directory; name the file to write",
+            to.display()
+        )));
+    }
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let (Some(run), Some(name)) = (canonical(dir), to.file_name()) else { return Ok(()) };
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if canonical(parent).as_deref() == Some(run.as_path()) && RunDir::is_run_file(name) {
+        return Err(cuttle::Error::Config(format!(
+            "export --to {}: that is one of the run's own files; write the export elsewhere (e.g. {})",
+            to.display(),
+            dir.join("model.safetensors").display()
+        )));
+    }
+    Ok(())
+}
+
 /// `cuttle export`: the model alone, and its description printed (what a PyTorch user
 /// needs besides the weights).
 fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Error> {
-    let path = dir.join(checkpoint::FILE);
-    let mut ck = Checkpoint::load(&path)?;
+    refuse_run_file(dir, to)?;
+    let (mut ck, path, warning) = Checkpoint::load_run(dir)?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
     if ck.meta.lacks_input() {
         let described = cli::config::from_run_dir(dir).and_then(|c| described_by_run_data(&c.resolved(), dir));
         match described {

@@ -59,25 +59,7 @@ fn an_unwritable_run_directory_is_named() {
     );
 }
 
-#[test]
-fn a_diverging_run_stops_at_once_and_says_where() {
-    if cuttle::gpu::test_gpu().is_none() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("cuttle-nan-{}", std::process::id()));
-    let d = dir.to_str().unwrap();
-    let args = ["train", "--epochs", "1", "--train-subset", "400", "--test-subset", "100", "--batch", "20", "--out", d];
-    // A sane first run leaves a checkpoint...
-    let (ok, stderr) = cuttle(&args);
-    assert!(ok, "{stderr}");
-    assert!(dir.join("checkpoint.safetensors").exists());
-    // ...and an absurd learning rate diverges: the error names epoch and step, the last
-    // good checkpoint stays.
-    let (ok, stderr) = cuttle(&[&args[..], &["--lr", "1e30"]].concat());
-    assert!(!ok && stderr.contains("training diverged") && stderr.contains("step"), "{stderr}");
-    assert!(cuttle::train::checkpoint::Checkpoint::load(&dir.join("checkpoint.safetensors")).is_ok());
-    let _ = std::fs::remove_dir_all(&dir);
-}
+// A diverging run: tests/faults.rs (with the other faults that lose a run).
 
 fn scratch(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("cuttle-cli-{}-{name}", std::process::id()));
@@ -105,6 +87,9 @@ fn bad_config_files_name_the_file_and_the_key() {
     fails_with(&["train", "--config", &schedule], "unknown schedule");
     let syntax = file("syntax.toml", "epochs = = 2\n");
     fails_with(&["train", "--config", &syntax], "syntax.toml");
+    // An error at the start of a line is on that line (it was reported one line early).
+    let second = file("second.toml", "epochs = 2\n= 3\n");
+    fails_with(&["train", "--config", &second], "second.toml: line 2:");
     let per_run = file("json.toml", "json = true\n");
     fails_with(&["train", "--config", &per_run], "unknown key `json`");
     fails_with(&["train", "--config", "/nonexistent/cuttle.toml"], "/nonexistent/cuttle.toml");

@@ -26,28 +26,49 @@ pub struct TrainArgs {
     #[arg(long)]
     pub json: bool,
     /// Continue the run in this directory from its last checkpoint, with its own settings
-    /// (other options are ignored). The result is bit-identical to an uninterrupted run.
+    /// (its config.toml; other options are refused). The result is bit-identical to an
+    /// uninterrupted run. A finished run is left as it is.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start afresh in a run directory that already holds a run (--out or --name),
+    /// deleting that run's files. Without it such a directory is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl TrainArgs {
     /// The main job: Cuttlefish training with every other option at its default.
     pub fn main_job() -> TrainArgs {
         let run = RunConfig { cuttlefish: true, ..Default::default() };
-        TrainArgs { run, config: None, json: false, resume: None }
+        TrainArgs { run, config: None, json: false, resume: None, force: false }
     }
 
     /// Applies `--config FILE` under the flags that `m` (the `train` matches) shows were
     /// given on the command line.
+    ///
+    /// With `--resume` no run option may be given: the run continues with the options it
+    /// saved, and a flag that would be ignored is refused instead.
     pub fn with_config_file(mut self, m: &ArgMatches) -> Result<TrainArgs, cuttle::Error> {
+        if let Some(dir) = &self.resume {
+            let given: Vec<String> = RunConfig::keys()
+                .into_iter()
+                .chain(["config".to_string(), "force".to_string()])
+                .filter(|k| m.value_source(k) == Some(ValueSource::CommandLine))
+                .map(|k| format!("--{}", k.replace('_', "-")))
+                .collect();
+            if !given.is_empty() {
+                return Err(cuttle::Error::Config(format!(
+                    "--resume continues {} with the options in its {FILE}; {} cannot be given with it (a run's settings are fixed when it starts)",
+                    dir.display(),
+                    given.join(", ")
+                )));
+            }
+        }
         let Some(path) = self.config.clone() else { return Ok(self) };
         let bad = |what: String| cuttle::Error::Config(format!("config file {}: {what}", path.display()));
         let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e.span().map_or(0, |r| text[..r.start].lines().count().max(1));
-            bad(format!("line {line}: {}", e.message()))
-        })?;
+        let file: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| bad(format!("{}{}", at_line(&text, &e), e.message())))?;
         let known = RunConfig::keys();
         let base = toml::Table::try_from(&self.run).expect("options serialise");
         let mut merged = base.clone();
@@ -85,12 +106,19 @@ pub fn to_toml(c: &RunConfig) -> String {
     format!("# cuttle train options of this run (cuttle train --config FILE reads this format)\n{body}")
 }
 
+/// "line N: " for where a TOML error starts (1-based), or nothing when it has no place.
+fn at_line(text: &str, e: &toml::de::Error) -> String {
+    // Newlines before the error, plus one: an error at the very start of a line is on
+    // that line, not the one before.
+    e.span().map_or(String::new(), |r| format!("line {}: ", text[..r.start.min(text.len())].matches('\n').count() + 1))
+}
+
 /// The options a run directory saved when it started.
 pub fn from_run_dir(dir: &Path) -> Result<RunConfig, cuttle::Error> {
     let path = dir.join(FILE);
     let bad = |what: String| cuttle::Error::Config(format!("run {}: {what}", path.display()));
     let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let mut c: RunConfig = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
+    let mut c: RunConfig = toml::from_str(&text).map_err(|e| bad(format!("{}{}", at_line(&text, &e), e.message())))?;
     c.out = Some(dir.to_path_buf());
     Ok(c)
 }
@@ -122,7 +150,7 @@ mod tests {
         let mut flags: Vec<String> = TrainArgs::augment_args(clap::Command::new("x"))
             .get_arguments()
             .map(|a| a.get_id().to_string())
-            .filter(|id| !["config", "json", "resume"].contains(&id.as_str()))
+            .filter(|id| !["config", "json", "resume", "force"].contains(&id.as_str()))
             .collect();
         flags.sort();
         assert_eq!(flags, RunConfig::keys());

@@ -13,7 +13,50 @@ pub struct RunDir {
     ranks: Option<std::fs::File>,
 }
 
+/// The files a run writes in its directory (besides temporaries ending in `.tmp`).
+const RUN_FILES: [&str; 11] = [
+    "config.toml",
+    "metrics.jsonl",
+    "ranks.csv",
+    "report.json",
+    "checkpoint.safetensors",
+    "checkpoint.prev.safetensors",
+    "model.safetensors",
+    "vocab.json",
+    "loss.svg",
+    "accuracy.svg",
+    "ranks.svg",
+];
+
 impl RunDir {
+    /// True when `dir` holds (part of) a run: its config, metrics or a checkpoint.
+    pub fn holds_run(dir: &Path) -> bool {
+        ["config.toml", "metrics.jsonl", "checkpoint.safetensors", "checkpoint.prev.safetensors"]
+            .iter()
+            .any(|f| dir.join(f).exists())
+    }
+
+    /// True for a file name the run keeps as its own (not its `model.safetensors`, which
+    /// is an export).
+    pub fn is_run_file(name: &std::ffi::OsStr) -> bool {
+        let name = name.to_string_lossy();
+        name.ends_with(".tmp") || RUN_FILES.iter().any(|f| *f == name && *f != "model.safetensors")
+    }
+
+    /// Deletes a run's files from `dir` (`--force`), leaving anything else there.
+    pub fn clear(dir: &Path) -> Result<(), cuttle::Error> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| cuttle::Error::Config(format!("run directory {}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if RUN_FILES.iter().any(|f| *f == name) || name.to_string_lossy().ends_with(".tmp") {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| cuttle::Error::Config(format!("--force: {}: {e}", entry.path().display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the directory, or with `append` continues its files (resume).
     pub fn create(dir: &Path, append: bool) -> Result<RunDir, cuttle::Error> {
         let err = |e: std::io::Error| cuttle::Error::Config(format!("run directory {}: {e}", dir.display()));
@@ -144,16 +187,25 @@ fn line_chart(
     mark: Option<f64>,
     legend: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let points = series.iter().flat_map(|s| s.1.iter());
+    // Only finite points are drawn: an infinite or NaN value (a diverged run's last
+    // epoch) would give the axis an infinite range, and plotters loops forever laying out
+    // its ticks.
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(n, pts)| (*n, pts.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect()))
+        .collect();
     let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in points {
+    for &(x, y) in series.iter().flat_map(|s| s.1.iter()) {
         x1 = x1.max(x);
         (y0, y1) = (y0.min(y), y1.max(y));
     }
-    if !y0.is_finite() {
+    if !(y0.is_finite() && y1.is_finite()) {
         (y0, y1) = (0.0, 1.0);
     }
     let pad = ((y1 - y0) * 0.08).max(1e-3);
+    if !pad.is_finite() {
+        return Err(format!("{}: values too large to plot ({y0} to {y1})", path.display()).into());
+    }
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)

@@ -316,10 +316,16 @@ impl Cuttlefish {
         self.last_iterations = est.first().map_or(0, |e| e.iterations);
         let s: Vec<f64> = est.iter().map(|e| e.stable_rank()).collect();
         if let Some(bad) = s.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Config(format!(
-                "the stable rank of {} is {} at check {check}: the weights are no longer finite",
+            // Check c > 0 comes after step step_of(j) of epoch e, where c = e * per_epoch + j.
+            let (epoch, step) = match check.checked_sub(1) {
+                Some(c) => (c / self.checks.per_epoch + 1, self.checks.step_of(c % self.checks.per_epoch + 1)),
+                None => (0, 0),
+            };
+            let what = format!(
+                "the stable rank of {} is {} at check {check} (the weights are no longer finite)",
                 self.tracker.layers[bad].name, s[bad]
-            )));
+            );
+            return Err(Error::Diverged { epoch, step, what });
         }
         self.tracker.observe(&self.detector, check, &s);
         Ok(s)

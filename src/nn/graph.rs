@@ -255,6 +255,10 @@ pub struct Graph {
     /// Indexed by `ParamId`, in declaration order.
     pub params: Vec<ParamSpec>,
     pub classes: usize,
+    /// The first layer the input was too small for, and the sizes (see
+    /// [`Graph::check_geometry`]). The builder goes on with 1-pixel outputs there, so that
+    /// a model function can finish and its caller get an error instead of a panic.
+    too_small: Option<String>,
 }
 
 impl Graph {
@@ -264,7 +268,27 @@ impl Graph {
 
     /// A graph over inputs of any per-sample shape: `[T]` token ids for a language model.
     pub fn with_input(name: &str, input: Shape, classes: usize) -> Graph {
-        Graph { name: name.to_string(), acts: vec![input], nodes: vec![], params: vec![], classes }
+        Graph { name: name.to_string(), acts: vec![input], nodes: vec![], params: vec![], classes, too_small: None }
+    }
+
+    /// Whether every layer got an input it can read: an error naming the first layer whose
+    /// input was too small (a kernel or pooling window larger than the image) and the
+    /// sizes, or an activation with a zero dimension.
+    pub fn check_geometry(&self) -> Result<(), String> {
+        if let Some(e) = &self.too_small {
+            return Err(e.clone());
+        }
+        match self.nodes.iter().find(|n| self.acts[n.output].0.contains(&0)) {
+            Some(n) => {
+                Err(format!("{}: its output would be {:?}, with a zero dimension", n.name, self.acts[n.output].0))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first geometry fault (later ones follow from it).
+    fn too_small(&mut self, fault: String) {
+        self.too_small.get_or_insert(fault);
     }
 
     /// A language model reads token ids, not images.
@@ -330,10 +354,16 @@ impl Graph {
     /// e.g. `layer1.0.conv1`.
     pub fn conv(&mut self, name: &str, x: ActId, c_out: usize, k: usize, stride: usize, pad: usize) -> ActId {
         let [c_in, h, w] = self.shape(x).expect_image(name);
-        assert!(h + 2 * pad >= k && w + 2 * pad >= k, "{name}: kernel {k} larger than input {h}x{w}");
+        if h + 2 * pad < k || w + 2 * pad < k {
+            self.too_small(format!(
+                "{name}: a {k}x{k} convolution with padding {pad} needs an input of at least {0}x{0}, but gets {h}x{w}",
+                k.saturating_sub(2 * pad).max(1)
+            ));
+        }
         let weight =
             self.declare(format!("{name}.weight"), vec![c_out, c_in, k, k], true, Init::UniformFanIn(c_in * k * k));
-        let out = vec![c_out, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1];
+        let side = |n: usize| (n + 2 * pad).saturating_sub(k) / stride + 1;
+        let out = vec![c_out, side(h), side(w)];
         self.push(name, Op::Conv(Conv { weight, c_in, c_out, k, stride, pad }), vec![x], out)
     }
 
@@ -365,7 +395,10 @@ impl Graph {
 
     pub fn max_pool2(&mut self, name: &str, x: ActId) -> ActId {
         let [c, h, w] = self.shape(x).expect_image(name);
-        self.push(name, Op::MaxPool2, vec![x], vec![c, h / 2, w / 2])
+        if h < 2 || w < 2 {
+            self.too_small(format!("{name}: a 2x2 max-pool needs an input of at least 2x2, but gets {h}x{w}"));
+        }
+        self.push(name, Op::MaxPool2, vec![x], vec![c, (h / 2).max(1), (w / 2).max(1)])
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: ActId) -> ActId {

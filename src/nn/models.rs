@@ -36,6 +36,13 @@ pub const LANGUAGE_MODELS: &[&str] = &["gpt-mini", "gpt-char"];
 
 /// Builds a model for inputs of `input` = (C, H, W) and `classes` outputs.
 pub fn model_by_name(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
+    let g = image_model(name, input, classes)?;
+    let [c, h, w] = input;
+    g.check_geometry().map_err(|e| format!("model {name} cannot read {c}x{h}x{w} images: {e}"))?;
+    Ok(g)
+}
+
+fn image_model(name: &str, input: [usize; 3], classes: usize) -> Result<Graph, String> {
     match name {
         "resnet18" => Ok(resnet(name, input, classes, &[64, 128, 256, 512], 2, 64)),
         "resnet8" => Ok(resnet(name, input, classes, &[16, 32, 64], 1, 16)),

@@ -197,6 +197,15 @@ pub struct Totals {
     pub batches: f32,
 }
 
+/// The highest mean cross-entropy a training run may report before it counts as
+/// diverged: ten times a uniform guess's over `classes` outputs (ln 10 = 2.3 for ten
+/// classes, so 23). Learning starts near ln(classes) and falls; a loss ten times that is a
+/// run whose weights have blown up (at `--lr 100` ResNet-6 reports 5e15), not a slow
+/// start, and every epoch trained after it would be wasted.
+pub fn loss_limit(classes: usize) -> f32 {
+    10.0 * (classes.max(2) as f32).ln()
+}
+
 /// Where training stands: `epochs_done` whole epochs, then `step` steps of the next one
 /// (non-zero only after an interruption) whose loss totals so far are `totals`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -280,6 +289,12 @@ impl Trainer {
     /// `cfg.model` is then only a name.
     pub fn with_graph<'a>(gpu: &Gpu, data: impl Into<Source<'a>>, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
         match data.into() {
+            // An empty split would report the figures of no images (0/0 read as 0%).
+            Source::Images(s) if s.train.n == 0 || s.test.n == 0 => Err(Error::Config(format!(
+                "data set {}: the {} split has no images",
+                s.train.name,
+                if s.train.n == 0 { "training" } else { "test" }
+            ))),
             Source::Images(s) => Self::on_images(gpu, s, cfg, graph),
             Source::Text(t) => Self::on_text(gpu, t, cfg, graph),
         }
@@ -650,6 +665,8 @@ impl Trainer {
         let steps = self.steps_per_epoch;
         let until = until.min(steps);
         let mut totals = at.totals;
+        // The first step since the last readback.
+        let mut window = at.step;
         for s in at.step..until {
             if s > at.step && stop() {
                 gpu.submit([], Some((&self.totals, &self.staging)));
@@ -661,10 +678,22 @@ impl Trainer {
             let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
             self.submit(gpu, &self.train_step, st, read);
             if read {
-                totals = self.read_totals(gpu).await?;
-                if !totals.loss_sum.is_finite() {
-                    return Err(Error::Diverged { epoch, step: s, loss: totals.loss_sum });
+                let before = std::mem::replace(&mut totals, self.read_totals(gpu).await?);
+                // The mean loss of the steps since the last readback, so one bad stretch is
+                // not averaged away by the good steps before it.
+                let rows = totals.rows - before.rows;
+                let mean = (totals.loss_sum - before.loss_sum) / rows.max(1.0);
+                let limit = loss_limit(self.net.graph.classes);
+                if !(totals.loss_sum.is_finite() && mean <= limit) {
+                    let what = format!(
+                        "the mean training loss of steps {}-{} is {mean} (the limit is 10 x ln {} = {limit:.2}, ten times a uniform guess's)",
+                        window + 1,
+                        s + 1,
+                        self.net.graph.classes
+                    );
+                    return Err(Error::Diverged { epoch: epoch + 1, step: s + 1, what });
                 }
+                window = s + 1;
                 progress(s + 1, steps, totals);
             }
         }
@@ -771,6 +800,10 @@ impl Trainer {
     ) -> Result<EpochReport> {
         let test = self.evaluate(gpu).await?;
         let epoch = from.epochs_done;
+        if !test.loss_sum.is_finite() {
+            let what = format!("the test loss is {} (the weights are no longer finite)", test.mean_loss());
+            return Err(Error::Diverged { epoch: epoch + 1, step: self.steps_per_epoch, what });
+        }
         let samples_per_s = ((self.steps_per_epoch - from.step) * self.cfg.batch) as f64 / train_secs.max(1e-9);
         let samples_per_s = samples_per_s as f32;
         Ok(EpochReport {

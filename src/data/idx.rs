@@ -8,6 +8,8 @@
 //! unsigned byte) and its fourth the number of dimensions, so 0x00000803 is a
 //! (count, rows, cols) uint8 image file and 0x00000801 a (count,) uint8 label file. The
 //! images are 1-channel, so IDX's (count, rows, cols) already is our CHW layout.
+//! The header is untrusted: its sizes are checked against the file's own (`Bound`) before
+//! any data is read, and memory grows only as data arrives.
 //!
 //! What this is not: a general IDX reader (other element types and ranks, EMNIST's
 //! transposed images, or the KMNIST/QMNIST variants are refused by the magic check or
@@ -71,22 +73,23 @@ pub(crate) fn load_mnist(dir: &Path, flavor: Flavor) -> Result<Splits, DataError
 fn read_split(dir: &Path, prefix: &str, flavor: Flavor, split: &str) -> Result<Dataset, DataError> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let images = open(&images_path)?;
-    let labels = open(&labels_path)?;
-    parse_split((&images_path, images), (&labels_path, labels), flavor, split)
+    let (images, image_bound) = open(&images_path)?;
+    let (labels, label_bound) = open(&labels_path)?;
+    parse_split((&images_path, images, image_bound), (&labels_path, labels, label_bound), flavor, split)
 }
 
 /// The Fashion-MNIST subset compiled into the binary (data/fashion-mnist-subset/), so the
 /// main job and the browser demo need no files.
 pub(crate) fn load_builtin() -> Result<Splits, DataError> {
     const DIR: &str = "builtin:fashion-mnist-subset";
-    let gz = |name: &str, bytes: &'static [u8]| -> (PathBuf, Box<dyn Read>) {
-        (PathBuf::from(format!("{DIR}/{name}")), Box::new(flate2::read::GzDecoder::new(bytes)))
+    let gz = |name: &str, bytes: &'static [u8]| -> (PathBuf, Box<dyn Read>, Bound) {
+        let reader: Box<dyn Read> = Box::new(flate2::read::GzDecoder::new(bytes));
+        (PathBuf::from(format!("{DIR}/{name}")), reader, Bound::Gzip(bytes.len() as u64))
     };
     let part = |prefix: &str, split: &str, img: &'static [u8], lab: &'static [u8]| {
-        let (ip, ir) = gz(&format!("{prefix}-images-idx3-ubyte.gz"), img);
-        let (lp, lr) = gz(&format!("{prefix}-labels-idx1-ubyte.gz"), lab);
-        parse_split((&ip, ir), (&lp, lr), Flavor::FashionMnist, split)
+        let (ip, ir, ib) = gz(&format!("{prefix}-images-idx3-ubyte.gz"), img);
+        let (lp, lr, lb) = gz(&format!("{prefix}-labels-idx1-ubyte.gz"), lab);
+        parse_split((&ip, ir, ib), (&lp, lr, lb), Flavor::FashionMnist, split)
     };
     let train = part(
         "train",
@@ -104,10 +107,10 @@ pub(crate) fn load_builtin() -> Result<Splits, DataError> {
 }
 
 /// Parses one split from its image and label streams; the paths only name the files in
-/// errors.
+/// errors, the bounds check each header's sizes before any of the data is read.
 fn parse_split(
-    (images_path, mut image_reader): (&Path, Box<dyn Read>),
-    (labels_path, mut label_reader): (&Path, Box<dyn Read>),
+    (images_path, mut image_reader, image_bound): (&Path, Box<dyn Read>, Bound),
+    (labels_path, mut label_reader, label_bound): (&Path, Box<dyn Read>, Bound),
     flavor: Flavor,
     split: &str,
 ) -> Result<Dataset, DataError> {
@@ -129,9 +132,9 @@ fn parse_split(
             format!("header says {n} images of {h}x{w}, too large to hold in memory"),
         ));
     };
-    let images = read_body(reader, &images_path, pixel_bytes, || {
-        format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)")
-    })?;
+    let declared = || format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)");
+    image_bound.check(&images_path, 16, pixel_bytes, declared)?;
+    let images = read_body(reader, &images_path, pixel_bytes, declared)?;
 
     let reader = &mut label_reader;
     let [magic, label_count] = read_header::<2>(reader, &labels_path)?;
@@ -142,7 +145,9 @@ fn parse_split(
             format!("count mismatch: {label_count} labels here but {count} images in {}", images_path.display()),
         ));
     }
-    let label_bytes = read_body(reader, &labels_path, n, || format!("{n} labels"))?;
+    let declared = || format!("{n} labels");
+    label_bound.check(&labels_path, 8, n, declared)?;
+    let label_bytes = read_body(reader, &labels_path, n, declared)?;
     if let Some((i, &l)) = label_bytes.iter().enumerate().find(|&(_, &l)| l as usize >= CLASSES) {
         return Err(DataError::new(&labels_path, format!("label {l} out of range 0..{CLASSES} at index {i}")));
     }
@@ -177,11 +182,79 @@ fn is_gz(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
+/// The file's data (decompressed when gzipped) and what bounds the header's claims.
+fn open(path: &Path) -> Result<(Box<dyn Read>, Bound), DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    let file = BufReader::new(file);
     // MultiGzDecoder rather than GzDecoder: a gzip file may hold several members
     // (`cat a.gz b.gz`), and GzDecoder would stop after the first without a word.
-    Ok(if is_gz(path) { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) })
+    Ok(if is_gz(path) {
+        (Box::new(flate2::read::MultiGzDecoder::new(file)), Bound::Gzip(len))
+    } else {
+        (Box::new(file), Bound::Plain(len))
+    })
+}
+
+/// Deflate's largest expansion: a 258-byte match in 2 bits, 1032 bytes out per byte in.
+/// Gzip's headers and trailers only lower the ratio, and so do more members.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// What a file's size says about the data its header may claim. The header is
+/// untrusted: checked against this first, a corrupt or hostile count (a small gzip file
+/// claiming gigabytes, whether its stream then stops short or decompresses without end)
+/// fails before anything is read, instead of after memory has grown to the claim.
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    /// An uncompressed file of this many bytes: the header and its data must be all of it.
+    Plain(u64),
+    /// Gzip data of this many bytes: it decompresses to at most `DEFLATE_MAX_RATIO` times
+    /// as much.
+    Gzip(u64),
+}
+
+impl Bound {
+    /// Whether `header` bytes of header followed by `len` of data fit the file.
+    fn check(self, path: &Path, header: u64, len: usize, declared: impl Fn() -> String) -> Result<(), DataError> {
+        let len = len as u64;
+        match self {
+            Bound::Plain(file_len) => {
+                let body = file_len.saturating_sub(header);
+                if len > body {
+                    return Err(DataError::new(
+                        path,
+                        format!(
+                            "truncated: the header says {} but the file holds only {body} bytes after its {header}-byte header",
+                            declared()
+                        ),
+                    ));
+                }
+                if len < body {
+                    return Err(DataError::new(
+                        path,
+                        format!(
+                            "trailing bytes after the {} the header says: the file holds {body} bytes after its {header}-byte header",
+                            declared()
+                        ),
+                    ));
+                }
+            }
+            Bound::Gzip(gz_len) => {
+                let most = gz_len.saturating_mul(DEFLATE_MAX_RATIO);
+                if len.saturating_add(header) > most {
+                    return Err(DataError::new(
+                        path,
+                        format!(
+                            "the header says {}, more than {gz_len} bytes of gzip can hold (deflate expands at most \
+                             {DEFLATE_MAX_RATIO}-fold, to {most} bytes): the header is corrupt",
+                            declared()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn read_error(path: &Path, err: std::io::Error) -> DataError {
@@ -237,17 +310,33 @@ fn check_magic(path: &Path, found: u32, expected: u32, kind: &str) -> Result<(),
 }
 
 /// Reads exactly `len` bytes after the header and checks that nothing follows, so a
-/// header that disagrees with the file's length is caught either way.
+/// header that disagrees with the file's length is caught either way (a file can change
+/// after `Bound::check`, and a gzip stream's length is known only once it has been read).
 fn read_body(
     reader: &mut dyn Read,
     path: &Path,
     len: usize,
     declared: impl Fn() -> String,
 ) -> Result<Vec<u8>, DataError> {
-    // Capacity capped: the header is untrusted, and a corrupt count must not allocate
-    // gigabytes before the short read is noticed.
-    let mut body = Vec::with_capacity(len.min(1 << 27));
-    reader.take(len as u64 + 1).read_to_end(&mut body).map_err(|e| read_error(path, e))?;
+    // Memory follows the data that arrives, never the claim: the buffer doubles as it
+    // fills, up to the claim and one byte more (to notice trailing data). A stream that
+    // stops short of its claim has cost at most twice what it held.
+    let mut body: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut reader = reader.take(len as u64 + 1);
+    loop {
+        let k = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(path, e)),
+        };
+        if body.len() + k > body.capacity() {
+            let grown = (body.capacity() * 2).max(1 << 16).min(len + 1).max(body.len() + k);
+            body.reserve_exact(grown - body.len());
+        }
+        body.extend_from_slice(&chunk[..k]);
+    }
     if body.len() < len {
         return Err(DataError::new(
             path,

@@ -46,7 +46,8 @@ fn edit_record(path: &Path, f: impl Fn(&mut serde_json::Value)) {
     strings.insert(META_KEY.into(), record.to_string());
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let out = safetensors::serialize(st.tensors(), Some(strings)).unwrap();
-    std::fs::write(path, out).unwrap();
+    // The checksum covers the metadata: recomputed, so the checks behind it are reached.
+    std::fs::write(path, Checkpoint::reseal(path, &out).unwrap()).unwrap();
 }
 
 /// An MNIST-format data set of the built-in set's shape whose pixels are far from its
@@ -208,6 +209,11 @@ fn a_cuttlefish_export_carries_what_pytorch_needs() {
     edit_record(&ck_path, |r| r["normalize"] = serde_json::json!([[0.5, 0.0]]));
     let e = load_err(&ck_path);
     assert!(e.contains(FILE) && e.contains("inconsistent `cuttle` metadata"), "{e}");
+    // With the previous checkpoint beside it, the run goes on from that one, saying why;
+    // without, the fault is the error.
+    let (ok, _, err) = cuttle(&["eval", &run_s]);
+    assert!(ok && err.contains("positive std") && err.contains("using the previous checkpoint"), "{err}");
+    std::fs::remove_file(run.join(cuttle::train::checkpoint::PREVIOUS)).unwrap();
     let (ok, _, err) = cuttle(&["eval", &run_s]);
     assert!(!ok && err.contains("positive std"), "{err}");
     edit_record(&ck_path, |r| r["normalize"] = serde_json::json!("0.5"));

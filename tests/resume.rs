@@ -258,7 +258,8 @@ fn the_switch_starts_a_fresh_adamw() {
 }
 
 /// The checkpoint file `bytes` with its `cuttle` metadata replaced by `json` (or removed),
-/// tensors and checksum kept.
+/// tensors kept and the checksum (which covers the metadata) recomputed, so that the
+/// checks behind it are reached.
 fn with_meta(bytes: &[u8], json: Option<&str>) -> Vec<u8> {
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let (_, md) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
@@ -267,7 +268,8 @@ fn with_meta(bytes: &[u8], json: Option<&str>) -> Vec<u8> {
         Some(j) => meta.insert(META_KEY.into(), j.into()),
         None => meta.remove(META_KEY),
     };
-    safetensors::serialize(st.tensors(), Some(meta)).unwrap()
+    let edited = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    Checkpoint::reseal(std::path::Path::new(FILE), &edited).unwrap()
 }
 
 #[test]
@@ -298,7 +300,7 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     std::fs::write(&path, &flipped).unwrap();
     let e = Checkpoint::load(&path).unwrap_err().to_string();
     assert!(e.contains(FILE) && e.contains("checksum mismatch"), "{e}");
-    // Metadata missing or malformed (the checksum intact): one line naming the file.
+    // Metadata missing or malformed (the checksum resealed): one line naming the file.
     for (json, want) in [(None, "no `cuttle` metadata"), (Some("{\"model\": 3}"), "malformed `cuttle` metadata")] {
         std::fs::write(&path, with_meta(&bytes, json)).unwrap();
         let e = Checkpoint::load(&path).unwrap_err().to_string();
@@ -331,6 +333,10 @@ fn a_tracker_that_does_not_match_the_position_is_refused() {
         l["history"].as_array_mut().unwrap().pop();
     }
     std::fs::write(&path, with_meta(&bytes, Some(&json.to_string()))).unwrap();
+    // A second epoch to train (a finished run is left alone before anything is checked).
+    let config = d.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("epochs = 1\n", "epochs = 2\n");
+    std::fs::write(&config, text).unwrap();
     let st = Command::new(env!("CARGO_BIN_EXE_cuttle")).args(["train", "--resume"]).arg(&d).output().unwrap();
     let log = String::from_utf8_lossy(&st.stderr);
     assert!(!st.status.success(), "{log}");

@@ -430,8 +430,11 @@ impl Checkpoint {
     }
 }
 
+/// Tensors by name: (shape, values).
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Every tensor of a safetensors file, by name; all must be F32.
-fn tensors_of(path: &Path, st: &safetensors::SafeTensors<'_>) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+fn tensors_of(path: &Path, st: &safetensors::SafeTensors<'_>) -> Result<Tensors> {
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {

@@ -216,19 +216,7 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
     // Only once every setting is known good: --force deletes the earlier run's files.
     let out = if resuming { cli::config::run_dir(&c) } else { fresh_run_dir(&c, a.force)? };
     let checkpoint = if resuming {
-        let (ck, path, warning) = Checkpoint::load_run(&out)?;
-        if let Some(w) = warning {
-            eprintln!("{w}");
-        }
-        if ck.meta.model != c.model {
-            return Err(cuttle::Error::Config(format!(
-                "{} holds a {} checkpoint but the run's {} says model {}",
-                path.display(),
-                ck.meta.model,
-                cli::config::FILE,
-                c.model
-            )));
-        }
+        let (ck, path) = run_checkpoint(&out, Some(&c.model))?;
         let run = ck.run(&path)?;
         if run.epochs_done >= cfg.epochs {
             // Nothing to train: the run's files (its report above all) stay as they are.
@@ -601,6 +589,28 @@ fn print_final(r: &cuttle::session::FinalReport) {
     }
 }
 
+/// A run directory's checkpoint (the previous one, with the warning printed, when the
+/// live one is missing or damaged) and the file it came from; with `model`, refused at
+/// once when it is another model's than the run's `config.toml` names.
+fn run_checkpoint(
+    dir: &std::path::Path,
+    model: Option<&str>,
+) -> Result<(Checkpoint, std::path::PathBuf), cuttle::Error> {
+    let (ck, path, warning) = Checkpoint::load_run(dir)?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    match model {
+        Some(m) if ck.meta.model != m => Err(cuttle::Error::Config(format!(
+            "{} holds a {} checkpoint but the run's {} says model {m}",
+            path.display(),
+            ck.meta.model,
+            cli::config::FILE
+        ))),
+        _ => Ok((ck, path)),
+    }
+}
+
 /// The session of a run directory with its last checkpoint loaded (the factorized net if
 /// the run switched), on `data` instead of the run's own data if given.
 fn load_run(
@@ -614,19 +624,7 @@ fn load_run(
     if let Some(d) = data {
         c.data = Some(d);
     }
-    let (ck, path, warning) = Checkpoint::load_run(dir)?;
-    if let Some(w) = warning {
-        eprintln!("{w}");
-    }
-    if ck.meta.model != own.model {
-        return Err(cuttle::Error::Config(format!(
-            "{} holds a {} checkpoint but the run's {} says model {}",
-            path.display(),
-            ck.meta.model,
-            cli::config::FILE,
-            own.model
-        )));
-    }
+    let (ck, path) = run_checkpoint(dir, Some(&own.model))?;
     let (_, data) = load_data(&c, run_vocab(dir)?)?;
     let n = data.train_count(&c);
     c.batch = c.batch.map(|b| b.min(n));
@@ -730,10 +728,7 @@ fn refuse_run_file(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cu
 /// needs besides the weights).
 fn export(dir: &std::path::Path, to: &std::path::Path) -> Result<(), cuttle::Error> {
     refuse_run_file(dir, to)?;
-    let (mut ck, path, warning) = Checkpoint::load_run(dir)?;
-    if let Some(w) = warning {
-        eprintln!("{w}");
-    }
+    let (mut ck, path) = run_checkpoint(dir, None)?;
     if ck.meta.lacks_input() {
         let described = cli::config::from_run_dir(dir).and_then(|c| described_by_run_data(&c.resolved(), dir));
         match described {

@@ -49,7 +49,7 @@ impl RunDir {
             .map_err(|e| cuttle::Error::Config(format!("run directory {}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if RUN_FILES.iter().any(|f| *f == name) || name.to_string_lossy().ends_with(".tmp") {
+            if RunDir::is_run_file(&name) || name == "model.safetensors" {
                 std::fs::remove_file(entry.path())
                     .map_err(|e| cuttle::Error::Config(format!("--force: {}: {e}", entry.path().display())))?;
             }

@@ -3,7 +3,7 @@
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::config::TrainArgs;
 use cli::rundir::RunDir;
-use cuttle::cuttlefish::CuttlefishConfig;
+use cuttle::cuttlefish::{CuttlefishConfig, SwitchReport};
 use cuttle::data::{self, DataSpec, Source, TextData};
 use cuttle::gpu::{list_adapters, Gpu, GpuOptions};
 use cuttle::nn::models::{self, is_language_model, model_by_name};
@@ -275,7 +275,13 @@ fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::Error
         }
     });
     while !session.done() {
-        let Some(o) = epoch(&gpu, &mut session, json)? else { return interrupted(&gpu, &session, &out) };
+        let Some(o) = epoch(&gpu, &mut session, json)? else {
+            // A switch that Ctrl-C cut short is in the checkpoint: record it too.
+            if let Some(sw) = session.pending_switch.take() {
+                record_switch(&mut run, &sw, json)?;
+            }
+            return interrupted(&gpu, &session, &out);
+        };
         record_epoch(&mut run, &session, &o, json)?;
         let ck = pollster::block_on(session.checkpoint(&gpu))?;
         ck.save(&out)?;
@@ -407,16 +413,22 @@ fn epoch(gpu: &Gpu, session: &mut Session, json: bool) -> Result<Option<EpochOut
     r
 }
 
+/// Prints the switch to low rank and appends it to the run's metrics.
+fn record_switch(run: &mut RunDir, sw: &SwitchReport, json: bool) -> Result<(), cuttle::Error> {
+    let line = serde_json::json!({"event": "switch", "epoch": sw.epoch + 1, "report": sw});
+    run.metric(&line)?;
+    if json {
+        println!("{line}");
+    } else {
+        print_switch(sw);
+    }
+    Ok(())
+}
+
 /// Prints an epoch's switch, figures and stable ranks, and appends them to the run's files.
 fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: bool) -> Result<(), cuttle::Error> {
     if let Some(sw) = &o.switch {
-        let line = serde_json::json!({"event": "switch", "epoch": sw.epoch + 1, "report": sw});
-        run.metric(&line)?;
-        if json {
-            println!("{line}");
-        } else {
-            print_switch(sw);
-        }
+        record_switch(run, sw, json)?;
     }
     let r = &o.report;
     let mut line = serde_json::to_value(r).expect("report serialises");

@@ -58,6 +58,10 @@ pub struct Session {
     pub seconds_low_rank: f64,
     pub last_test_acc: f32,
     pub last_test_loss: f32,
+    /// The switch made by a [`Session::next_epoch`] call that a stop then ended before
+    /// the epoch finished: reported with that epoch's outcome unless a caller takes it
+    /// first (the page shows it at once).
+    pub pending_switch: Option<SwitchReport>,
 }
 
 impl Session {
@@ -111,6 +115,7 @@ impl Session {
             seconds_low_rank: 0.0,
             last_test_acc: 0.0,
             last_test_loss: 0.0,
+            pending_switch: None,
         }
     }
 
@@ -125,14 +130,22 @@ impl Session {
 
     /// Runs the next epoch (switching to low rank first when the ranks have settled),
     /// stopping at each stable-rank check inside it. Returns `None` when `stop()` ended it
-    /// early; `self.at` is then mid-epoch, ready to checkpoint or to continue with another
-    /// call.
+    /// early; `self.at` is then where training stands (mid-epoch, or still at the epoch's
+    /// start), ready to checkpoint or to continue with another call.
+    ///
+    /// `stop()` is asked before anything runs (so a stop asked during the previous
+    /// epoch's evaluation or rank estimate acts before this epoch's first step), after a
+    /// switch, and before every training step but a call's first. A switch that a stop
+    /// then cuts short is kept in `pending_switch`, never lost.
     pub async fn next_epoch(
         &mut self,
         gpu: &Gpu,
         progress: &mut dyn FnMut(usize, usize, Totals),
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<EpochOutcome>> {
+        if stop() {
+            return Ok(None);
+        }
         let epoch = self.at.epochs_done;
         let mut switch = None;
         // Only at an epoch boundary: a run resumed mid-epoch whose layers all became stable
@@ -140,7 +153,12 @@ impl Session {
         let boundary = self.at.step == 0;
         if let Some(cf) = self.cuttlefish.as_mut().filter(|c| boundary && c.ready()) {
             switch = Some(cf.switch(gpu, &mut self.trainer, epoch).await?.clone());
+            if stop() {
+                self.pending_switch = switch;
+                return Ok(None);
+            }
         }
+        let switch = switch.or_else(|| self.pending_switch.take());
         let (from, steps) = (self.at, self.trainer.steps_per_epoch);
         let t0 = Instant::now();
         let mut checking = 0.0;
@@ -149,6 +167,7 @@ impl Session {
         while at.step < steps {
             if at.step > from.step && stop() {
                 self.at = at;
+                self.pending_switch = switch;
                 return Ok(None);
             }
             let watching = self.cuttlefish.as_ref().filter(|c| c.watching());
@@ -157,6 +176,7 @@ impl Session {
                 Ok(t) => t,
                 Err(stopped) => {
                     self.at = stopped;
+                    self.pending_switch = switch;
                     return Ok(None);
                 }
             };

@@ -55,6 +55,16 @@ pub struct Engine {
     device: DeviceHandle,
 }
 
+/// Picked files as (name, bytes) pairs: `names[i]` names `files[i]`.
+fn named(names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Vec<(String, Vec<u8>)> {
+    names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect()
+}
+
+/// Whether the session's next epoch begins with the Cuttlefish switch.
+fn switch_next(session: &Session) -> bool {
+    session.at.step == 0 && session.cuttlefish.as_ref().is_some_and(|c| c.ready())
+}
+
 fn err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -105,41 +115,53 @@ impl Engine {
     /// Uses the Fashion-MNIST subset built into the module (class-balanced subsets of
     /// `train` / `test` images; 0 = all). Returns the data description as JSON.
     pub fn use_builtin(&self, train: usize, test: usize) -> Result<String, JsError> {
-        let mut splits = data::load(&data::DataSpec::Builtin).map_err(err)?;
-        if train > 0 {
-            splits.train = splits.train.subset(train);
-        }
-        if test > 0 {
-            splits.test = splits.test.subset(test);
-        }
-        self.set_data(splits)
+        self.set_data(data::load(&data::DataSpec::Builtin).map_err(err)?, train, test)
     }
 
     /// Uses CIFAR-10 binary batches the visitor picked (`data_batch_N.bin`, `test_batch.bin`,
-    /// optionally `batches.meta.txt`); `names[i]` is the name of `files[i]`.
-    pub fn use_cifar10(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<String, JsError> {
-        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect();
-        let splits = data::cifar10_from_memory(&files).map_err(err)?;
-        self.set_data(splits)
+    /// optionally `batches.meta.txt`); `names[i]` is the name of `files[i]`. `train` /
+    /// `test`: class-balanced subsets as for [`Engine::use_builtin`] (0 = all).
+    pub fn use_cifar10(
+        &self,
+        names: Vec<String>,
+        files: Vec<js_sys::Uint8Array>,
+        train: usize,
+        test: usize,
+    ) -> Result<String, JsError> {
+        self.set_data(data::cifar10_from_memory(&named(names, files)).map_err(err)?, train, test)
     }
 
     /// Uses an image folder the visitor picked: `names[i]` is the relative path of
-    /// `files[i]` (`.../train/<class>/x.png`, `.../test/<class>/y.jpg`).
-    pub fn use_folder(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<String, JsError> {
-        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect();
-        let splits = data::folder_from_memory(&files).map_err(err)?;
-        self.set_data(splits)
+    /// `files[i]` (`.../train/<class>/x.png`, `.../test/<class>/y.jpg`). `train` / `test`:
+    /// class-balanced subsets as for [`Engine::use_builtin`] (0 = all).
+    pub fn use_folder(
+        &self,
+        names: Vec<String>,
+        files: Vec<js_sys::Uint8Array>,
+        train: usize,
+        test: usize,
+    ) -> Result<String, JsError> {
+        self.set_data(data::folder_from_memory(&named(names, files)).map_err(err)?, train, test)
     }
 
-    fn set_data(&self, splits: Splits) -> Result<String, JsError> {
+    /// Validates `splits`, takes class-balanced subsets of `train` / `test` images (0 =
+    /// all), and puts the test images in class turns (`Dataset::interleaved`: the page's
+    /// prediction grid shows the first ones; the test figures do not depend on order).
+    fn set_data(&self, mut splits: Splits, train: usize, test: usize) -> Result<String, JsError> {
         for d in [&splits.train, &splits.test] {
             d.validate().map_err(err)?;
         }
+        let full = (splits.train.n, splits.test.n);
+        if train > 0 {
+            splits.train = splits.train.subset(train);
+        }
+        splits.test = if test > 0 { splits.test.subset(test) } else { splits.test }.interleaved();
         let mut s = self.state.try_borrow_mut().map_err(|_| err(BUSY))?;
         let t = &splits.train;
         let desc = json!({
             "kind": "images", "name": t.name, "train": t.n, "test": splits.test.n, "channels": t.channels,
             "height": t.height, "width": t.width, "classes": t.class_names,
+            "train_available": full.0, "test_available": full.1,
         })
         .to_string();
         s.session = None;
@@ -234,18 +256,27 @@ impl Engine {
         })
     }
 
-    /// Asks the running epoch to stop after its current step (`run_epoch` then resolves
-    /// to `null`; the next `run_epoch` continues from there).
+    /// Asks the run to pause before its next training step, whatever it is doing now (a
+    /// step, the evaluation, the rank estimate, the switch): the `run_epoch` in flight, or
+    /// the next one, resolves to `{paused: ...}`. The pause holds until [`Engine::resume`]
+    /// or [`Engine::start`].
     pub fn pause(&self) {
         self.stop.set(true);
     }
 
+    /// Lifts a pause; the next `run_epoch` continues where the run stopped.
+    pub fn resume(&self) {
+        self.stop.set(false);
+    }
+
     /// Runs (or continues) the next epoch. `on_progress` receives a JSON string
     /// `{step, steps, loss, acc}` at every readback. Resolves to the epoch as JSON
-    /// (`report`, `switch`, `stable_ranks`, `done`), or `null` if paused.
+    /// (`report`, `switch`, `stable_ranks`, `done`, and `switch_next`: the next
+    /// `run_epoch` begins with the switch, which takes a while), or, when paused, to
+    /// `{paused: {epoch, step}, switch}` (`switch`: one made before the pause took hold;
+    /// it is reported here once and not again with the epoch).
     pub fn run_epoch(&self, on_progress: js_sys::Function) -> js_sys::Promise {
         let (state, stop) = (self.state.clone(), self.stop.clone());
-        stop.set(false);
         wasm_bindgen_futures::future_to_promise(async move {
             let mut s = state.try_borrow_mut().map_err(|_| err(BUSY))?;
             let s = &mut *s;
@@ -259,13 +290,17 @@ impl Engine {
             };
             let halt = || stop.get();
             let Some(o) = session.next_epoch(&s.gpu, &mut progress, &halt).await.map_err(err)? else {
-                return Ok(JsValue::NULL);
+                let at = json!({"epoch": session.at.epochs_done + 1, "step": session.at.step});
+                let out =
+                    json!({"paused": at, "switch": session.pending_switch.take(), "switch_next": switch_next(session)});
+                return Ok(out.to_string().into());
             };
             let out = json!({
                 "report": o.report,
                 "switch": o.switch,
                 "stable_ranks": o.stable_ranks,
                 "done": session.done(),
+                "switch_next": switch_next(session),
             });
             Ok(out.to_string().into())
         })
@@ -308,7 +343,8 @@ impl Engine {
         }
     }
 
-    /// The first `count` test images as bytes, (count, channels, height, width) planar.
+    /// The first `count` test images as bytes, (count, channels, height, width) planar
+    /// (the classes take turns: see `set_data`).
     pub fn test_images(&self, count: usize) -> Result<Vec<u8>, JsError> {
         let s = self.state.try_borrow().map_err(|_| err(BUSY))?;
         let t = &Self::images(&s)?.test;

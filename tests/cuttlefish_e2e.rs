@@ -89,3 +89,53 @@ fn cuttlefish_switches_shrinks_and_keeps_accuracy() {
     assert!(acc_full >= 0.7, "full-rank baseline too weak to compare: {acc_full}");
     assert!((acc_cf - acc_full).abs() <= 0.05, "accuracy {acc_cf} vs full-rank {acc_full}: more than 5 points apart");
 }
+
+/// The page's pause: a stop asked before an epoch begins (during the previous evaluation
+/// or rank estimate) acts before its first step, trains nothing and moves nothing; a stop
+/// that arrives during the switch keeps the switch (in `pending_switch`), and the run
+/// goes on from there to the same end as one never paused. The `test` preset, the page's
+/// own short schedule that reaches the switch.
+#[test]
+fn a_pause_at_the_boundary_or_in_the_switch_loses_nothing() {
+    let Some(gpu) = test_gpu() else { return };
+    let presets: serde_json::Value = serde_json::from_str(cuttle::train::config::PRESETS).unwrap();
+    let rc = cuttle::train::RunConfig::from_json(&presets["test"].to_string()).unwrap();
+    let mut data = load(&DataSpec::Builtin).unwrap();
+    data.train = data.train.subset(rc.train_subset.unwrap());
+    data.test = data.test.subset(rc.test_subset.unwrap());
+    let (cfg, cf) = rc.settings(data.train.n).unwrap();
+    let never = || false;
+    let mut whole = pollster::block_on(Session::new(&gpu, &data, cfg.clone(), cf.clone())).unwrap();
+    while !whole.done() {
+        pollster::block_on(whole.next_epoch(&gpu, &mut |_, _, _| {}, &never)).unwrap().expect("never stopped");
+    }
+    let mut s = pollster::block_on(Session::new(&gpu, &data, cfg, cf)).unwrap();
+    let (mut paused_in_switch, mut switches) = (false, 0);
+    while !s.done() {
+        // At the boundary: nothing runs.
+        let (at, steps) = (s.at, s.trainer.optimizer_steps);
+        assert!(pollster::block_on(s.next_epoch(&gpu, &mut |_, _, _| {}, &|| true)).unwrap().is_none());
+        assert_eq!((s.at.epochs_done, s.at.step, s.trainer.optimizer_steps), (at.epochs_done, at.step, steps));
+        if s.cuttlefish.as_ref().unwrap().ready() {
+            // The switch comes next: the stop arrives while it runs (asked after it).
+            let asked = std::cell::Cell::new(0);
+            let stop = || {
+                asked.set(asked.get() + 1);
+                asked.get() > 1
+            };
+            assert!(pollster::block_on(s.next_epoch(&gpu, &mut |_, _, _| {}, &stop)).unwrap().is_none());
+            assert!(s.switched() && s.pending_switch.is_some(), "the switch happened and is kept");
+            // (The switch builds a new optimizer for the factorized net: its step count restarts.)
+            assert_eq!((s.at.epochs_done, s.at.step), (at.epochs_done, 0), "no step after the pause");
+            paused_in_switch = true;
+        }
+        let o = pollster::block_on(s.next_epoch(&gpu, &mut |_, _, _| {}, &never)).unwrap().expect("not stopped");
+        switches += o.switch.is_some() as usize;
+    }
+    assert!(paused_in_switch, "the test preset reaches the switch");
+    assert_eq!(switches, 1, "the switch is reported once, with its epoch");
+    assert!(s.pending_switch.is_none());
+    let (a, b) = (whole.final_report(), s.final_report());
+    assert_eq!((a.switch_epoch, a.params_final), (b.switch_epoch, b.params_final));
+    assert_eq!(whole.last_test_acc.to_bits(), s.last_test_acc.to_bits(), "the same end as a run never paused");
+}

@@ -161,12 +161,13 @@ fn gpt_resume_is_bit_identical() {
         pollster::block_on(whole.next_epoch(&gpu, &mut |_, _, _| {}, &|| false)).unwrap();
     }
     let mut first = pollster::block_on(Session::new(&gpu, &text, cfg.clone(), cf.clone())).unwrap();
-    // Stop mid-interval (before step 8 of the second), as Ctrl-C would.
+    // Stop mid-interval (before step 8 of the second), as Ctrl-C would: `stop()` is asked
+    // once before the call does anything, then before each step from the second.
     pollster::block_on(first.next_epoch(&gpu, &mut |_, _, _| {}, &|| false)).unwrap();
     let steps = std::cell::Cell::new(0);
     let stop = || {
         steps.set(steps.get() + 1);
-        steps.get() > 7
+        steps.get() > 8
     };
     assert!(pollster::block_on(first.next_epoch(&gpu, &mut |_, _, _| {}, &stop)).unwrap().is_none());
     let ck = pollster::block_on(first.checkpoint(&gpu)).unwrap();

@@ -1,23 +1,19 @@
 #!/usr/bin/env bash
 # The browser test: builds the wasm (web/build.sh), installs playwright-core from
-# web/package-lock.json, and runs web/test/browser.mjs on Debian's chromium (its
-# SwiftShader WebGPU adapter; `apt-get install chromium`), then web/test/firefox.mjs on
-# Firefox ESR where installed. Screenshot: web/test/out/.
+# web/package-lock.json (node and npm needed), and runs web/test/browser.mjs on Debian's
+# chromium (its SwiftShader WebGPU adapter; `apt-get install chromium`), then
+# web/test/firefox.mjs on Firefox ESR where installed. Both serve web/ themselves with
+# node (web/test/serve.mjs): no native build. Screenshots: web/test/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "no chromium at ${CHROMIUM:-/usr/bin/chromium}: apt-get install chromium (or set CHROMIUM)" >&2
   exit 1
 fi
+for tool in node npm; do
+  command -v "$tool" >/dev/null || { echo "web/test.sh needs $tool: apt-get install nodejs npm" >&2; exit 1; }
+done
 bash web/build.sh
-# The native binary only serves the page (`cuttle serve`). `cargo test --no-run` builds it
-# with the test build's features (naga's extra backends come in through the tests), so
-# after `cargo test` (CI) this builds nothing; `cargo build --bin cuttle` would rebuild wgpu
-# with the other feature set (minutes). CUTTLE_BIN skips the build.
-if [ -z "${CUTTLE_BIN:-}" ]; then
-  cargo test --no-run --quiet
-  export CUTTLE_BIN=${CARGO_TARGET_DIR:-target}/debug/cuttle
-fi
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 node web/test/browser.mjs
 # The same page in Firefox ESR (WebGPU by prefs; driven without playwright, see the file).

@@ -248,10 +248,26 @@ impl Dataset {
         if n >= self.n {
             return self.clone();
         }
+        let mut picked = self.round_robin(n);
+        picked.sort_unstable();
+        self.gather(&picked, format!("{} (class-balanced {n} of {})", self.name, self.n))
+    }
+
+    /// The same images with the classes taking turns (the first image of each class, then
+    /// the second of each, ...; a class that runs out drops out), so that any prefix is
+    /// as class-balanced as the data allows. The demo page shows its test images from the
+    /// start of the split; on a class-sorted folder those would all be one class.
+    pub fn interleaved(&self) -> Dataset {
+        self.gather(&self.round_robin(self.n), self.name.clone())
+    }
+
+    /// `n` indices taken from the classes in turn, in order within each class.
+    fn round_robin(&self, n: usize) -> Vec<usize> {
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.classes];
         for (i, &label) in self.labels.iter().enumerate() {
             by_class[label as usize].push(i);
         }
+        let n = n.min(self.n);
         let mut picked = Vec::with_capacity(n);
         let mut round = 0;
         while picked.len() < n {
@@ -265,18 +281,21 @@ impl Dataset {
             }
             round += 1;
         }
-        picked.sort_unstable();
+        picked
+    }
 
+    /// The images at `picked`, in that order.
+    fn gather(&self, picked: &[usize], name: String) -> Dataset {
         let b = self.image_bytes();
-        let mut images = Vec::with_capacity(n * b);
-        for &i in &picked {
+        let mut images = Vec::with_capacity(picked.len() * b);
+        for &i in picked {
             images.extend_from_slice(&self.images[i * b..(i + 1) * b]);
         }
         Dataset {
-            name: format!("{} (class-balanced {n} of {})", self.name, self.n),
+            name,
             images,
             labels: picked.iter().map(|&i| self.labels[i]).collect(),
-            n,
+            n: picked.len(),
             channels: self.channels,
             height: self.height,
             width: self.width,
@@ -397,5 +416,29 @@ mod tests {
             got,
             [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]
         );
+    }
+
+    /// A class-sorted set of 3 classes (sizes 3, 1, 2): `interleaved` takes the classes in
+    /// turn and keeps every image with its label; `subset` keeps the original order.
+    #[test]
+    fn interleaved_takes_classes_in_turn() {
+        let labels = [0u32, 0, 0, 1, 2, 2];
+        let d = Dataset {
+            name: "t".into(),
+            images: (0..6).collect(),
+            labels: labels.to_vec(),
+            n: 6,
+            channels: 1,
+            height: 1,
+            width: 1,
+            classes: 3,
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let i = d.interleaved();
+        assert_eq!(i.images, [0, 3, 4, 1, 5, 2]);
+        assert_eq!(i.labels, [0, 1, 2, 0, 2, 0]);
+        assert_eq!((i.n, i.name.as_str()), (6, "t"));
+        let s = d.subset(4);
+        assert_eq!((s.images, s.labels), (vec![0, 1, 3, 4], vec![0, 0, 1, 2]));
     }
 }

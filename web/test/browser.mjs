@@ -1,27 +1,32 @@
 // The headless browser test of the demo page: Debian's chromium (driven by playwright-core)
-// on its SwiftShader WebGPU adapter loads the page served by `cuttle serve`, trains the
-// tiny `test` preset to the end (through the Cuttlefish switch), then runs twice more,
-// pausing and resuming the second run, and checks that wasm memory stays flat; then the
-// vision transformer preset `vit-test` and the character GPT preset `gpt-test` (on the
-// built-in text: the validation loss falls, the switch happens, samples of text appear),
-// (the GPT three times in one tab for the same memory check; the ViT once: the CNN and
-// GPT parts already show memory flat over runs), and a device lost mid-run.
+// on its SwiftShader WebGPU adapter, the page served by a small node server (serve.mjs).
 //
-// Fails on any console error or page error, on a loss that does not go down, on a run
-// that never switches, on a missing report or prediction grid. Prints one JSON line of
-// figures (steps/s in the browser, page load to first readback). Screenshot and log go to
-// web/test/out/. Usage: node web/test/browser.mjs (after web/build.sh); env CUTTLE_BIN
-// (default target/debug/cuttle), CHROMIUM (default /usr/bin/chromium), TIMEOUT_S.
+// 1. The default run as a visitor gets it: no address parameters, the Start button. On a
+//    software adapter the page must pick the preset sized for it and finish (its wall time
+//    is printed); on the way the test pauses at an epoch boundary and during the switch
+//    (nothing may be lost: every epoch and the switch reported once, the report true to
+//    what happened), and looks at the page at 1400 px and 390 px (screenshots; the charts
+//    in one row, nothing wider than a phone). Where `auto` kept every layer the page must
+//    say so with the timings, and its one-click forced run must factorize.
+// 2. The pickers: CIFAR-10 batches and an image folder (small generated files) select
+//    their source and describe the data at the preset's class-balanced size; a bad file
+//    names what is wrong and replaces the earlier description; a text file picks the GPT.
+// 3. The `test` preset three times in one tab (wasm memory flat), the `vit-test` preset,
+//    a device lost mid-run (the page says so), and `gpt-test` three times (validation loss
+//    falls, the switch, samples of text, memory flat).
+// 4. Chromium without --enable-unsafe-webgpu: the page names the flag and chrome://gpu.
+//
+// Fails on any console error or page error. Prints one JSON line of figures; screenshots
+// and the console log go to web/test/out/. Usage: node web/test/browser.mjs (after
+// web/build.sh); env CHROMIUM (default /usr/bin/chromium), TIMEOUT_S.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { serveWeb, WEB } from './serve.mjs';
+import { writeFixtures } from './fixtures.mjs';
 
-const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ROOT = path.resolve(WEB, '..');
 const OUT = path.join(WEB, 'test', 'out');
 const TIMEOUT = 1000 * +(process.env.TIMEOUT_S || 600);
 fs.mkdirSync(OUT, { recursive: true });
@@ -30,37 +35,27 @@ function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
 }
 
-// `cuttle serve --port 0` prints the address it got.
-async function serve() {
-  const bin = process.env.CUTTLE_BIN || path.join(ROOT, 'target', 'debug', 'cuttle');
-  const child = spawn(bin, ['serve', '--port', '0', '--dir', WEB], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (d) => {
-      text += d;
-      const m = text.match(/http:\/\/127\.0\.0\.1:\d+\//);
-      if (m) resolve(m[0]);
-    });
-    child.on('exit', (code) => reject(new Error(`cuttle serve exited (${code}) before printing its address`)));
-  });
-  return { child, url };
-}
-
-const { child: server, url } = await serve();
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cuttle-chromium-'));
+const { server, url } = await serveWeb();
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cuttle-browser-'));
+const fixtures = writeFixtures(tmp);
 const log = [];
 const problems = [];
-let ctx;
+const contexts = [];
+const figures = {};
 let code = 1;
-try {
-  ctx = await chromium.launchPersistentContext(profile, {
+
+async function browser(flags) {
+  const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
+  const ctx = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     // Playwright's own --headless would clash with --headless=new.
     ignoreDefaultArgs: ['--headless'],
-    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+    args: ['--headless=new', '--no-sandbox', ...flags, '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run'],
+    viewport: { width: 1400, height: 900 },
     timeout: 60000,
   });
+  contexts.push(ctx);
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   page.on('console', (m) => {
     log.push(`[${m.type()}] ${m.text()}`);
@@ -68,69 +63,195 @@ try {
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.stack || e}`));
   page.on('crash', () => problems.push('the page crashed'));
+  return page;
+}
 
+try {
   const t0 = Date.now();
-  await page.goto(`${url}?preset=test&autostart=1`);
+  const page = await browser(['--enable-unsafe-webgpu']);
+  const state = () => page.evaluate(() => window.cuttle);
   const finished = () => page.waitForFunction(() => window.cuttle.done || window.cuttle.error, null, { timeout: TIMEOUT, polling: 250 });
-  await finished();
-  const state = async () => page.evaluate(() => window.cuttle);
+  const events = async (kind) => (await state()).events.filter((e) => e.kind === kind);
+  const noProblems = () => check(problems.length === 0, problems.join('\n'));
+
+  // ---- 1. the default run, as a visitor meets it --------------------------------------
+  await page.goto(url);
+  await page.waitForFunction(() => window.cuttle.ready || window.cuttle.error, null, { timeout: 120000 });
   let s = await state();
   check(!s.error, `the page reported an error: ${s.error}`);
-  await page.screenshot({ path: path.join(OUT, 'page.png'), fullPage: true });
-  const first = s.events.find((e) => e.kind === 'progress');
-  const epochs = s.events.filter((e) => e.kind === 'epoch');
-  const report = s.events.find((e) => e.kind === 'report').report;
-  check(epochs.length === 4, `4 epochs reported, got ${epochs.length}`);
-  const lastLoss = epochs.at(-1).report.train_loss;
-  check(first && lastLoss < first.loss, `loss goes down: first readback ${first?.loss}, last epoch ${lastLoss}`);
-  check(s.events.some((e) => e.kind === 'switch'), 'the forced short schedule reaches the switch');
-  check(report.switch_epoch && report.params_final < report.params_full, `the report shows fewer parameters: ${JSON.stringify(report)}`);
-  check(await page.isVisible('#report-panel') && (await page.locator('#report tr').count()) >= 6, 'the report is on the page');
-  check((await page.locator('#grid .cell').count()) === 24, 'a grid of 24 test predictions');
-  const firstStep = s.events.find((e) => e.kind === 'first-step');
-  const planned = s.events.find((e) => e.kind === 'start');
-
-  // Two more runs in the same tab; pause and resume the first of them.
-  const second = page.evaluate(() => window.cuttleApp.start());
-  await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.filter((e) => e.kind === 'progress').length > 0 && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
-  await page.evaluate(() => window.cuttleApp.pause());
-  await page.waitForFunction(() => window.cuttle.events.at(-1).kind === 'paused', null, { timeout: TIMEOUT });
-  await second;
-  check(!(await state()).done, 'a paused run is not done');
-  await page.evaluate(() => window.cuttleApp.resume());
-  await finished();
-  await page.evaluate(() => window.cuttleApp.start());
+  const adapter = s.events.find((e) => e.kind === 'adapter');
+  const preset = await page.inputValue('#preset');
+  check(preset === (adapter.software ? 'quick-software' : 'quick'), `the default preset fits the adapter (software: ${adapter.software}): ${preset}`);
+  await page.waitForFunction(() => window.cuttle.events.some((e) => e.kind === 'data-line'));
+  check(/fashion-mnist.*600 of .* training/i.test(await page.textContent('#data-status')) || !adapter.software, `the data line names the preset's subset: ${await page.textContent('#data-status')}`);
+  // The test's hands: a pause at the first epoch boundary (asked as the epoch's figures
+  // arrive, so it lands in the gap before the next epoch), and one during the switch.
+  await page.evaluate(() => {
+    let asked = 0;
+    window.cuttle.onEvent = (e) => {
+      if (e.kind === 'epoch' && asked === 0) {
+        asked = 1;
+        window.cuttleApp.pause();
+      } else if (e.kind === 'switching' && asked === 1) {
+        asked = 2;
+        setTimeout(() => window.cuttleApp.pause(), 30);
+      }
+    };
+  });
+  const tDefault = Date.now();
+  await page.click('#start');
+  const pausedCount = async (n) => page.waitForFunction((n) => window.cuttle.events.filter((e) => e.kind === 'paused').length >= n, n, { timeout: TIMEOUT, polling: 100 });
+  await pausedCount(1);
+  s = await state();
+  const p1 = s.events.filter((e) => e.kind === 'paused')[0];
+  check(p1.at.epoch === 2 && p1.at.step === 0, `the first pause holds at the start of epoch 2: ${JSON.stringify(p1.at)}`);
+  check(s.paused && !s.running, 'the page is paused');
+  check((await page.textContent('#pause')) === 'Resume' && !(await page.isDisabled('#pause')) && !(await page.isDisabled('#reset')), 'Resume and Reset are enabled while paused');
+  check(await page.isDisabled('#preset') && await page.isVisible('#locked'), 'the settings are locked, visibly, while paused');
+  check(s.events.some((e) => e.kind === 'pausing'), 'the page said it was pausing');
+  await page.click('#pause');
+  const switchPause = await Promise.race([
+    pausedCount(2).then(() => true),
+    page.waitForFunction(() => window.cuttle.done || window.cuttle.error, null, { timeout: TIMEOUT }).then(() => false),
+  ]);
   s = await state();
   check(!s.error, `the page reported an error: ${s.error}`);
-  const [m1, m2, m3] = s.memory;
-  check(s.memory.length === 3, `three runs finished: ${s.memory}`);
-  check(m3 <= m2 * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
-  check(problems.length === 0, problems.join('\n'));
+  if (switchPause) {
+    const p2 = s.events.filter((e) => e.kind === 'paused')[1];
+    const i2 = s.events.indexOf(s.events.filter((e) => e.kind === 'paused')[1]);
+    const sw = s.events.findIndex((e) => e.kind === 'switch');
+    check(sw >= 0 && sw < i2 && p2.at.step === 0, `a pause during the switch keeps the switch and holds before the first low-rank step: ${JSON.stringify(p2)}`);
+    check(/Paused/.test(await page.textContent('#status')), 'the status says paused');
+    const rows = await page.textContent('#report');
+    check(await page.isVisible('#report-panel') && s.events[sw].report.decisions.every((d) => rows.includes(d.layer)), `each layer's decision is on the page while paused: ${rows}`);
+    await page.screenshot({ path: path.join(OUT, 'paused-after-switch.png'), fullPage: true });
+    await page.click('#pause');
+  }
+  await finished();
+  const defaultWall = (Date.now() - tDefault) / 1000;
+  s = await state();
+  check(!s.error, `the default run reported an error: ${s.error}`);
+  const options = s.events.find((e) => e.kind === 'start').options;
+  const epochs = s.events.filter((e) => e.kind === 'epoch');
+  check(epochs.length === options.epochs && epochs.every((e, i) => e.report.epoch === i + 1), `every epoch reported once: ${epochs.map((e) => e.report.epoch)}`);
+  const switches = s.events.filter((e) => e.kind === 'switch');
+  check(switches.length === 1, `the default run switches, reported once (${switches.length}): the stable ranks settle within it`);
+  check(switchPause, 'the pause asked during the switch held (the run did not finish instead)');
+  const done = s.events.find((e) => e.kind === 'report');
+  const report = done.report;
+  const reportText = await page.textContent('#report');
+  if (done.factorized === 0) {
+    check(report.params_final === report.params_full && /unchanged/.test(reportText) && !/low-rank/i.test(reportText.replace(/switch to low rank/gi, '')),
+      `a report with nothing factorized calls nothing low-rank: ${reportText}`);
+  } else {
+    check(report.params_final < report.params_full && /smaller/.test(reportText), `a factorized run reports fewer parameters: ${reportText}`);
+  }
+  const grid = s.events.find((e) => e.kind === 'predictions');
+  check(new Set(grid.labels).size >= Math.min(10, grid.labels.length / 2), `the prediction grid samples across classes: ${grid.labels}`);
+  figures.default = { preset, wall_s: defaultWall, factorized: done.factorized, test_acc: report.test_acc, params: [report.params_full, report.params_final],
+    steps_per_s: epochs.map((e) => +e.steps_per_s.toFixed(2)) };
+  // The page as a visitor sees it: 1400 px (the three charts in one row) and a phone.
+  const tops = await page.$$eval('.charts figure', (fs) => fs.map((f) => Math.round(f.getBoundingClientRect().top)));
+  check(tops.length === 3 && new Set(tops).size === 1, `the three charts share a row at 1400 px: ${tops}`);
+  await page.screenshot({ path: path.join(OUT, 'default-1400.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= 390, `nothing is wider than a 390 px phone: ${wide} px`);
+  await page.screenshot({ path: path.join(OUT, 'default-390.png'), fullPage: true });
+  await page.setViewportSize({ width: 1400, height: 900 });
+  // The words for a run where every layer stayed full-rank, whatever this adapter's
+  // timings chose: the same run and report with nothing factorized.
+  const kept = await page.evaluate(() => {
+    const run = structuredClone(window.cuttleApp.lastRun());
+    const report = structuredClone(window.cuttle.events.filter((e) => e.kind === 'report').at(-1).report);
+    for (const d of run.switch.decisions) d.factorized = false;
+    [report.params_final, report.ranks] = [report.params_full, {}];
+    const rows = window.cuttleApp.reportRows(run, report).map((r) => r.join(' ')).join('\n');
+    return { rows, notice: window.cuttleApp.noticeFor(run, report), run, report };
+  });
+  check(/unchanged/.test(kept.rows) && !/low-rank/i.test(kept.rows), `with nothing factorized the report calls nothing low-rank: ${kept.rows}`);
+  check(kept.notice.offerForced && /kept every layer full-rank/.test(kept.notice.text) && / ms full vs .* ms factorized/.test(kept.notice.text),
+    `auto keeping every layer is explained with its timings: ${kept.notice.text}`);
+  if (done.factorized === 0) {
+    check(await page.isVisible('#notice-action') && (await page.textContent('#notice-text')) === kept.notice.text, 'this run\'s notice is on the page');
+  } else {
+    check(!(await page.isVisible('#notice')), 'no notice when auto factorized');
+    // Show the notice as that run would have, to press its button.
+    await page.evaluate(({ run, report }) => window.cuttleApp.showNotice(report, run), kept);
+  }
+  // One click: the forced choice (the paper's layers) on the same preset.
+  const tForced = Date.now();
+  await page.click('#notice-action');
+  await finished();
+  s = await state();
+  check(!s.error, `the forced run reported an error: ${s.error}`);
+  const forced = s.events.filter((e) => e.kind === 'report').at(-1);
+  const forcedStart = s.events.filter((e) => e.kind === 'start').at(-1);
+  check(forcedStart.options.factorize === 'reference' && forcedStart.preset === preset, `the button reruns the preset with the paper's layers: ${JSON.stringify(forcedStart.options.factorize)}`);
+  check(forced.factorized > 0 && forced.report.params_final < forced.report.params_full, `the one-click forced run factorizes: ${JSON.stringify(forced.report)}`);
+  figures.forced = { wall_s: (Date.now() - tForced) / 1000, factorized: forced.factorized, params: [forced.report.params_full, forced.report.params_final], test_acc: forced.report.test_acc };
+  await page.screenshot({ path: path.join(OUT, 'forced-1400.png'), fullPage: true });
+  noProblems();
 
-  // The vision transformer preset: trains through the switch (its linear layers
-  // factorized) and the loss falls. One run: memory over runs is the CNN's and GPT's check.
+  // ---- 2. the pickers --------------------------------------------------------------
+  await page.goto(url);
+  await page.waitForFunction(() => window.cuttle.ready);
+  const dataLine = async (n) => {
+    await page.waitForFunction((n) => window.cuttle.events.filter((e) => e.kind === 'data-line').length >= n, n, { timeout: 60000 });
+    return (await events('data-line')).at(-1);
+  };
+  let lines = (await events('data-line')).length;
+  await page.setInputFiles('#cifar-files', fixtures.cifar);
+  let line = await dataLine(++lines);
+  check(await page.isChecked('input[value=cifar10]'), 'picking CIFAR-10 files selects that source');
+  const sub = adapter.software ? ['600 of 700', '300 of 400'] : ['700', '400'];
+  check(!line.error && sub.every((x) => line.text.includes(x)) && /class-balanced/.test(line.text) === adapter.software, `the CIFAR-10 line, at the preset's subset: ${line.text}`);
+  await page.setInputFiles('#cifar-files', [fixtures.bad, fixtures.cifar[1]]);
+  line = await dataLine(++lines);
+  check(line.error && /data_batch_1\.bin/.test(line.text) && !/700/.test(await page.textContent('#data-status')), `a bad batch is named and replaces the old line: ${line.text}`);
+  check(await page.getAttribute('#data-status', 'class') === 'error', 'the bad file\'s line is shown as an error');
+  await page.setInputFiles('#folder-files', fixtures.folder);
+  line = await dataLine(++lines);
+  check(await page.isChecked('input[value=folder]'), 'picking a folder selects that source');
+  check(!line.error && /36 training \/ 15 test images/.test(line.text) && /3 classes \(blue, green, red\)/.test(line.text), `the folder line: ${line.text}`);
+  await page.setInputFiles('#text-file', fixtures.text);
+  line = await dataLine(++lines);
+  check(await page.isChecked('input[value=text]') && (await page.inputValue('#preset')) === 'gpt', 'picking a text file selects it and the GPT preset');
+  check(!line.error && /poem\.txt/.test(line.text) && /characters/.test(line.text), `the text line: ${line.text}`);
+  noProblems();
+
+  // ---- 3. the short presets: memory, ViT, a lost device, the GPT ----------------------
+  await page.goto(`${url}?preset=test&autostart=1`);
+  await finished();
+  for (let i = 0; i < 2; i++) await page.evaluate(() => window.cuttleApp.start());
+  s = await state();
+  check(!s.error, `the test preset reported an error: ${s.error}`);
+  const testEpochs = s.events.filter((e) => e.kind === 'epoch');
+  const firstLoss = s.events.find((e) => e.kind === 'progress').loss;
+  check(testEpochs.length === 12 && testEpochs[3].report.train_loss < firstLoss, `test preset: 3 runs of 4 epochs, the loss goes down (${firstLoss} -> ${testEpochs[3]?.report.train_loss})`);
+  const testReport = s.events.find((e) => e.kind === 'report').report;
+  check(testReport.switch_epoch && testReport.params_final < testReport.params_full, `the test preset switches and shrinks: ${JSON.stringify(testReport)}`);
+  check(s.memory.length === 3 && s.memory[2] <= s.memory[1] * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
+  figures.test = { steps_per_s: testEpochs.slice(0, 4).map((e) => +e.steps_per_s.toFixed(2)), wasm_memory_bytes: s.memory };
+  noProblems();
+
   await page.goto(`${url}?preset=vit-test&autostart=1`);
   await finished();
   const v = await state();
   check(!v.error, `the ViT run reported an error: ${v.error}`);
   const vEpochs = v.events.filter((e) => e.kind === 'epoch');
   const vFirst = v.events.find((e) => e.kind === 'progress');
-  check(vEpochs.length === 4, `ViT: 4 epochs reported, got ${vEpochs.length}`);
-  check(vFirst && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1).report.train_loss}`);
-  check(v.events.some((e) => e.kind === 'switch'), 'the ViT run reaches the switch');
+  check(vEpochs.length === 4 && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT: 4 epochs, the loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1)?.report.train_loss}`);
   const vReport = v.events.find((e) => e.kind === 'report').report;
   // The reference layers are factorized where their factor pair is smaller than the
-  // layer (the break-even guard keeps the rest full-rank): at least one, with fewer
-  // parameters in the end, and the report lists each factorized layer's rank.
+  // layer (the break-even guard keeps the rest full-rank): at least one.
   const vRanks = Object.keys(vReport.ranks || {});
-  check(vRanks.length >= 1 && vRanks.length <= 12 && vReport.params_final < vReport.params_full,
-    `the ViT report lists its factorized layers and fewer parameters: ${JSON.stringify(vReport)}`);
+  check(vReport.switch_epoch && vRanks.length >= 1 && vReport.params_final < vReport.params_full, `the ViT report lists its factorized layers: ${JSON.stringify(vReport)}`);
   await page.screenshot({ path: path.join(OUT, 'vit.png'), fullPage: true });
-  check(problems.length === 0, problems.join('\n'));
-  const vitStepsPerS = vEpochs.map((e) => +e.steps_per_s.toFixed(2));
-  const vitWall = (Date.now() - t0) / 1000;
+  figures.vit = { steps_per_s: vEpochs.map((e) => +e.steps_per_s.toFixed(2)) };
+  noProblems();
 
-  // A lost device mid-run is reported on the page, not a silent hang.
   const fourth = page.evaluate(() => window.cuttleApp.start());
   await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
   await page.evaluate(() => window.cuttleApp.loseDevice());
@@ -138,12 +259,7 @@ try {
   await fourth;
   const lostText = await page.textContent('#status');
   check(/lost/i.test(lostText), `the page says the device was lost: ${lostText}`);
-  await page.screenshot({ path: path.join(OUT, 'device-lost.png') });
-  const lostWall = (Date.now() - t0) / 1000;
 
-  // The character GPT on the built-in text: the validation loss falls, the switch
-  // happens, samples of text appear on the page (every 2 evaluations and at the end), and
-  // wasm memory stays flat over three runs in one tab.
   await page.goto(`${url}?preset=gpt-test&autostart=1`);
   await finished();
   let g = await state();
@@ -153,39 +269,36 @@ try {
   check(gEpochs.length === gOptions.epochs && gEpochs.length >= 2, `GPT: ${gOptions.epochs} evaluations reported, got ${gEpochs.length}`);
   const gVal = gEpochs.map((e) => e.report.test_loss);
   check(gVal.every(Number.isFinite) && gVal.at(-1) < gVal[0], `GPT validation loss goes down: ${gVal.join(', ')}`);
-  check(gEpochs.every((e) => e.report.tokens_per_s > 0), 'GPT epochs report tokens/s');
   check(g.events.some((e) => e.kind === 'switch'), 'the GPT run reaches the switch');
-  const gReport = g.events.find((e) => e.kind === 'report').report;
-  check(gReport.switch_epoch && Number.isFinite(gReport.val_loss), `the GPT report has the switch and the validation loss: ${JSON.stringify(gReport)}`);
   const samples = g.events.filter((e) => e.kind === 'sample');
-  check(samples.length >= 1 && samples.every((e) => e.text.length > 0), `GPT samples of text: ${JSON.stringify(samples)}`);
   const shown = await page.locator('#samples .sample pre').allTextContents();
-  check(shown.length === samples.length && shown[0] === samples[0].text && await page.isVisible('#samples-panel'), `the samples are on the page: ${JSON.stringify(shown)}`);
+  check(samples.length >= 1 && shown.length === samples.length && shown[0] === samples[0].text, `the samples are on the page: ${JSON.stringify(shown)}`);
   check(!(await page.isVisible('#grid-panel')), 'no image grid for a text run');
   await page.screenshot({ path: path.join(OUT, 'gpt.png'), fullPage: true });
-  await page.evaluate(() => window.cuttleApp.start());
-  await page.evaluate(() => window.cuttleApp.start());
+  for (let i = 0; i < 2; i++) await page.evaluate(() => window.cuttleApp.start());
   g = await state();
-  check(!g.error && g.memory.length === 3, `three GPT runs finished: ${g.error} ${g.memory}`);
-  check(g.memory[2] <= g.memory[1] * 1.02, `wasm memory flat across GPT runs: ${g.memory.join(', ')} bytes`);
-  const gSamples = g.events.filter((e) => e.kind === 'sample');
-  check(gSamples.at(-1).text === samples.at(-1).text, 'the same seed gives the same last sample in every run');
-  check(problems.length === 0, problems.join('\n'));
+  check(!g.error && g.memory.length === 3 && g.memory[2] <= g.memory[1] * 1.02, `three GPT runs, memory flat: ${g.error} ${g.memory}`);
+  check(g.events.filter((e) => e.kind === 'sample').at(-1).text === samples.at(-1).text, 'the same seed gives the same last sample in every run');
+  figures.gpt = { val_loss: gVal.map((x) => +x.toFixed(3)), tokens_per_s: gEpochs.map((e) => +e.report.tokens_per_s.toFixed(0)), first_sample: samples[0].text };
+  noProblems();
 
-  const stepsPerS = epochs.map((e) => e.steps_per_s);
-  console.log(JSON.stringify({
-    test: 'browser', ok: true, adapter: s.events.find((e) => e.kind === 'adapter'),
-    steps_per_s_by_epoch: stepsPerS.map((v) => +v.toFixed(2)), batch: 50,
-    load_to_run_planned_s: +(planned.t / 1000).toFixed(2),
-    load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), readback_after_steps: firstStep.steps,
-    wasm_memory_bytes: s.memory, vit_steps_per_s_by_epoch: vitStepsPerS, vit_wasm_memory_bytes: v.memory,
-    gpt_steps_per_s: gEpochs.map((e) => +e.steps_per_s.toFixed(2)),
-    gpt_tokens_per_s: gEpochs.map((e) => +e.report.tokens_per_s.toFixed(0)),
-    gpt_val_loss: gVal.map((x) => +x.toFixed(3)), gpt_wasm_memory_bytes: g.memory,
-    gpt_first_sample: samples[0].text,
-    wall_s_by_part: { cnn_vit: vitWall, device_lost: +(lostWall - vitWall).toFixed(1), gpt: +((Date.now() - t0) / 1000 - lostWall).toFixed(1) },
-    wall_s: (Date.now() - t0) / 1000,
-  }));
+  // ---- 4. chromium as a Linux visitor starts it: no --enable-unsafe-webgpu -----------
+  const plain = await browser([]);
+  await plain.goto(url);
+  await plain.waitForFunction(() => window.cuttle.ready || window.cuttle.error, null, { timeout: 60000 });
+  const p = await plain.evaluate(() => window.cuttle);
+  const advice = await plain.textContent('#adapter');
+  if (p.ready) {
+    console.log('note: this chromium offers a WebGPU adapter without --enable-unsafe-webgpu; the no-adapter advice was not seen');
+  } else {
+    check(/--enable-unsafe-webgpu/.test(advice) && !/apt-get/.test(advice), `without the flag the page names it: ${advice}`);
+    check(p.error !== 'no WebGPU adapter' || /chrome:\/\/gpu/.test(advice), `no adapter: the page points at chrome://gpu: ${advice}`);
+  }
+  figures.flagless = { error: p.error, advice_names_flag: /--enable-unsafe-webgpu/.test(advice) };
+  await plain.screenshot({ path: path.join(OUT, 'no-adapter.png') });
+  noProblems();
+
+  console.log(JSON.stringify({ test: 'browser', ok: true, adapter: adapter.info || adapter.adapter.name, software: adapter.software, ...figures, wall_s: (Date.now() - t0) / 1000 }));
   code = 0;
 } catch (e) {
   console.error(`browser test FAILED: ${e.message}`);
@@ -193,8 +306,8 @@ try {
   code = 1;
 } finally {
   fs.writeFileSync(path.join(OUT, 'console.log'), log.join('\n') + '\n');
-  await ctx?.close().catch(() => {});
-  server.kill();
-  fs.rmSync(profile, { recursive: true, force: true });
+  for (const ctx of contexts) await ctx.close().catch(() => {});
+  server.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
 }
 process.exit(code);

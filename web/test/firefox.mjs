@@ -4,16 +4,13 @@
 // summary back to the server. Trains the `test` preset to the end and checks the same
 // things as browser.mjs's first run. Usage: node web/test/firefox.mjs (after web/build.sh).
 
-import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { serveWeb } from './serve.mjs';
 
-const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TIMEOUT = 1000 * +(process.env.TIMEOUT_S || 600);
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
 const REPORTER = `<script>
   const post = (kind, body) => fetch('/report', { method: 'POST', body: JSON.stringify({ kind, body }) });
   const err = console.error; console.error = (...a) => { err(...a); post('console-error', a.map(String).join(' ')); };
@@ -27,33 +24,19 @@ const REPORTER = `<script>
 const problems = [];
 let finish;
 const finished = new Promise((r) => (finish = r));
-const server = http.createServer((req, res) => {
-  if (req.method === 'POST') {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      const m = JSON.parse(body);
-      if (m.kind === 'done') finish(m.body);
-      else problems.push(`${m.kind}: ${m.body}`);
-      res.end();
-    });
-    return;
-  }
-  const url = new URL(req.url, 'http://x');
-  const file = path.join(WEB, path.normalize(url.pathname === '/' ? '/index.html' : url.pathname));
-  if (!file.startsWith(WEB)) return res.writeHead(403).end();
-  fs.readFile(file, (e, data) => {
-    if (e) return res.writeHead(404).end();
-    if (file.endsWith('index.html')) data = String(data).replace('<script type="module"', `${REPORTER}<script type="module"`);
-    res.writeHead(200, { 'content-type': MIME[path.extname(file)] || 'application/octet-stream' }).end(data);
-  });
+const { server, url } = await serveWeb({
+  inject: REPORTER,
+  post: (body) => {
+    const m = JSON.parse(body);
+    if (m.kind === 'done') finish(m.body);
+    else problems.push(`${m.kind}: ${m.body}`);
+  },
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cuttle-firefox-'));
 const prefs = ['dom.webgpu.enabled', 'gfx.webgpu.ignore-blocklist'].map((k) => `user_pref("${k}", true);`);
 fs.writeFileSync(path.join(profile, 'user.js'), [...prefs, 'user_pref("browser.shell.checkDefaultBrowser", false);'].join('\n'));
 const t0 = Date.now();
-const page = `http://127.0.0.1:${server.address().port}/?preset=test&autostart=1`;
+const page = `${url}?preset=test&autostart=1`;
 const ff = spawn(process.env.FIREFOX || '/usr/bin/firefox-esr', ['--headless', '--no-remote', '--profile', profile, page], { stdio: 'ignore' });
 // The run's summary: no errors, the loss went down, the switch happened; throws if not.
 function check(s) {
@@ -76,8 +59,8 @@ try {
   // machines (Firefox ESR 140.10 with lavapipe, December 2026) it lists none, although
   // the same page finds lavapipe natively and SwiftShader in chromium. That is the
   // browser's environment, not the page: said as a skip, like a missing firefox-esr.
-  if (s.error && s.error.includes('webgpu found no adapters')) {
-    console.log(`skipped the Firefox test: this Firefox exposes no WebGPU adapter here (the page said: ${s.error.split(';')[0]})`);
+  if (s.error === 'no WebGPU adapter' || (s.error && s.error.includes('webgpu found no adapters'))) {
+    console.log(`skipped the Firefox test: this Firefox exposes no WebGPU adapter here (the page said: ${s.error.split(';')[0]}; requestAdapter() gave none)`);
   } else {
     check(s);
   }

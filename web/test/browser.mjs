@@ -148,7 +148,8 @@ try {
   }
   const grid = s.events.find((e) => e.kind === 'predictions');
   check(new Set(grid.labels).size >= Math.min(10, grid.labels.length / 2), `the prediction grid samples across classes: ${grid.labels}`);
-  figures.default = { preset, wall_s: defaultWall, factorized: done.factorized, test_acc: report.test_acc, params: [report.params_full, report.params_final],
+  const firstStep = s.events.find((e) => e.kind === 'first-step');
+  figures.default = { preset, wall_s: defaultWall, page_ready_s: +(adapter.ready_s).toFixed(2), load_to_first_readback_s: +firstStep.since_load_s.toFixed(2), factorized: done.factorized, test_acc: report.test_acc, params: [report.params_full, report.params_final],
     steps_per_s: epochs.map((e) => +e.steps_per_s.toFixed(2)) };
   // The page as a visitor sees it: 1400 px (the three charts in one row) and a phone.
   const tops = await page.$$eval('.charts figure', (fs) => fs.map((f) => Math.round(f.getBoundingClientRect().top)));

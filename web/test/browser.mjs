@@ -11,9 +11,9 @@
 // 2. The pickers: CIFAR-10 batches and an image folder (small generated files) select
 //    their source and describe the data at the preset's class-balanced size; a bad file
 //    names what is wrong and replaces the earlier description; a text file picks the GPT.
-// 3. The `test` preset three times in one tab (wasm memory flat), the `vit-test` preset,
-//    a device lost mid-run (the page says so), and `gpt-test` three times (validation loss
-//    falls, the switch, samples of text, memory flat).
+// 3. The `test` preset, the `vit-test` preset, a device lost mid-run (the page says so),
+//    and `gpt-test` three times in one tab (validation loss falls, the switch, samples of
+//    text, wasm memory flat).
 // 4. Chromium without --enable-unsafe-webgpu: the page names the flag and chrome://gpu.
 //
 // Fails on any console error or page error. Prints one JSON line of figures; screenshots
@@ -223,18 +223,18 @@ try {
   noProblems();
 
   // ---- 3. the short presets: memory, ViT, a lost device, the GPT ----------------------
+  // The page's own short schedule through the switch (the paper's layers, lr 0.2). Wasm
+  // memory over repeated runs in one tab is checked on the GPT below.
   await page.goto(`${url}?preset=test&autostart=1`);
   await finished();
-  for (let i = 0; i < 2; i++) await page.evaluate(() => window.cuttleApp.start());
   s = await state();
   check(!s.error, `the test preset reported an error: ${s.error}`);
   const testEpochs = s.events.filter((e) => e.kind === 'epoch');
   const firstLoss = s.events.find((e) => e.kind === 'progress').loss;
-  check(testEpochs.length === 12 && testEpochs[3].report.train_loss < firstLoss, `test preset: 3 runs of 4 epochs, the loss goes down (${firstLoss} -> ${testEpochs[3]?.report.train_loss})`);
+  check(testEpochs.length === 4 && testEpochs[3].report.train_loss < firstLoss, `test preset: 4 epochs, the loss goes down (${firstLoss} -> ${testEpochs[3]?.report.train_loss})`);
   const testReport = s.events.find((e) => e.kind === 'report').report;
   check(testReport.switch_epoch && testReport.params_final < testReport.params_full, `the test preset switches and shrinks: ${JSON.stringify(testReport)}`);
-  check(s.memory.length === 3 && s.memory[2] <= s.memory[1] * 1.02, `wasm memory flat across runs: ${s.memory.join(', ')} bytes`);
-  figures.test = { steps_per_s: testEpochs.slice(0, 4).map((e) => +e.steps_per_s.toFixed(2)), wasm_memory_bytes: s.memory };
+  figures.test = { steps_per_s: testEpochs.map((e) => +e.steps_per_s.toFixed(2)) };
   noProblems();
 
   await page.goto(`${url}?preset=vit-test&autostart=1`);

@@ -148,10 +148,7 @@ impl Session {
         }
         let epoch = self.at.epochs_done;
         let mut switch = None;
-        // Only at an epoch boundary: a run resumed mid-epoch whose layers all became stable
-        // at a check before the interruption switches where the uninterrupted run did.
-        let boundary = self.at.step == 0;
-        if let Some(cf) = self.cuttlefish.as_mut().filter(|c| boundary && c.ready()) {
+        if let (true, Some(cf)) = (self.switch_due(), self.cuttlefish.as_mut()) {
             switch = Some(cf.switch(gpu, &mut self.trainer, epoch).await?.clone());
             if stop() {
                 self.pending_switch = switch;
@@ -200,6 +197,14 @@ impl Session {
         self.last_test_acc = report.test_acc;
         self.last_test_loss = report.test_loss;
         Ok(Some(EpochOutcome { switch, report, stable_ranks }))
+    }
+
+    /// Whether the next [`Session::next_epoch`] begins with the switch: every tracked layer
+    /// is stable and training stands at an epoch boundary (a run resumed mid-epoch whose
+    /// layers all became stable at a check before the interruption switches where the
+    /// uninterrupted run did, at the next boundary).
+    pub fn switch_due(&self) -> bool {
+        self.at.step == 0 && self.cuttlefish.as_ref().is_some_and(|c| c.ready())
     }
 
     /// True once the Cuttlefish switch has happened.

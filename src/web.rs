@@ -60,11 +60,6 @@ fn named(names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Vec<(String, Vec
     names.into_iter().zip(files).map(|(n, f)| (n, f.to_vec())).collect()
 }
 
-/// Whether the session's next epoch begins with the Cuttlefish switch.
-fn switch_next(session: &Session) -> bool {
-    session.at.step == 0 && session.cuttlefish.as_ref().is_some_and(|c| c.ready())
-}
-
 fn err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -151,7 +146,8 @@ impl Engine {
         for d in [&splits.train, &splits.test] {
             d.validate().map_err(err)?;
         }
-        let full = (splits.train.n, splits.test.n);
+        // The data set's own name and sizes; the subsets' names add "(class-balanced ...)".
+        let (name, full) = (splits.train.name.clone(), (splits.train.n, splits.test.n));
         if train > 0 {
             splits.train = splits.train.subset(train);
         }
@@ -159,7 +155,7 @@ impl Engine {
         let mut s = self.state.try_borrow_mut().map_err(|_| err(BUSY))?;
         let t = &splits.train;
         let desc = json!({
-            "kind": "images", "name": t.name, "train": t.n, "test": splits.test.n, "channels": t.channels,
+            "kind": "images", "name": name, "train": t.n, "test": splits.test.n, "channels": t.channels,
             "height": t.height, "width": t.width, "classes": t.class_names,
             "train_available": full.0, "test_available": full.1,
         })
@@ -292,7 +288,7 @@ impl Engine {
             let Some(o) = session.next_epoch(&s.gpu, &mut progress, &halt).await.map_err(err)? else {
                 let at = json!({"epoch": session.at.epochs_done + 1, "step": session.at.step});
                 let out =
-                    json!({"paused": at, "switch": session.pending_switch.take(), "switch_next": switch_next(session)});
+                    json!({"paused": at, "switch": session.pending_switch.take(), "switch_next": session.switch_due()});
                 return Ok(out.to_string().into());
             };
             let out = json!({
@@ -300,7 +296,7 @@ impl Engine {
                 "switch": o.switch,
                 "stable_ranks": o.stable_ranks,
                 "done": session.done(),
-                "switch_next": switch_next(session),
+                "switch_next": session.switch_due(),
             });
             Ok(out.to_string().into())
         })

@@ -60,7 +60,7 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
             let at = s.at;
             assert!(pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| true)).unwrap().is_none());
             assert_eq!((s.at.epochs_done, s.at.step), (at.epochs_done, at.step), "a pause at the boundary moved");
-            if s.cuttlefish.as_ref().unwrap().ready() {
+            if s.switch_due() {
                 // The stop is asked first before the switch (no), then after it (yes).
                 let asked = std::cell::Cell::new(0);
                 let stop = || {

@@ -91,11 +91,9 @@ function buttons({ start, pause, reset, download }) {
 // The settings are locked from Start until the run ends or is reset: a change made
 // mid-run (or while paused) could not apply to the model already planned.
 function lock(locked) {
-  for (const el of document.querySelectorAll('#setup input, #setup select')) {
-    if (locked) el.disabled = true;
-  }
+  for (const el of document.querySelectorAll('#setup input, #setup select')) el.disabled = locked;
   if (!locked) {
-    for (const el of document.querySelectorAll('#setup input, #setup select')) el.disabled = false;
+    // What stays off when unlocked: a preset fixed by the address, data of the wrong kind.
     if (params.get('preset')) $('preset').disabled = true;
     syncDataChoices();
   }
@@ -162,7 +160,7 @@ function describeData(d) {
   if (d.kind === 'text') return `${d.name}: ${d.train.toLocaleString()} training / ${d.val.toLocaleString()} validation characters, ${d.vocab} distinct.`;
   const of = (n, all) => (n < all ? `${n.toLocaleString()} of ${all.toLocaleString()}` : n.toLocaleString());
   const sub = d.train < d.train_available || d.test < d.test_available ? ' (class-balanced subsets: the preset\'s size)' : '';
-  return `${d.name.replace(/ \(class-balanced.*\)$/, '').replace(/\/train$/, '')}: ${of(d.train, d.train_available)} training / ${of(d.test, d.test_available)} test images${sub}, ` +
+  return `${d.name.replace(/\/train$/, '')}: ${of(d.train, d.train_available)} training / ${of(d.test, d.test_available)} test images${sub}, ` +
     `${d.channels}x${d.height}x${d.width}, ${d.classes.length} classes (${d.classes.join(', ')}).`;
 }
 
@@ -216,7 +214,6 @@ async function start() {
     $('data-status').className = 'muted';
     emit('data', { data });
     status('Planning the model and measuring the initial stable ranks…');
-    engine.resume();
     const info = JSON.parse(await engine.start(JSON.stringify(options)));
     const text = isText(options);
     captions(text);
@@ -249,6 +246,22 @@ function onSwitch(report) {
   fillReport([[k ? 'Switch to low rank' : 'Switch', `after epoch ${report.epoch}: ${k} of ${report.decisions.length} layers factorized${k ? '' : ' (every layer kept full-rank)'}`], ...layerRows(run)]);
 }
 
+// The status line at a readback `p` of epoch `epoch` (0-based), `done` of the run done.
+function progressLine(epoch, p, done) {
+  const { options } = run;
+  if (p.step === p.steps) {
+    return run.text ? `Evaluation ${epoch + 1}/${options.epochs}: measuring the validation loss and the stable ranks…`
+      : `Epoch ${epoch + 1}/${options.epochs}: testing and measuring the stable ranks…`;
+  }
+  if (run.text) {
+    const last = run.epochs.at(-1);
+    const tps = last ? `, ${last.tokens_per_s.toFixed(0)} tokens/s` : '';
+    return `Step ${epoch * p.steps + p.step}/${options.steps}: training loss ${p.loss.toFixed(3)} nats/char${tps}${eta(done)}.`;
+  }
+  const test = run.acc.length ? `; test accuracy after epoch ${epoch}: ${run.acc.at(-1)[1].toFixed(1)}%` : '';
+  return `Epoch ${epoch + 1}/${options.epochs}, step ${p.step}/${p.steps}: training loss ${p.loss.toFixed(3)}, training accuracy so far ${(100 * p.acc).toFixed(1)}%${test}${eta(done)}.`;
+}
+
 async function loop() {
   app.running = true;
   app.paused = false;
@@ -267,18 +280,8 @@ async function loop() {
       emit('progress', { epoch: epoch + 1, ...p });
       const done = (epoch + p.step / p.steps) / options.epochs;
       $('progress').style.width = `${100 * done}%`;
-      if (app.pausing) return;
-      if (p.step === p.steps) {
-        status(run.text ? `Evaluation ${epoch + 1}/${options.epochs}: measuring the validation loss and the stable ranks…`
-          : `Epoch ${epoch + 1}/${options.epochs}: testing and measuring the stable ranks…`);
-      } else if (run.text) {
-        const last = run.epochs.at(-1);
-        const tps = last ? `, ${last.tokens_per_s.toFixed(0)} tokens/s` : '';
-        status(`Step ${epoch * p.steps + p.step}/${options.steps}: training loss ${p.loss.toFixed(3)} nats/char${tps}${eta(done)}.`);
-      } else {
-        const test = run.acc.length ? `; test accuracy after epoch ${epoch}: ${run.acc.at(-1)[1].toFixed(1)}%` : '';
-        status(`Epoch ${epoch + 1}/${options.epochs}, step ${p.step}/${p.steps}: training loss ${p.loss.toFixed(3)}, training accuracy so far ${(100 * p.acc).toFixed(1)}%${test}${eta(done)}.`);
-      }
+      // While pausing, the status keeps saying so.
+      if (!app.pausing) status(progressLine(epoch, p, done));
       redraw();
     };
     if (run.switchNext && !app.pausing) {

@@ -34,6 +34,38 @@ phase() {
   return "$rc"
 }
 
+# `bg_phase NAME CMD...` starts CMD in the background (its output to a log); `bg_wait
+# NAME` waits for it, prints the log and adds two rows: the job's own time and the time
+# the foreground spent waiting for it. One background job at a time.
+bg_phase() {
+  CI_BG_NAME=$1
+  shift
+  CI_BG_LOG=$(mktemp)
+  echo "== $CI_BG_NAME (in the background)"
+  (
+    t0=$(date +%s%N)
+    rc=0
+    "$@" || rc=$?
+    echo "$(ms_since "$t0") $rc" >"$CI_BG_LOG.done"
+  ) >"$CI_BG_LOG" 2>&1 &
+  CI_BG_PID=$!
+}
+
+bg_wait() {
+  local t0 ms rc
+  [ -n "${CI_BG_PID:-}" ] || return 0
+  t0=$(date +%s%N)
+  wait "$CI_BG_PID" || true
+  echo "== $CI_BG_NAME (its output)"
+  cat "$CI_BG_LOG"
+  read -r ms rc <"$CI_BG_LOG.done" || { ms=0 rc=1; }
+  printf '%s\t%s\t%s\n' "$CI_INDENT$CI_BG_NAME (in the background)" "$ms" "$rc" >>"$CI_TIMES"
+  printf '%s\t%s\t%s\n' "$CI_INDENT  waiting for it" "$(ms_since "$t0")" 0 >>"$CI_TIMES"
+  rm -f "$CI_BG_LOG" "$CI_BG_LOG.done"
+  CI_BG_PID=
+  return "$rc"
+}
+
 # Runs a cargo test command, passing its output through, and adds a "  test NAME" row for
 # every test binary (libtest's own figure: the tests' run time, not process start-up).
 test_phase() {

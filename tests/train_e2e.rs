@@ -1,7 +1,9 @@
-//! End-to-end training on real data: the small CNN on Fashion-MNIST must reach 75% test
-//! accuracy within two epochs (fixed seed), and two runs with the same seed must end with
-//! bit-identical weights. The data is the Fashion-MNIST subset that ships inside cuttle
-//! (taken from Debian's `dataset-fashion-mnist`), so the test never lacks it.
+//! End-to-end training on real data: two runs of the small CNN with the same seed end
+//! with bit-identical weights, and another seed gives other weights. (That the small CNN
+//! learns, 75% test accuracy on Fashion-MNIST, is checked by the full-rank run of
+//! tests/cuttlefish_e2e.rs, which also compares Cuttlefish against it.) The data is the
+//! Fashion-MNIST subset that ships inside cuttle (taken from Debian's
+//! `dataset-fashion-mnist`), so the test never lacks it.
 
 use cuttle::data::{load, DataSpec, Splits};
 use cuttle::gpu::{read_f32, test_gpu, Gpu};
@@ -29,9 +31,8 @@ fn config(epochs: usize) -> TrainConfig {
     }
 }
 
-fn train(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> (Trainer, f32) {
+fn train(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> Trainer {
     let mut t = Trainer::new(gpu, data, cfg).unwrap();
-    let mut acc = 0.0;
     for e in 0..t.cfg.epochs {
         let at = Position { epochs_done: e, ..Default::default() };
         let EpochEnd::Done(r) = pollster::block_on(t.run_epoch(gpu, at, &mut |_, _, _| {}, &|| false)).unwrap() else {
@@ -41,31 +42,22 @@ fn train(gpu: &Gpu, data: &Splits, cfg: TrainConfig) -> (Trainer, f32) {
             "epoch {}: train loss {:.4}, test acc {:.4}, {:.0} images/s",
             r.epoch, r.train_loss, r.test_acc, r.images_per_s
         );
-        acc = r.test_acc;
     }
-    (t, acc)
-}
-
-#[test]
-fn small_cnn_learns_fashion_mnist() {
-    let Some(gpu) = test_gpu() else { return };
-    let data = fashion(3000, 1000);
-    let (_, acc) = train(&gpu, &data, config(2));
-    assert!(acc >= 0.75, "test accuracy {acc} after 2 epochs is below 75%");
+    t
 }
 
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     let Some(gpu) = test_gpu() else { return };
     let data = fashion(300, 100);
-    let (a, _) = train(&gpu, &data, config(1));
-    let (b, _) = train(&gpu, &data, config(1));
+    let a = train(&gpu, &data, config(1));
+    let b = train(&gpu, &data, config(1));
     let wa = pollster::block_on(read_f32(&gpu, &[&a.net.params.weights])).unwrap().remove(0);
     let wb = pollster::block_on(read_f32(&gpu, &[&b.net.params.weights])).unwrap().remove(0);
     assert!(wa.iter().zip(&wb).all(|(x, y)| x.to_bits() == y.to_bits()), "weights differ between identical runs");
     let mut other = config(1);
     other.seed = 8;
-    let (c, _) = train(&gpu, &data, other);
+    let c = train(&gpu, &data, other);
     let wc = pollster::block_on(read_f32(&gpu, &[&c.net.params.weights])).unwrap().remove(0);
     assert!(wa != wc, "a different seed must give different weights");
 }

@@ -4,9 +4,9 @@
 //! uninterrupted one. The vision transformer (the shipped Fashion-MNIST subset), at
 //! CI size: `vit-mini` with the transformer defaults a user gets without flags (AdamW,
 //! warm-up + cosine, label smoothing; `RunConfig::settings`) but a two-epoch warm-up, four epochs of 2,000
-//! images, trained full-rank and with Cuttlefish from the same seed. The full-rank run
-//! must learn, the Cuttlefish run must switch (linear layers factorized, parameters
-//! down) and stay near it. The full-size figure (10,000 images, the default 8 epochs) is
+//! images, trained full-rank and with Cuttlefish from the same seed (the two share the
+//! epochs before the switch). The full-rank run must learn, the Cuttlefish run must
+//! switch (linear layers factorized, parameters down) and stay near it. The full-size figure (10,000 images, the default 8 epochs) is
 //! in BENCHMARKS.md.
 
 use cuttle::cuttlefish::FactorizeMode;
@@ -23,11 +23,44 @@ struct Outcome {
     last_loss: f32,
 }
 
-fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
+/// Trains `s` to its end, after the epochs whose training losses are in `losses`.
+fn finish(gpu: &Gpu, mut s: Session, mut losses: Vec<f32>) -> Outcome {
+    while !s.done() {
+        losses.push(epoch(gpu, &mut s));
+    }
+    let r = s.final_report();
+    Outcome {
+        test_acc: r.test_acc,
+        params: r.params_final,
+        switched_after: r.switch_epoch.map(|e| e - 1),
+        first_loss: losses[0],
+        last_loss: *losses.last().unwrap(),
+    }
+}
+
+/// One epoch (the switch first, when due); its training loss.
+fn epoch(gpu: &Gpu, s: &mut Session) -> f32 {
+    let o = pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| false)).unwrap().expect("never stopped");
+    if let Some(sw) = &o.switch {
+        eprintln!("switch after {} epochs: {} -> {} parameters", sw.epoch, sw.params_before, sw.params_after);
+    }
+    eprintln!(
+        "epoch {}: train loss {:.4}, test acc {:.4}, {:.0} images/s",
+        o.report.epoch, o.report.train_loss, o.report.test_acc, o.report.images_per_s
+    );
+    o.report.train_loss
+}
+
+/// The full-rank and the Cuttlefish run of vit-mini from one seed. Until the switch the
+/// two are the same run (rank estimation only reads the weights; README: "its full-rank
+/// epochs give the full-rank run's losses to the last digit"), so they share those
+/// epochs: the Cuttlefish run trains up to its switch, and the full-rank run goes on
+/// from its checkpoint there (resume is bit-exact: tests/resume.rs) without Cuttlefish.
+fn vit_runs(gpu: &Gpu) -> (Outcome, Outcome) {
     let mut data = load(&DataSpec::Builtin).unwrap();
     data.train = data.train.subset(2000);
     data.test = data.test.subset(500);
-    let rc = RunConfig {
+    let rc = |cuttlefish| RunConfig {
         model: "vit-mini".into(),
         epochs: Some(4),
         batch: Some(50),
@@ -43,36 +76,28 @@ fn run(gpu: &Gpu, cuttlefish: bool) -> Outcome {
         factorize: FactorizeMode::Reference,
         ..Default::default()
     };
-    let (cfg, cf) = rc.settings(data.train.n).unwrap();
+    let (cfg, cf) = rc(true).settings(data.train.n).unwrap();
+    let (full_cfg, none) = rc(false).settings(data.train.n).unwrap();
+    assert!(cfg == full_cfg && none.is_none(), "Cuttlefish changes nothing but Cuttlefish");
     assert_eq!(cfg.optimizer.kind().to_string(), "adamw", "a transformer trains with AdamW by default");
     let mut s = pollster::block_on(Session::new(gpu, &data, cfg, cf)).unwrap();
     let mut losses = vec![];
-    while !s.done() {
-        let o = pollster::block_on(s.next_epoch(gpu, &mut |_, _, _| {}, &|| false)).unwrap().expect("never stopped");
-        if let Some(sw) = &o.switch {
-            eprintln!("switch after {} epochs: {} -> {} parameters", sw.epoch, sw.params_before, sw.params_after);
-        }
-        eprintln!(
-            "epoch {}: train loss {:.4}, test acc {:.4}, {:.0} images/s",
-            o.report.epoch, o.report.train_loss, o.report.test_acc, o.report.images_per_s
-        );
-        losses.push(o.report.train_loss);
+    while !s.done() && !s.switch_due() {
+        losses.push(epoch(gpu, &mut s));
     }
-    let r = s.final_report();
-    Outcome {
-        test_acc: r.test_acc,
-        params: r.params_final,
-        switched_after: r.switch_epoch.map(|e| e - 1),
-        first_loss: losses[0],
-        last_loss: *losses.last().unwrap(),
-    }
+    let ck = pollster::block_on(s.checkpoint(gpu)).unwrap();
+    let full =
+        pollster::block_on(Session::resume(gpu, &data, full_cfg, None, &ck, std::path::Path::new("mem"))).unwrap();
+    eprintln!("full-rank from epoch {}:", full.at.epochs_done + 1);
+    let full = finish(gpu, full, losses.clone());
+    eprintln!("Cuttlefish from epoch {}:", s.at.epochs_done + 1);
+    (full, finish(gpu, s, losses))
 }
 
 #[test]
 fn vit_mini_learns_and_cuttlefish_switches_on_its_linear_layers() {
     let Some(gpu) = test_gpu() else { return };
-    let full = run(&gpu, false);
-    let cf = run(&gpu, true);
+    let (full, cf) = vit_runs(&gpu);
     eprintln!(
         "full-rank: {:.4} with {} parameters; cuttlefish: {:.4} with {}",
         full.test_acc, full.params, cf.test_acc, cf.params

@@ -42,8 +42,13 @@ let loaded = null; // { key, desc }: the data set the engine holds, and what cho
 
 // Samples of a text run: this many characters at this temperature, the same seed each
 // time (so the texts differ only by what the model learnt), every this many evaluations.
-const SAMPLE = { tokens: 200, temperature: 0.8, seed: 1234 };
+// `?sample=N` in the address sets the length (the browser test's short runs use 40: on a
+// software adapter each character costs a forward pass, and 200 took half a run).
+const SAMPLE_MAX = 2000;
+const SAMPLE = { tokens: params.has('sample') ? Number(params.get('sample')) : 200, temperature: 0.8, seed: 1234 };
 const SAMPLE_EVERY = 2;
+const sampleProblem = () => (Number.isInteger(SAMPLE.tokens) && SAMPLE.tokens >= 1 && SAMPLE.tokens <= SAMPLE_MAX ? null
+  : `the address's sample=${params.get('sample')}: the sample length must be a whole number of characters from 1 to ${SAMPLE_MAX}`);
 
 // Whether a resolved run configuration is a language model's (they alone have a context).
 const isText = (options) => options.context != null;
@@ -208,6 +213,7 @@ async function start() {
     if (!params.has('factorize') && $('factorize').value) overrides.factorize = $('factorize').value;
     // The whole run configuration, every key the engine knows at its value or default.
     const options = resolve({ ...preset, ...overrides, cuttlefish: $('cuttlefish').checked });
+    if (isText(options) && sampleProblem()) throw new Error(sampleProblem());
     status('Loading the data…');
     const data = await loadData(options);
     $('data-status').textContent = describeData(data);

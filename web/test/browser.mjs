@@ -7,16 +7,21 @@
 //    (nothing may be lost: every epoch and the switch reported once, the report true to
 //    what happened), and looks at the page at 1400 px and 390 px (screenshots; the charts
 //    in one row, nothing wider than a phone). Where `auto` kept every layer the page must
-//    say so with the timings, and its one-click forced run must factorize.
+//    say so with the timings, and its one-click forced run must factorize: that run is
+//    followed to its switch, then paused and reset (the post-switch epochs of a forced
+//    run are what the ViT and GPT runs below train to the end).
 // 2. The pickers: CIFAR-10 batches and an image folder (small generated files) select
 //    their source and describe the data at the preset's class-balanced size; a bad file
 //    names what is wrong and replaces the earlier description; a text file picks the GPT.
-// 3. The `test` preset, the `vit-test` preset, a device lost mid-run (the page says so),
-//    and `gpt-test` three times in one tab (validation loss falls, the switch, samples of
-//    text, wasm memory flat).
+// 3. The `vit-test` preset, a device lost mid-run (the page says so), and `gpt-test`
+//    three times in one tab (validation loss falls, the switch, samples of text, wasm
+//    memory flat; samples of 40 characters, `?sample=40`, as each costs a forward pass
+//    per character), and a bad `?sample=` named with its range. The `test` preset (the
+//    small CNN with the paper's layers) is what firefox.mjs trains.
 // 4. Chromium without --enable-unsafe-webgpu: the page names the flag and chrome://gpu.
 //
-// Fails on any console error or page error. Prints one JSON line of figures; screenshots
+// Fails on any console error or page error. Prints one JSON line of figures (with each
+// section's wall time in `sections_s`); screenshots
 // and the console log go to web/test/out/. Usage: node web/test/browser.mjs (after
 // web/build.sh); env CHROMIUM (default /usr/bin/chromium), TIMEOUT_S.
 
@@ -33,6 +38,17 @@ fs.mkdirSync(OUT, { recursive: true });
 
 function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
+}
+
+// Where a run's time went, from the page's event times (the first run in `events`):
+// start to the first step's readback (data, planning, initial ranks), the whole run, and
+// the text samples written between evaluations.
+function phases(all) {
+  const events = all.slice(0, all.findIndex((e) => e.kind === 'report') + 1);
+  const at = (kind) => events.find((e) => e.kind === kind)?.t;
+  const sampleMs = events.reduce((sum, e, i) => sum + (e.kind === 'sample' ? e.t - events.findLast((x, j) => j < i && x.kind === 'epoch').t : 0), 0);
+  const s = (ms) => +(ms / 1000).toFixed(1);
+  return { to_first_step_s: s(at('progress') - at('start')), run_s: s(at('report') - at('start')), ...(sampleMs ? { samples_s: s(sampleMs) } : {}) };
 }
 
 const { server, url } = await serveWeb();
@@ -68,6 +84,12 @@ async function browser(flags) {
 
 try {
   const t0 = Date.now();
+  let tLap = t0;
+  figures.sections_s = {};
+  const lap = (name) => {
+    figures.sections_s[name] = (Date.now() - tLap) / 1000;
+    tLap = Date.now();
+  };
   const page = await browser(['--enable-unsafe-webgpu']);
   const state = () => page.evaluate(() => window.cuttle);
   const finished = () => page.waitForFunction(() => window.cuttle.done || window.cuttle.error, null, { timeout: TIMEOUT, polling: 250 });
@@ -181,19 +203,34 @@ try {
     // Show the notice as that run would have, to press its button.
     await page.evaluate(({ run, report }) => window.cuttleApp.showNotice(report, run), kept);
   }
-  // One click: the forced choice (the paper's layers) on the same preset.
-  const tForced = Date.now();
+  lap('default');
+  // One click: the forced choice (the paper's layers) on the same preset, followed to its
+  // switch: a pause asked as the switch begins holds before the first low-rank step, with
+  // the switch reported (as in the default run); then Reset.
+  const before = (await state()).events.length;
+  await page.evaluate(() => {
+    window.cuttle.onEvent = (e) => {
+      if (e.kind === 'switching') setTimeout(() => window.cuttleApp.pause(), 30);
+    };
+  });
   await page.click('#notice-action');
-  await finished();
+  await Promise.race([pausedCount(3), finished()]);
   s = await state();
+  check(s.paused, `the pause asked at the forced run's switch held: ${s.events.slice(before).map((e) => e.kind).filter((k) => k !== 'progress').join(' ')}`);
   check(!s.error, `the forced run reported an error: ${s.error}`);
-  const forced = s.events.filter((e) => e.kind === 'report').at(-1);
-  const forcedStart = s.events.filter((e) => e.kind === 'start').at(-1);
+  const forcedStart = s.events.slice(before).find((e) => e.kind === 'start');
+  const forcedSwitch = s.events.slice(before).find((e) => e.kind === 'switch').report;
+  const forcedK = forcedSwitch.decisions.filter((d) => d.factorized).length;
   check(forcedStart.options.factorize === 'reference' && forcedStart.preset === preset, `the button reruns the preset with the paper's layers: ${JSON.stringify(forcedStart.options.factorize)}`);
-  check(forced.factorized > 0 && forced.report.params_final < forced.report.params_full, `the one-click forced run factorizes: ${JSON.stringify(forced.report)}`);
-  figures.forced = { wall_s: (Date.now() - tForced) / 1000, factorized: forced.factorized, params: [forced.report.params_full, forced.report.params_final], test_acc: forced.report.test_acc };
+  check(forcedK > 0 && forcedSwitch.params_after < forcedSwitch.params_before, `the one-click forced run factorizes: ${JSON.stringify(forcedSwitch)}`);
+  check(/factorized/.test(await page.textContent('#report')), 'the forced run\'s decisions are on the page at its switch');
+  figures.forced = { switch_after_epoch: forcedSwitch.epoch, factorized: forcedK, params: [forcedSwitch.params_before, forcedSwitch.params_after] };
   await page.screenshot({ path: path.join(OUT, 'forced-1400.png'), fullPage: true });
+  await page.click('#reset');
+  s = await state();
+  check(s.events.at(-1).kind === 'reset' && !s.running && !s.paused && !(await page.isDisabled('#start')), 'Reset after a pause leaves the page ready to start');
   noProblems();
+  lap('forced');
 
   // ---- 2. the pickers --------------------------------------------------------------
   await page.goto(url);
@@ -222,36 +259,25 @@ try {
   check(!line.error && /poem\.txt/.test(line.text) && /characters/.test(line.text), `the text line: ${line.text}`);
   noProblems();
 
-  // ---- 3. the short presets: memory, ViT, a lost device, the GPT ----------------------
-  // The page's own short schedule through the switch (the paper's layers, lr 0.2). Wasm
-  // memory over repeated runs in one tab is checked on the GPT below.
-  await page.goto(`${url}?preset=test&autostart=1`);
-  await finished();
-  s = await state();
-  check(!s.error, `the test preset reported an error: ${s.error}`);
-  const testEpochs = s.events.filter((e) => e.kind === 'epoch');
-  const firstLoss = s.events.find((e) => e.kind === 'progress').loss;
-  check(testEpochs.length === 4 && testEpochs[3].report.train_loss < firstLoss, `test preset: 4 epochs, the loss goes down (${firstLoss} -> ${testEpochs[3]?.report.train_loss})`);
-  const testReport = s.events.find((e) => e.kind === 'report').report;
-  check(testReport.switch_epoch && testReport.params_final < testReport.params_full, `the test preset switches and shrinks: ${JSON.stringify(testReport)}`);
-  figures.test = { steps_per_s: testEpochs.map((e) => +e.steps_per_s.toFixed(2)) };
-  noProblems();
+  lap('pickers');
 
+  // ---- 3. the short presets: ViT, a lost device, the GPT (memory over repeated runs) --
   await page.goto(`${url}?preset=vit-test&autostart=1`);
   await finished();
   const v = await state();
   check(!v.error, `the ViT run reported an error: ${v.error}`);
   const vEpochs = v.events.filter((e) => e.kind === 'epoch');
   const vFirst = v.events.find((e) => e.kind === 'progress');
-  check(vEpochs.length === 4 && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT: 4 epochs, the loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1)?.report.train_loss}`);
+  check(vEpochs.length === 3 && vEpochs.at(-1).report.train_loss < vFirst.loss, `ViT: 3 epochs (the switch before the last), the loss goes down: ${vFirst?.loss} -> ${vEpochs.at(-1)?.report.train_loss}`);
   const vReport = v.events.find((e) => e.kind === 'report').report;
   // The reference layers are factorized where their factor pair is smaller than the
   // layer (the break-even guard keeps the rest full-rank): at least one.
   const vRanks = Object.keys(vReport.ranks || {});
   check(vReport.switch_epoch && vRanks.length >= 1 && vReport.params_final < vReport.params_full, `the ViT report lists its factorized layers: ${JSON.stringify(vReport)}`);
   await page.screenshot({ path: path.join(OUT, 'vit.png'), fullPage: true });
-  figures.vit = { steps_per_s: vEpochs.map((e) => +e.steps_per_s.toFixed(2)) };
+  figures.vit = { steps_per_s: vEpochs.map((e) => +e.steps_per_s.toFixed(2)), ...phases(v.events) };
   noProblems();
+  lap('vit');
 
   const fourth = page.evaluate(() => window.cuttleApp.start());
   await page.waitForFunction(() => window.cuttle.running && window.cuttle.events.at(-1).kind === 'progress', null, { timeout: TIMEOUT });
@@ -260,8 +286,9 @@ try {
   await fourth;
   const lostText = await page.textContent('#status');
   check(/lost/i.test(lostText), `the page says the device was lost: ${lostText}`);
+  lap('a lost device');
 
-  await page.goto(`${url}?preset=gpt-test&autostart=1`);
+  await page.goto(`${url}?preset=gpt-test&autostart=1&sample=40`);
   await finished();
   let g = await state();
   check(!g.error, `the GPT run reported an error: ${g.error}`);
@@ -280,7 +307,15 @@ try {
   g = await state();
   check(!g.error && g.memory.length === 3 && g.memory[2] <= g.memory[1] * 1.02, `three GPT runs, memory flat: ${g.error} ${g.memory}`);
   check(g.events.filter((e) => e.kind === 'sample').at(-1).text === samples.at(-1).text, 'the same seed gives the same last sample in every run');
-  figures.gpt = { val_loss: gVal.map((x) => +x.toFixed(3)), tokens_per_s: gEpochs.map((e) => +e.report.tokens_per_s.toFixed(0)), first_sample: samples[0].text };
+  figures.gpt = { val_loss: gVal.map((x) => +x.toFixed(3)), tokens_per_s: gEpochs.map((e) => +e.report.tokens_per_s.toFixed(0)), first_sample: samples[0].text, ...phases(g.events) };
+  noProblems();
+  lap('gpt, three runs');
+
+  // A bad address parameter is a one-line error naming it and its range, not a run.
+  await page.goto(`${url}?preset=gpt-test&autostart=1&sample=0`);
+  await page.waitForFunction(() => window.cuttle.error, null, { timeout: 60000 });
+  g = await state();
+  check(/sample=0.*from 1 to 2000/.test(g.error) && !g.events.some((e) => e.kind === 'progress'), `a bad sample length is named with its range: ${g.error}`);
   noProblems();
 
   // ---- 4. chromium as a Linux visitor starts it: no --enable-unsafe-webgpu -----------
@@ -298,6 +333,7 @@ try {
   figures.flagless = { error: p.error, advice_names_flag: /--enable-unsafe-webgpu/.test(advice) };
   await plain.screenshot({ path: path.join(OUT, 'no-adapter.png') });
   noProblems();
+  lap('without the flag');
 
   console.log(JSON.stringify({ test: 'browser', ok: true, adapter: adapter.info || adapter.adapter.name, software: adapter.software, ...figures, wall_s: (Date.now() - t0) / 1000 }));
   code = 0;

@@ -1,6 +1,7 @@
 //! `cuttle sample` options, and the vocabulary file a language model run saves
 //! (`vocab.json`: its characters in id order) so eval, sample and resume use its ids.
 
+use super::load::{load_run, Loaded};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -38,6 +39,22 @@ pub fn parse_vocab(text: &str) -> Result<Vec<char>, String> {
         return Err("`chars` must be distinct characters in sorted order".into());
     }
     Ok(vocab)
+}
+
+/// `cuttle sample`: the run's network at batch 1, fed its own output.
+pub fn sample(adapter: &Option<String>, a: SampleArgs) -> Result<(), cuttle::Error> {
+    let (gpu, session, data) = load_run(adapter, &a.run, None)?;
+    let Loaded::Text(text) = data else {
+        return Err(cuttle::Error::Config(format!("{} is not a language model run", a.run.display())));
+    };
+    let prompt = text
+        .encode(&a.prompt)
+        .map_err(|c| cuttle::Error::Config(format!("--prompt: character {c:?} is not in the run's vocabulary")))?;
+    let mut sampler = cuttle::sample::Sampler::new(&gpu, &session.trainer.net.graph)?;
+    sampler.load_weights(&gpu, &session.trainer.net);
+    let ids = pollster::block_on(sampler.generate(&gpu, &prompt, a.tokens, a.temperature, a.seed))?;
+    println!("{}{}", a.prompt, text.decode(&ids));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,47 @@ const RUN_FILES: [&str; 11] = [
 ];
 
 impl RunDir {
+    /// The directory `path` names once it is created, without creating anything: a `..`
+    /// after a folder that does not exist yet undoes that folder (as `create_dir_all`
+    /// would make it, then step back out of it); after one that exists it is that
+    /// folder's real parent (a symlink followed), written relative where the lexical
+    /// path means the same. Checking `missing/../x` as written would look through a
+    /// folder that is not there, see no run, and the new run would overwrite `x`'s.
+    pub fn resolve(path: &Path) -> PathBuf {
+        use std::path::Component;
+        let mut out = PathBuf::new();
+        for part in path.components() {
+            match part {
+                Component::ParentDir => {
+                    let lexical = out.parent().map(Path::to_path_buf);
+                    let on_disk = |p: &Path| if p.as_os_str().is_empty() { Path::new(".") } else { p }.exists();
+                    out = match lexical {
+                        // `a/..` with `a` missing: nothing to follow.
+                        Some(up) if !on_disk(&out) => up,
+                        _ if out.as_os_str().is_empty() || out.ends_with("..") => out.join(".."),
+                        Some(up) => {
+                            let real = |p: &Path| {
+                                std::fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok()
+                            };
+                            let parent = real(&out).and_then(|r| r.parent().map(Path::to_path_buf));
+                            match parent {
+                                Some(p) if real(&up).as_ref() != Some(&p) => p,
+                                _ => up,
+                            }
+                        }
+                        None => out.join(".."),
+                    };
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        if out.as_os_str().is_empty() {
+            out.push(".");
+        }
+        out
+    }
+
     /// True when `dir` holds (part of) a run: its config, metrics or a checkpoint.
     pub fn holds_run(dir: &Path) -> bool {
         ["config.toml", "metrics.jsonl", "checkpoint.safetensors", "checkpoint.prev.safetensors"]
@@ -240,4 +281,32 @@ fn line_chart(
     chart.configure_series_labels().position(legend).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunDir;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_path_resolves_to_the_directory_it_will_be() {
+        let base = std::env::temp_dir().join(format!("cuttle-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("real/inner")).unwrap();
+        let r = |p: &str| RunDir::resolve(&base.join(p));
+        // Through folders that do not exist yet, and through ones that do.
+        assert_eq!(r("missing/../ck/run"), base.join("ck/run"));
+        assert_eq!(r("a/b/../../ck/./run"), base.join("ck/run"));
+        assert_eq!(r("real/inner/../x"), base.join("real/x"));
+        assert_eq!(RunDir::resolve(Path::new("runs/../ck/r")), PathBuf::from("ck/r"));
+        assert_eq!(RunDir::resolve(Path::new("../up")), PathBuf::from("../up"));
+        assert_eq!(RunDir::resolve(Path::new("x/..")), PathBuf::from("."));
+        // A symlink's `..` is its target's parent, as the file system resolves it.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(base.join("real/inner"), base.join("link")).unwrap();
+            let real = std::fs::canonicalize(base.join("real")).unwrap();
+            assert_eq!(r("link/../y"), real.join("y"));
+        }
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }

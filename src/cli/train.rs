@@ -111,7 +111,7 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
 /// a default name (no --out, no --name) moves on to `NAME-2`, `NAME-3`, ...; a name the
 /// user gave needs `--force`, which deletes the old run's files first.
 pub fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<std::path::PathBuf, cuttle::Error> {
-    let dir = cli::config::run_dir(c);
+    let dir = RunDir::resolve(&cli::config::run_dir(c));
     if !RunDir::holds_run(&dir) {
         return Ok(dir);
     }

@@ -10,6 +10,7 @@
 use crate::gpu::{read_f32, Gpu};
 use crate::nn::{Graph, Net};
 use crate::rng::SplitMix64;
+use crate::train::checkpoint::Checkpoint;
 use crate::{Error, Result};
 
 pub struct Sampler {
@@ -32,6 +33,28 @@ impl Sampler {
     pub fn load_weights(&mut self, gpu: &Gpu, from: &Net) {
         assert_eq!(from.graph.params, self.net.graph.params, "the sampler's graph is not the net's");
         gpu.copy(&[(&from.params.weights, &self.net.params.weights)]);
+    }
+
+    /// Writes the weights of a checkpoint of this graph (a run's or an export) into the
+    /// sampler's net: what `cuttle sample` reads, with no training net built.
+    pub fn load_checkpoint(&mut self, gpu: &Gpu, ck: &Checkpoint, path: &std::path::Path) -> Result<()> {
+        let p = &self.net.params;
+        let mut flat = vec![0.0f32; p.weights.len()];
+        for stored in p.all() {
+            let (spec, off) = (&stored.spec, stored.offset);
+            let (shape, v) = ck.tensor(path, &spec.name)?;
+            if *shape != spec.shape {
+                return Err(Error::Config(format!(
+                    "checkpoint {}: tensor `{}` has shape {shape:?}, the model needs {:?}",
+                    path.display(),
+                    spec.name,
+                    spec.shape
+                )));
+            }
+            flat[off..off + spec.len()].copy_from_slice(v);
+        }
+        p.weights.write(gpu, &flat);
+        Ok(())
     }
 
     /// `n` tokens after `prompt` (an empty prompt starts from token 0). `temperature` 0

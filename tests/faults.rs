@@ -449,30 +449,3 @@ fn tiny_images_on_the_command_line_are_a_clear_error() {
     assert!(stderr.contains("needs an input of at least 2x2, but gets 1x1"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-/// A run directory named through a folder that does not exist yet (`missing/..`, or
-/// `--name ../x` where there is no `runs/` yet) is the directory the file system will
-/// make of it: one that holds a run is refused as any other, its files untouched, and no
-/// folder is created on the way. (Before, the check looked through the missing folder,
-/// found nothing, and the new run overwrote the old one's files.)
-#[test]
-fn a_run_named_through_a_missing_folder_is_still_refused() {
-    let dir = scratch("through-missing");
-    for old in ["ck/reuse2", "ck/reuse3"] {
-        std::fs::create_dir_all(dir.join(old)).unwrap();
-        std::fs::write(dir.join(old).join("config.toml"), "# an earlier run's\n").unwrap();
-    }
-    let before = [files(&dir.join("ck/reuse2")), files(&dir.join("ck/reuse3"))];
-    let tiny =
-        ["train", "--model", "cnn", "--epochs", "1", "--train-subset", "20", "--test-subset", "10", "--batch", "8"];
-    for target in [["--out", "missing/../ck/reuse2"], ["--name", "../ck/reuse3"]] {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_cuttle")).args(tiny).args(target).current_dir(&dir).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("already holds a run"), "{target:?}: {stderr}");
-        assert!(stderr.contains("ck/reuse"), "{target:?}: the message names where it resolves: {stderr}");
-    }
-    assert_eq!([files(&dir.join("ck/reuse2")), files(&dir.join("ck/reuse3"))], before);
-    assert!(!dir.join("missing").exists() && !dir.join("runs").exists(), "a refused run made folders");
-    let _ = std::fs::remove_dir_all(&dir);
-}

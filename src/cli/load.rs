@@ -25,6 +25,30 @@ impl Loaded {
         }
     }
 
+    /// A CRC-32 of what the trainer reads (both splits' images and labels, or both
+    /// splits' character ids), recorded in each checkpoint so that resuming on data
+    /// that changed since is refused.
+    pub fn crc32(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        let ids = |h: &mut crc32fast::Hasher, v: &[u32]| v.iter().for_each(|x| h.update(&x.to_le_bytes()));
+        match self {
+            Loaded::Images(s) => {
+                for d in [&s.train, &s.test] {
+                    h.update(&(d.n as u64).to_le_bytes());
+                    h.update(&d.images);
+                    ids(&mut h, &d.labels);
+                }
+            }
+            Loaded::Text(t) => {
+                for split in [&t.train, &t.val] {
+                    h.update(&(split.len() as u64).to_le_bytes());
+                    ids(&mut h, split);
+                }
+            }
+        }
+        h.finalize()
+    }
+
     /// Training samples the batch must fit in: images, or window starts.
     pub fn train_count(&self, c: &RunConfig) -> usize {
         match self {
@@ -34,17 +58,31 @@ impl Loaded {
     }
 }
 
+/// The vocabulary a run's character ids mean, and how the text loaded for it must use it.
+pub struct Vocab {
+    /// The characters in id order.
+    pub chars: Vec<char>,
+    /// The run's own text (resume, eval without --data): its characters must be exactly
+    /// these, or the text changed since the run trained. Other text may use part of them.
+    pub exact: bool,
+}
+
 /// The data set `c` names, with the requested class-balanced subsets; a language model's
-/// text over `vocab` (a run's own, saved in its directory) when given.
-pub fn load_data(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<(DataSpec, Loaded), cuttle::Error> {
+/// text over `vocab` (a run's own, from its checkpoint) when given.
+pub fn load_data(c: &RunConfig, vocab: Option<Vocab>) -> Result<(DataSpec, Loaded), cuttle::Error> {
     let spec: DataSpec = c.data().parse().map_err(cuttle::Error::Config)?;
     if is_language_model(&c.model) {
         if c.train_subset.is_some() || c.test_subset.is_some() {
             return Err(cuttle::Error::Config("--train-subset and --test-subset are for images: a language model draws windows (--steps, --eval-batches)".into()));
         }
         let text = match (vocab, &spec) {
-            (Some(v), DataSpec::Text(p)) => TextData::load_with_vocab(p, v)?,
-            _ => data::load_text(&spec)?,
+            (Some(v), DataSpec::Text(p)) if !v.exact => TextData::load_with_vocab(p, v.chars)?,
+            (Some(v), _) => {
+                let text = data::load_text(&spec)?;
+                same_vocabulary(&spec, &text.vocab, &v.chars)?;
+                text
+            }
+            (None, _) => data::load_text(&spec)?,
         };
         return Ok((spec, Loaded::Text(text)));
     }
@@ -69,8 +107,38 @@ pub fn load_data(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<(DataSpec, L
     Ok((spec, Loaded::Images(splits)))
 }
 
-/// The vocabulary a language model run saved (`vocab.json`), if any.
-pub fn run_vocab(dir: &std::path::Path) -> Result<Option<Vec<char>>, cuttle::Error> {
+/// The run's own text must have exactly the run's characters: with one more, one fewer
+/// or one replaced, sorting them gives other ids and every prediction would be read as
+/// another character.
+fn same_vocabulary(spec: &DataSpec, text: &[char], run: &[char]) -> Result<(), cuttle::Error> {
+    if text == run {
+        return Ok(());
+    }
+    let only = |a: &[char], b: &[char]| a.iter().filter(|c| !b.contains(c)).collect::<String>();
+    Err(cuttle::Error::Config(format!(
+        "{spec} no longer has the run's vocabulary: {} characters now, {} in the run's checkpoint (only in the text: {:?}; only in the run's vocabulary: {:?}); the text changed since the run trained: restore it, or train a new run on it",
+        text.len(),
+        run.len(),
+        only(text, run),
+        only(run, text)
+    )))
+}
+
+/// The vocabulary of a language model run: its checkpoint's, or for a checkpoint from
+/// before cuttle recorded it there, the run's `vocab.json`; None for an image model or a
+/// run older than both (its text then gives the vocabulary, as it did).
+pub fn run_vocab(ck: &Checkpoint, dir: &std::path::Path) -> Result<Option<Vec<char>>, cuttle::Error> {
+    if !ck.meta.vocab.is_empty() {
+        return Ok(Some(ck.meta.vocab.chars().collect()));
+    }
+    if !ck.meta.is_text() && !ck.meta.lacks_input() {
+        return Ok(None);
+    }
+    vocab_file(dir)
+}
+
+/// The vocabulary in a run's `vocab.json`, if it has one.
+fn vocab_file(dir: &std::path::Path) -> Result<Option<Vec<char>>, cuttle::Error> {
     let path = dir.join(cli::sample::VOCAB_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => cli::sample::parse_vocab(&text)
@@ -91,7 +159,7 @@ pub struct Plan {
 
 /// Loads the data and checks every setting, the model and its layer names, so that a
 /// typo fails at once on any machine.
-pub fn plan(c: &RunConfig, vocab: Option<Vec<char>>) -> Result<Plan, cuttle::Error> {
+pub fn plan(c: &RunConfig, vocab: Option<Vocab>) -> Result<Plan, cuttle::Error> {
     let (spec, data) = load_data(c, vocab)?;
     let (cfg, cf) = c.settings(data.train_count(c))?;
     let graph = match &data {
@@ -147,7 +215,8 @@ pub fn load_run(
         c.data = Some(d);
     }
     let (ck, path) = run_checkpoint(dir, Some(&own.model))?;
-    let (_, data) = load_data(&c, run_vocab(dir)?)?;
+    let vocab = run_vocab(&ck, dir)?.map(|chars| Vocab { chars, exact: !other });
+    let (_, data) = load_data(&c, vocab)?;
     let n = data.train_count(&c);
     c.batch = c.batch.map(|b| b.min(n));
     let (mut cfg, cf) = c.settings(n)?;
@@ -175,7 +244,7 @@ pub fn load_run(
 /// `config.toml` and data as training did: for checkpoints written before they were
 /// recorded.
 pub fn described_by_run_data(c: &RunConfig, dir: &std::path::Path) -> Result<checkpoint::Meta, cuttle::Error> {
-    let (_, data) = load_data(c, run_vocab(dir)?)?;
+    let (_, data) = load_data(c, vocab_file(dir)?.map(|chars| Vocab { chars, exact: true }))?;
     let graph = match &data {
         Loaded::Images(s) => {
             let t = &s.train;

@@ -1,8 +1,13 @@
-//! `cuttle sample` options, and the vocabulary file a language model run saves
-//! (`vocab.json`: its characters in id order) so eval, sample and resume use its ids.
+//! `cuttle sample`, and the vocabulary file a language model run saves beside its
+//! checkpoint (`vocab.json`: its characters in id order, for readers other than cuttle;
+//! the checkpoint holds the same vocabulary, and cuttle reads it from there).
 
-use super::load::{load_run, Loaded};
+use super::load::{load_data, run_checkpoint, run_vocab, Loaded};
+use crate::{cli, gpu};
 use clap::Args;
+use cuttle::cuttlefish::factorize::{factorized_graph, Factor};
+use cuttle::data::text;
+use cuttle::nn::models::{self, is_language_model};
 use std::path::PathBuf;
 
 pub const VOCAB_FILE: &str = "vocab.json";
@@ -19,9 +24,9 @@ pub struct SampleArgs {
     pub temperature: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Text to continue [default: a newline].
-    #[arg(long, default_value = "\n")]
-    pub prompt: String,
+    /// Text to continue [default: a newline, or nothing for a text without newlines].
+    #[arg(long)]
+    pub prompt: Option<String>,
 }
 
 /// The vocabulary as JSON: `{"chars": "..."}` in id order.
@@ -41,19 +46,48 @@ pub fn parse_vocab(text: &str) -> Result<Vec<char>, String> {
     Ok(vocab)
 }
 
-/// `cuttle sample`: the run's network at batch 1, fed its own output.
+/// `cuttle sample`: the run's network planned at batch 1 from its checkpoint (the
+/// factorized one if the run switched), fed its own output. It needs neither the run's
+/// text (the vocabulary is in the checkpoint) nor its training net (a run trained at a
+/// large batch would otherwise tune GEMM tiles for that batch to write a few tokens).
 pub fn sample(adapter: &Option<String>, a: SampleArgs) -> Result<(), cuttle::Error> {
-    let (gpu, session, data) = load_run(adapter, &a.run, None)?;
-    let Loaded::Text(text) = data else {
+    let c = cli::config::from_run_dir(&a.run)?.resolved();
+    if !is_language_model(&c.model) {
         return Err(cuttle::Error::Config(format!("{} is not a language model run", a.run.display())));
+    }
+    let (ck, path) = run_checkpoint(&a.run, Some(&c.model))?;
+    let vocab = match run_vocab(&ck, &a.run)? {
+        Some(v) => v,
+        // A run from before cuttle saved its vocabulary: its text gives it, as it did.
+        None => match load_data(&c, None)?.1 {
+            Loaded::Text(t) => t.vocab,
+            Loaded::Images(_) => unreachable!("a language model's data is text"),
+        },
     };
-    let prompt = text
-        .encode(&a.prompt)
+    let context = match ck.meta.input_shape[..] {
+        [t] => Some(t),
+        _ => c.context,
+    };
+    let mut graph = models::language_model(&c.model, context, vocab.len()).map_err(cuttle::Error::Config)?;
+    let switched = ck.run(&path).ok().and_then(|r| r.cuttlefish.as_ref()).and_then(|s| s.switched.as_ref());
+    if let Some(report) = switched {
+        let factors: Vec<Factor> = report
+            .decisions
+            .iter()
+            .filter(|d| d.factorized)
+            .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
+            .collect();
+        let cf = c.cuttlefish_config();
+        graph = factorized_graph(&graph, &factors, cf.extra_bn, cf.frobenius_decay.is_some());
+    }
+    let prompt_text = a.prompt.clone().unwrap_or_else(|| if vocab.contains(&'\n') { "\n" } else { "" }.into());
+    let prompt = text::encode(&vocab, &prompt_text)
         .map_err(|c| cuttle::Error::Config(format!("--prompt: character {c:?} is not in the run's vocabulary")))?;
-    let mut sampler = cuttle::sample::Sampler::new(&gpu, &session.trainer.net.graph)?;
-    sampler.load_weights(&gpu, &session.trainer.net);
+    let gpu = gpu(adapter)?;
+    let mut sampler = cuttle::sample::Sampler::new(&gpu, &graph)?;
+    sampler.load_checkpoint(&gpu, &ck, &path)?;
     let ids = pollster::block_on(sampler.generate(&gpu, &prompt, a.tokens, a.temperature, a.seed))?;
-    println!("{}{}", a.prompt, text.decode(&ids));
+    println!("{prompt_text}{}", text::decode(&vocab, &ids));
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! directory (created, resumed or refused), its epochs, its checkpoints and its switch.
 
 use super::config::TrainArgs;
-use super::load::{plan, run_checkpoint, run_vocab, Loaded, Plan};
+use super::load::{plan, run_checkpoint, run_vocab, Loaded, Plan, Vocab};
 use super::progress::{print_change, print_final, print_ranks, print_switch};
 use super::rundir::RunDir;
 use crate::{cli, gpu, report_tuning};
@@ -10,6 +10,7 @@ use cuttle::cuttlefish::SwitchReport;
 use cuttle::data::DataSpec;
 use cuttle::gpu::Gpu;
 use cuttle::session::{EpochOutcome, Session};
+use cuttle::train::checkpoint::Checkpoint;
 use cuttle::train::RunConfig;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,13 +25,27 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
         None => a.run,
     }
     .resolved();
-    let vocab = if resuming { run_vocab(&cli::config::run_dir(&c))? } else { None };
+    // A resumed run's checkpoint first: its vocabulary gives the text its ids.
+    let checkpoint = match resuming {
+        true => Some(run_checkpoint(&cli::config::run_dir(&c), Some(&c.model))?),
+        false => None,
+    };
+    let vocab = match &checkpoint {
+        Some((ck, _)) => run_vocab(ck, &cli::config::run_dir(&c))?.map(|chars| Vocab { chars, exact: true }),
+        None => None,
+    };
     let Plan { spec, data, cfg, cf } = plan(&c, vocab)?;
+    let data_crc32 = data.crc32();
     // Only once every setting is known good: --force deletes the earlier run's files.
     let out = if resuming { cli::config::run_dir(&c) } else { fresh_run_dir(&c, a.force)? };
-    let checkpoint = if resuming {
-        let (ck, path) = run_checkpoint(&out, Some(&c.model))?;
-        let run = ck.run(&path)?;
+    if let Some((ck, path)) = &checkpoint {
+        let run = ck.run(path)?;
+        if let Some(then) = run.data_crc32.filter(|then| *then != data_crc32) {
+            return Err(cuttle::Error::Config(format!(
+                "{spec} is not the data {} was trained on (CRC-32 {then:08x} in its checkpoint, {data_crc32:08x} now): resuming on other data would not continue the same run; restore the data, or start a new run",
+                out.display()
+            )));
+        }
         if run.epochs_done >= cfg.epochs {
             // Nothing to train: the run's files (its report above all) stay as they are.
             eprintln!(
@@ -43,10 +58,7 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
             );
             return Ok(());
         }
-        Some((ck, path))
-    } else {
-        None
-    };
+    }
     let mut run = RunDir::create(&out, resuming)?;
     if !resuming {
         run.write(cli::config::FILE, &cli::config::to_toml(&c))?;
@@ -93,10 +105,10 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
             if let Some(sw) = session.pending_switch.take() {
                 record_switch(&mut run, &sw, json)?;
             }
-            return interrupted(&gpu, &session, &out);
+            return interrupted(&gpu, &session, &out, data_crc32);
         };
         record_epoch(&mut run, &session, &o, json)?;
-        let ck = pollster::block_on(session.checkpoint(&gpu))?;
+        let ck = with_data_crc(pollster::block_on(session.checkpoint(&gpu))?, data_crc32);
         ck.save(&out)?;
         run.plots()?;
         if session.done() {
@@ -291,9 +303,17 @@ pub fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json:
     Ok(())
 }
 
+/// A run checkpoint with the CRC-32 of the data it trains on (`Loaded::crc32`).
+fn with_data_crc(mut ck: Checkpoint, data_crc32: u32) -> Checkpoint {
+    if let Some(run) = ck.meta.run.as_mut() {
+        run.data_crc32 = Some(data_crc32);
+    }
+    ck
+}
+
 /// Ctrl-C: checkpoints mid-epoch and says how to continue.
-pub fn interrupted(gpu: &Gpu, session: &Session, out: &std::path::Path) -> Result<(), cuttle::Error> {
-    pollster::block_on(session.checkpoint(gpu))?.save(out)?;
+pub fn interrupted(gpu: &Gpu, session: &Session, out: &std::path::Path, data_crc32: u32) -> Result<(), cuttle::Error> {
+    with_data_crc(pollster::block_on(session.checkpoint(gpu))?, data_crc32).save(out)?;
     let at = session.at;
     eprintln!(
         "interrupted: checkpointed epoch {} at step {}; continue with `cuttle train --resume {}`",

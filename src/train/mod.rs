@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod meta;
 pub mod optimizer;
 pub mod schedule;
 pub mod trainer;

@@ -267,6 +267,8 @@ pub struct Trainer {
     permutation_of: Option<usize>,
     /// The name of each class id (image data; empty for text), for the checkpoint.
     pub class_names: Vec<String>,
+    /// A language model's characters in id order (empty for images), for the checkpoint.
+    vocab: String,
 }
 
 impl Trainer {
@@ -331,7 +333,9 @@ impl Trainer {
             cfg: tc,
             eval_stride: text::eval_stride(data.val.len(), context, windows),
         };
-        Self::with_batches(gpu, cfg, net, batches, tc.eval_every, Augment::none(), Augment::none())
+        let mut t = Self::with_batches(gpu, cfg, net, batches, tc.eval_every, Augment::none(), Augment::none())?;
+        t.vocab = data.vocab.iter().collect();
+        Ok(t)
     }
 
     fn on_images(gpu: &Gpu, data: &Splits, cfg: TrainConfig, graph: Graph) -> Result<Trainer> {
@@ -423,6 +427,7 @@ impl Trainer {
             lr_scale: vec![],
             permutation_of: None,
             class_names: vec![],
+            vocab: String::new(),
         };
         t.build_steps(gpu, vec![])?;
         Ok(t)
@@ -523,6 +528,7 @@ impl Trainer {
             normalize: self.normalisation().to_vec(),
             class_names: self.class_names.clone(),
             classes: g.classes,
+            vocab: self.vocab.clone(),
             ranks: Default::default(),
             run: Some(RunState {
                 epochs_done: at.epochs_done,
@@ -531,6 +537,7 @@ impl Trainer {
                 lr_scale: self.lr_scale.clone(),
                 optimizer_steps: self.optimizer_steps,
                 cuttlefish: None,
+                data_crc32: None,
             }),
         };
         Ok(ck)

@@ -1,0 +1,126 @@
+//! What a hostile user breaks, round two (issue 27): run directories named through
+//! folders that do not exist, a vocabulary rebuilt from a text edited since, a diverged
+//! evaluation kept as the live checkpoint, a false "finished", torn metrics lines, two
+//! processes in one run, data changed under a resumed run, options out of range or of no
+//! effect. Each test failed on the code before its fix.
+//!
+//! `CUTTLE_BIN_UNDER_TEST` runs the tests against another `cuttle` binary (an older
+//! build, to see them fail); by default they run this package's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cuttle-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cuttle(cwd: &Path, args: &[&str]) -> Output {
+    let bin = std::env::var("CUTTLE_BIN_UNDER_TEST").unwrap_or(env!("CARGO_BIN_EXE_cuttle").into());
+    Command::new(bin).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// Names and contents of the files in `dir`, sorted.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The smallest language model run: two steps of gpt-mini on 8-character windows.
+const T: [&str; 12] = [
+    "--model",
+    "gpt-mini",
+    "--steps",
+    "2",
+    "--eval-every",
+    "1",
+    "--eval-batches",
+    "1",
+    "--batch",
+    "2",
+    "--context",
+    "8",
+];
+
+/// A text of about 600 characters over the letters of `letters` (and spaces).
+fn text(letters: &str) -> String {
+    let l: Vec<char> = letters.chars().collect();
+    (0..600).map(|i| if i % 7 == 6 { ' ' } else { l[(i * 5 + i / 3) % l.len()] }).collect()
+}
+
+/// A run directory named through a folder that does not exist yet (`missing/..`, or
+/// `--name ../x` where there is no `runs/` yet) is the directory the file system will
+/// make of it: one that holds a run is refused as any other, its files untouched, and no
+/// folder is created on the way. (Before, the check looked through the missing folder,
+/// found nothing, and the new run overwrote the old one's files.)
+#[test]
+fn a_run_named_through_a_missing_folder_is_still_refused() {
+    let dir = scratch("through-missing");
+    for old in ["ck/reuse2", "ck/reuse3"] {
+        std::fs::create_dir_all(dir.join(old)).unwrap();
+        std::fs::write(dir.join(old).join("config.toml"), "# an earlier run's\n").unwrap();
+    }
+    let before = [files(&dir.join("ck/reuse2")), files(&dir.join("ck/reuse3"))];
+    let tiny =
+        ["train", "--model", "cnn", "--epochs", "1", "--train-subset", "20", "--test-subset", "10", "--batch", "8"];
+    for target in [["--out", "missing/../ck/reuse2"], ["--name", "../ck/reuse3"]] {
+        let out = cuttle(&dir, &[&tiny[..], &target[..]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("already holds a run"), "{target:?}: {stderr}");
+        assert!(stderr.contains("ck/reuse"), "{target:?}: the message names where it resolves: {stderr}");
+    }
+    assert_eq!([files(&dir.join("ck/reuse2")), files(&dir.join("ck/reuse3"))], before);
+    assert!(!dir.join("missing").exists() && !dir.join("runs").exists(), "a refused run made folders");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The vocabulary belongs to the checkpoint: with `vocab.json` deleted and the text
+/// edited since (as many distinct characters, one replaced, so every id after it would
+/// shift), `sample` writes the same text as before, from any directory, without the
+/// training text; `eval` and `--resume` on the edited text are refused, naming the
+/// characters that differ. (Before: `sample` printed each letter shifted by one and
+/// `eval` another loss, rc 0.)
+#[test]
+fn the_vocabulary_is_the_checkpoints_and_an_edited_text_is_refused() {
+    let dir = scratch("vocab");
+    std::fs::write(dir.join("corpus.txt"), text("abcdefghij")).unwrap();
+    ok(cuttle(&dir, &[&["train"], &T[..], &["--data", "text:corpus.txt", "--out", "run"]].concat()));
+    let sample = ["sample", "run", "--tokens", "40", "--temperature", "0.8", "--seed", "3", "--prompt", "b"];
+    let before = ok(cuttle(&dir, &sample)).stdout;
+    std::fs::remove_file(dir.join("run/vocab.json")).unwrap();
+    // `a` replaced by `k`: ten distinct characters still, but `b` is now id 1, not 2.
+    std::fs::write(dir.join("corpus.txt"), text("kbcdefghij")).unwrap();
+    assert_eq!(ok(cuttle(&dir, &sample)).stdout, before, "sample after the text changed");
+    let elsewhere = scratch("vocab-elsewhere");
+    let run = dir.join("run");
+    let far =
+        ["sample", run.to_str().unwrap(), "--tokens", "40", "--temperature", "0.8", "--seed", "3", "--prompt", "b"];
+    assert_eq!(ok(cuttle(&elsewhere, &far)).stdout, before, "sample from another directory");
+    // The default prompt is a newline, or nothing where the text has none (this one).
+    ok(cuttle(&dir, &["sample", "run", "--tokens", "5"]));
+    for args in [vec!["eval", "run"], vec!["train", "--resume", "run"]] {
+        let o = cuttle(&dir, &args);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?} on the edited text: {e}");
+        assert!(e.contains("no longer has the run's vocabulary"), "{args:?}: {e}");
+        assert!(e.contains("only in the text: \"k\"") && e.contains("only in the run's vocabulary: \"a\""), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}

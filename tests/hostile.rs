@@ -124,3 +124,23 @@ fn the_vocabulary_is_the_checkpoints_and_an_edited_text_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&elsewhere);
 }
+
+/// A diverged evaluation stops the run like a diverged training loss, so the live
+/// checkpoint is the last good one: gpt-mini at lr 100 leaves its training loss in range
+/// at step 2 but its validation loss at 243,402. (Before: the run stopped one step later,
+/// and `eval`, `export` and `sample` used a live checkpoint of that loss with rc 0.)
+#[test]
+fn a_diverged_evaluation_never_becomes_the_live_checkpoint() {
+    let dir = scratch("diverged-eval");
+    let mut args = [&["train"], &T[..], &["--lr", "100", "--out", "run"]].concat();
+    args[4] = "4"; // --steps
+    let o = cuttle(&dir, &args);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("diverged at step 2: the validation loss is"), "{e}");
+    let eval = ok(cuttle(&dir, &["eval", "run"]));
+    let v: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let (loss, limit) = (v["val_loss"].as_f64().unwrap(), 10.0 * 65f64.ln());
+    assert!(loss < limit, "the live checkpoint's validation loss is {loss}, over the divergence limit {limit}");
+    assert_eq!(v["steps_trained"], 1, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -325,7 +325,7 @@ impl Cuttlefish {
                 "the stable rank of {} is {} at check {check} (the weights are no longer finite)",
                 self.tracker.layers[bad].name, s[bad]
             );
-            return Err(Error::Diverged { epoch, step, what });
+            return Err(Error::Diverged { epoch, step, steps_per_interval: None, what });
         }
         self.tracker.observe(&self.detector, check, &s);
         Ok(s)

@@ -698,7 +698,8 @@ impl Trainer {
                         s + 1,
                         self.net.graph.classes
                     );
-                    return Err(Error::Diverged { epoch: epoch + 1, step: s + 1, what });
+                    let steps_per_interval = self.cfg.text.map(|t| t.eval_every);
+                    return Err(Error::Diverged { epoch: epoch + 1, step: s + 1, steps_per_interval, what });
                 }
                 window = s + 1;
                 progress(s + 1, steps, totals);
@@ -807,9 +808,19 @@ impl Trainer {
     ) -> Result<EpochReport> {
         let test = self.evaluate(gpu).await?;
         let epoch = from.epochs_done;
-        if !test.loss_sum.is_finite() {
-            let what = format!("the test loss is {} (the weights are no longer finite)", test.mean_loss());
-            return Err(Error::Diverged { epoch: epoch + 1, step: self.steps_per_epoch, what });
+        // The evaluation counts too: a step can leave weights whose training loss was
+        // still in range but which no longer predict (gpt-mini at lr 100: training loss
+        // 4.6, validation loss 243,402). Stopping here keeps the last good checkpoint live.
+        let limit = loss_limit(self.net.graph.classes);
+        if !(test.loss_sum.is_finite() && test.mean_loss() <= limit) {
+            let what = format!(
+                "the {} loss is {} (the limit is 10 x ln {} = {limit:.2}, ten times a uniform guess's)",
+                if self.cfg.text.is_some() { "validation" } else { "test" },
+                test.mean_loss(),
+                self.net.graph.classes
+            );
+            let steps_per_interval = self.cfg.text.map(|t| t.eval_every);
+            return Err(Error::Diverged { epoch: epoch + 1, step: self.steps_per_epoch, steps_per_interval, what });
         }
         let samples_per_s = ((self.steps_per_epoch - from.step) * self.cfg.batch) as f64 / train_secs.max(1e-9);
         let samples_per_s = samples_per_s as f32;

@@ -101,6 +101,12 @@ impl Session {
         let at = trainer.restore(gpu, ck, path)?;
         let mut s = Self::with(trainer, cuttlefish, at);
         (s.params_full, s.macs_full) = (params_full, macs_full);
+        let f = ck.run(path)?.figures;
+        (s.seconds_full_rank, s.seconds_low_rank) = (f.seconds_full_rank, f.seconds_low_rank);
+        (s.last_test_acc, s.last_test_loss) = (f.last_test_acc, f.last_test_loss);
+        if let Some(cf) = s.cuttlefish.as_mut() {
+            cf.estimate_seconds = f.seconds_rank_estimation;
+        }
         Ok(s)
     }
 
@@ -217,6 +223,15 @@ impl Session {
         let mut ck = self.trainer.checkpoint(gpu, self.at).await?;
         if let Some(cf) = &self.cuttlefish {
             cf.checkpoint_into(gpu, &mut ck).await?;
+        }
+        if let Some(run) = ck.meta.run.as_mut() {
+            run.figures = crate::train::checkpoint::RunFigures {
+                seconds_full_rank: self.seconds_full_rank,
+                seconds_low_rank: self.seconds_low_rank,
+                seconds_rank_estimation: self.cuttlefish.as_ref().map_or(0.0, |c| c.estimate_seconds),
+                last_test_acc: self.last_test_acc,
+                last_test_loss: self.last_test_loss,
+            };
         }
         Ok(ck)
     }

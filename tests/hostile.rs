@@ -7,6 +7,7 @@
 //! `CUTTLE_BIN_UNDER_TEST` runs the tests against another `cuttle` binary (an older
 //! build, to see them fail); by default they run this package's.
 
+use cuttle::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -142,5 +143,38 @@ fn a_diverged_evaluation_never_becomes_the_live_checkpoint() {
     let (loss, limit) = (v["val_loss"].as_f64().unwrap(), 10.0 * 65f64.ln());
     assert!(loss < limit, "the live checkpoint's validation loss is {loss}, over the divergence limit {limit}");
     assert_eq!(v["steps_trained"], 1, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The smallest image run: one epoch of the CNN on 20 built-in images.
+const IMAGES: [&str; 12] =
+    ["--model", "cnn", "--epochs", "1", "--train-subset", "20", "--test-subset", "10", "--batch", "8", "--seed", "1"];
+
+/// A run is finished only once its final model and report exist: stopped after its last
+/// checkpoint and before them (a kill, a full disk), `--resume` writes them from that
+/// checkpoint, the same bytes an uninterrupted run wrote. (Before: "has finished; its
+/// results are in report.json", which did not exist and nothing would write.)
+#[test]
+fn a_run_stopped_before_its_report_is_finished_by_resume() {
+    let dir = scratch("no-report");
+    ok(cuttle(&dir, &[&["train", "--out", "run"], &IMAGES[..]].concat()));
+    let whole = files(&dir.join("run"));
+    let keep = |name: &str| whole.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let model_copy = dir.join("model-as-trained.safetensors");
+    std::fs::write(&model_copy, keep("model.safetensors")).unwrap();
+    for gone in [&["report.json"][..], &["model.safetensors", "report.json"]] {
+        for f in gone {
+            std::fs::remove_file(dir.join("run").join(f)).unwrap();
+        }
+        let o = ok(cuttle(&dir, &["train", "--resume", "run"]));
+        assert!(stderr(&o).contains("stopped before writing"), "{}", stderr(&o));
+        let report = std::fs::read(dir.join("run/report.json")).unwrap();
+        assert!(report == keep("report.json"), "report.json after losing {gone:?}");
+        // The same tensors and metadata (safetensors writes its metadata in hash order).
+        let model = |p: &Path| Checkpoint::load(p).unwrap();
+        assert!(model(&dir.join("run/model.safetensors")) == model(&model_copy), "the model after losing {gone:?}");
+    }
+    let o = ok(cuttle(&dir, &["train", "--resume", "run"]));
+    assert!(stderr(&o).contains("has finished"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -114,8 +114,9 @@ impl RunDir {
         Ok(RunDir { dir: dir.to_path_buf(), metrics, ranks })
     }
 
+    /// Writes a whole file crash-safely: a kill or a full disk leaves the old one or the new one.
     pub fn write(&self, name: &str, text: &str) -> Result<(), cuttle::Error> {
-        std::fs::write(self.dir.join(name), text).map_err(|e| self.io(e))
+        cuttle::train::checkpoint::write_file_atomic(&self.dir.join(name), text.as_bytes()).map_err(|e| self.io(e))
     }
 
     fn io(&self, e: impl std::fmt::Display) -> cuttle::Error {

@@ -47,16 +47,27 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
             )));
         }
         if run.epochs_done >= cfg.epochs {
-            // Nothing to train: the run's files (its report above all) stay as they are.
+            let missing: Vec<&str> = FINAL_FILES.into_iter().filter(|f| !out.join(f).exists()).collect();
+            let unit = if cfg.text.is_some() { "evaluation intervals" } else { "epochs" };
+            if missing.is_empty() {
+                // Nothing to do: the run's files (its report above all) stay as they are.
+                eprintln!(
+                    "{} has finished: {} of {} {unit} trained; nothing to do (its results are in {})",
+                    out.display(),
+                    run.epochs_done,
+                    cfg.epochs,
+                    out.join("report.json").display()
+                );
+                return Ok(());
+            }
+            // Stopped after its last checkpoint and before its final files: the loop
+            // below trains nothing and writes them.
             eprintln!(
-                "{} has finished: {} of {} {} trained; nothing to do (its results are in {})",
+                "{} trained all {} {unit} but stopped before writing {}; writing it from the last checkpoint",
                 out.display(),
-                run.epochs_done,
                 cfg.epochs,
-                if cfg.text.is_some() { "evaluation intervals" } else { "epochs" },
-                out.join("report.json").display()
+                missing.join(" and ")
             );
-            return Ok(());
         }
     }
     let mut run = RunDir::create(&out, resuming)?;
@@ -111,13 +122,20 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
         let ck = with_data_crc(pollster::block_on(session.checkpoint(&gpu))?, data_crc32);
         ck.save(&out)?;
         run.plots()?;
-        if session.done() {
-            // The final model alone, as `cuttle export` writes it.
-            ck.model_only().write_atomic(&out.join("model.safetensors"))?;
-        }
     }
+    // The final model alone, as `cuttle export` writes it, then the report: a run is
+    // finished once both exist (each written whole or not at all).
+    let ck = match checkpoint {
+        Some((ck, _)) if session.at.epochs_done == ck.meta.run.as_ref().map_or(0, |r| r.epochs_done) => ck,
+        _ => pollster::block_on(session.checkpoint(&gpu))?,
+    };
+    ck.model_only().write_atomic(&out.join("model.safetensors"))?;
     finish(&run, &session, &spec, &gpu, json)
 }
+
+/// The files a finished run has besides its checkpoints: a run missing either is resumed
+/// to write them.
+const FINAL_FILES: [&str; 2] = ["model.safetensors", "report.json"];
 
 /// The directory of a new run. One that already holds a run is never reused silently:
 /// a default name (no --out, no --name) moves on to `NAME-2`, `NAME-3`, ...; a name the

@@ -26,7 +26,7 @@
 //! one is missing or damaged. A truncated, corrupted or foreign file is an error naming
 //! it; it never loads silently.
 
-pub use super::meta::{check_normalize, Meta, RunState, PLAIN_KEYS};
+pub use super::meta::{check_normalize, Meta, RunFigures, RunState, PLAIN_KEYS};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -174,14 +174,7 @@ impl Checkpoint {
     /// the old file or the new one; a failed write removes its temporary.
     pub fn write_atomic(&self, path: &Path) -> Result<()> {
         let data = self.to_bytes(path)?;
-        let tmp = with_suffix(path, ".tmp");
-        let io = |e: std::io::Error| discard(&tmp, bad(path, e));
-        write_synced(&tmp, &data, &mut |_| Ok(())).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(|e| bad(path, e))?;
-        }
-        Ok(())
+        write_file_atomic(path, &data).map_err(|e| bad(path, e))
     }
 
     /// The safetensors bytes of this checkpoint, with its CRC-32 (`path` names it in errors;
@@ -266,6 +259,19 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
+}
+
+/// Writes `data` to `path` so that a kill or a full disk at any instant leaves either the
+/// old file or the whole new one: written and fsynced under `path.tmp`, renamed over
+/// `path`, the directory fsynced. A failed write removes its temporary.
+pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = with_suffix(path, ".tmp");
+    let r = write_synced(&tmp, data, &mut |_| Ok(())).and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r?;
+    path.parent().map_or(Ok(()), |d| sync_dir(if d.as_os_str().is_empty() { Path::new(".") } else { d }))
 }
 
 /// Removes a temporary left by a failed write (best effort: the error that caused it is

@@ -217,4 +217,20 @@ pub struct RunState {
     /// checkpoints from before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_crc32: Option<u32>,
+    /// The figures of the run's report so far, so that a resumed run reports the whole
+    /// run (not only what followed the resume), and a run killed between its last
+    /// checkpoint and its report can still write it. Zero in older checkpoints.
+    #[serde(default)]
+    pub figures: RunFigures,
+}
+
+/// What a run's final report sums or keeps from its epochs (`Session::final_report`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunFigures {
+    pub seconds_full_rank: f64,
+    pub seconds_low_rank: f64,
+    pub seconds_rank_estimation: f64,
+    /// The last epoch's test accuracy and loss (a language model's validation loss).
+    pub last_test_acc: f32,
+    pub last_test_loss: f32,
 }

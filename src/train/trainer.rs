@@ -538,6 +538,7 @@ impl Trainer {
                 optimizer_steps: self.optimizer_steps,
                 cuttlefish: None,
                 data_crc32: None,
+                figures: Default::default(),
             }),
         };
         Ok(ck)

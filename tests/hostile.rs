@@ -178,3 +178,32 @@ fn a_run_stopped_before_its_report_is_finished_by_resume() {
     assert!(stderr(&o).contains("has finished"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A kill while a line goes to `metrics.jsonl` leaves it torn, and one after an epoch's
+/// line but before its checkpoint leaves a line the resumed run writes again: resuming
+/// drops both, so every line parses and each epoch is there once. (Before: the resumed
+/// run appended to the torn line, which became unparsable.)
+#[test]
+fn a_resume_repairs_metrics_torn_or_ahead_of_the_checkpoint() {
+    let dir = scratch("torn");
+    ok(cuttle(&dir, &[&["train", "--out", "run"], &IMAGES[..]].concat()));
+    let run = dir.join("run");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    std::fs::write(run.join("config.toml"), config.replace("epochs = 1\n", "epochs = 2\n")).unwrap();
+    let mut metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first = metrics.clone();
+    metrics += &first.replace("\"epoch\":1", "\"epoch\":2"); // written, then killed before its checkpoint
+    metrics += "{\"event\":\"switch\",\"epo"; // torn
+    std::fs::write(run.join("metrics.jsonl"), metrics).unwrap();
+    let o = ok(cuttle(&dir, &["train", "--resume", "run"]));
+    assert!(stderr(&o).contains("dropped 2 metrics lines"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|v| v["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2]);
+    assert!(text.starts_with(&first));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -98,6 +98,40 @@ impl RunDir {
         Ok(())
     }
 
+    /// Before a resume from a checkpoint after `epochs_done` epochs (`switched`: it holds
+    /// the Cuttlefish switch): drops what `metrics.jsonl` and `ranks.csv` say of later
+    /// epochs (written before a kill that came before their checkpoint; they are trained
+    /// again) and a line torn by a kill, so the resumed run appends to whole lines that
+    /// agree with its checkpoint. Returns how many lines went.
+    pub fn repair(dir: &Path, epochs_done: usize, switched: bool) -> Result<usize, cuttle::Error> {
+        let mut dropped = 0;
+        let keep_metric = |l: &str| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(v) if v["event"] == "switch" => switched,
+            Ok(v) => v["epoch"].as_u64().is_some_and(|e| e as usize <= epochs_done),
+            Err(_) => false,
+        };
+        let keep_rank =
+            |l: &str| l.split(',').next().and_then(|e| e.parse::<usize>().ok()).is_some_and(|e| e <= epochs_done);
+        for (name, keep) in [("metrics.jsonl", &keep_metric as &dyn Fn(&str) -> bool), ("ranks.csv", &keep_rank)] {
+            let path = dir.join(name);
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            // ranks.csv's header stays; a last line without its newline is torn.
+            let kept: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| l.ends_with('\n') && ((name == "ranks.csv" && *i == 0) || keep(l.trim_end())))
+                .map(|(_, l)| *l)
+                .collect();
+            if kept.len() != lines.len() {
+                dropped += lines.len() - kept.len();
+                let err = |e: std::io::Error| cuttle::Error::Config(format!("{}: {e}", path.display()));
+                cuttle::train::checkpoint::write_file_atomic(&path, kept.concat().as_bytes()).map_err(err)?;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Creates the directory, or with `append` continues its files (resume).
     pub fn create(dir: &Path, append: bool) -> Result<RunDir, cuttle::Error> {
         let err = |e: std::io::Error| cuttle::Error::Config(format!("run directory {}: {e}", dir.display()));
@@ -123,8 +157,10 @@ impl RunDir {
         cuttle::Error::Config(format!("writing to {}: {e}", self.dir.display()))
     }
 
+    /// Appends one line in one write: a kill leaves the line whole or torn at its end,
+    /// never interleaved with a later one (`writeln!` on a file writes piece by piece).
     pub fn metric(&mut self, v: &serde_json::Value) -> Result<(), cuttle::Error> {
-        writeln!(self.metrics, "{v}").map_err(|e| self.io(e))
+        self.metrics.write_all(format!("{v}\n").as_bytes()).map_err(|e| self.io(e))
     }
 
     pub fn ranks_header(&mut self, names: &[String]) -> Result<(), cuttle::Error> {
@@ -136,7 +172,8 @@ impl RunDir {
 
     pub fn ranks_row(&mut self, epoch: usize, s: &[f64]) -> Result<(), cuttle::Error> {
         let row: Vec<String> = s.iter().map(|v| format!("{v:.4}")).collect();
-        let r = self.ranks.as_mut().map(|f| writeln!(f, "{epoch},{}", row.join(",")));
+        let line = format!("{epoch},{}\n", row.join(","));
+        let r = self.ranks.as_mut().map(|f| f.write_all(line.as_bytes()));
         r.unwrap_or(Ok(())).map_err(|e| self.io(e))
     }
 

@@ -70,6 +70,14 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
             );
         }
     }
+    if let Some((ck, path)) = &checkpoint {
+        let run = ck.run(path)?;
+        let switched = run.cuttlefish.as_ref().is_some_and(|c| c.switched.is_some());
+        let dropped = RunDir::repair(&out, run.epochs_done, switched)?;
+        if dropped > 0 {
+            eprintln!("{}: dropped {dropped} metrics lines written after its last checkpoint, or torn by the kill (the epochs they describe train again)", out.display());
+        }
+    }
     let mut run = RunDir::create(&out, resuming)?;
     if !resuming {
         run.write(cli::config::FILE, &cli::config::to_toml(&c))?;

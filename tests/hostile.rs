@@ -207,3 +207,30 @@ fn a_resume_repairs_metrics_torn_or_ahead_of_the_checkpoint() {
     assert!(text.starts_with(&first));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process training in a run directory holds its lock: a second `--resume`, or a new
+/// run with `--force`, is refused and changes nothing; once the lock is free (its
+/// process ended, however it ended), both work. (Before: two resumes of one run trained
+/// at once, interleaving checkpoints and metrics.) The lock is taken here by this test,
+/// as another cuttle process would hold it.
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let dir = scratch("locked");
+    ok(cuttle(&dir, &[&["train", "--out", "run"], &IMAGES[..]].concat()));
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("run/run.lock")).unwrap();
+    lock.try_lock().expect("the finished run left its lock free");
+    std::fs::write(dir.join("run/run.lock"), "4242").unwrap();
+    let before = files(&dir.join("run"));
+    let force = [&["train", "--out", "run", "--force"], &IMAGES[..]].concat();
+    for args in [&["train", "--resume", "run"][..], &force] {
+        let o = cuttle(&dir, args);
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains("run is in use: another cuttle process (pid 4242)"), "{args:?}: {e}");
+    }
+    assert_eq!(files(&dir.join("run")), before);
+    drop(lock);
+    assert!(stderr(&ok(cuttle(&dir, &["train", "--resume", "run"]))).contains("has finished"));
+    ok(cuttle(&dir, &force));
+    let _ = std::fs::remove_dir_all(&dir);
+}

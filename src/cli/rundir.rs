@@ -13,8 +13,12 @@ pub struct RunDir {
     ranks: Option<std::fs::File>,
 }
 
+/// The lock a training process holds on its run directory (`RunDir::lock`).
+const LOCK_FILE: &str = "run.lock";
+
 /// The files a run writes in its directory (besides temporaries ending in `.tmp`).
-const RUN_FILES: [&str; 11] = [
+const RUN_FILES: [&str; 12] = [
+    LOCK_FILE,
     "config.toml",
     "metrics.jsonl",
     "ranks.csv",
@@ -90,7 +94,7 @@ impl RunDir {
             .map_err(|e| cuttle::Error::Config(format!("run directory {}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if RunDir::is_run_file(&name) || name == "model.safetensors" {
+            if (RunDir::is_run_file(&name) || name == "model.safetensors") && name != LOCK_FILE {
                 std::fs::remove_file(entry.path())
                     .map_err(|e| cuttle::Error::Config(format!("--force: {}: {e}", entry.path().display())))?;
             }
@@ -130,6 +134,34 @@ impl RunDir {
             }
         }
         Ok(dropped)
+    }
+
+    /// Makes `dir` (if need be) and takes its lock for as long as the returned file is
+    /// open: a second process training in the same directory (two `--resume`s, or a new
+    /// run with --force) is refused instead of interleaving its checkpoints and metrics
+    /// with the first's. The lock is the operating system's (flock / LockFileEx), so a
+    /// killed process never leaves it held.
+    pub fn lock(dir: &Path) -> Result<std::fs::File, cuttle::Error> {
+        let path = dir.join(LOCK_FILE);
+        let err = |e: std::io::Error| cuttle::Error::Config(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                let pid = pid.trim();
+                let who = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
+                return Err(cuttle::Error::Config(format!(
+                    "{} is in use: another cuttle process{who} is training in it; wait for it to end or stop it, then try again",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        f.set_len(0).and_then(|()| f.write_all(std::process::id().to_string().as_bytes())).map_err(err)?;
+        Ok(f)
     }
 
     /// Creates the directory, or with `append` continues its files (resume).

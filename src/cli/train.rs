@@ -37,7 +37,14 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
     let Plan { spec, data, cfg, cf } = plan(&c, vocab)?;
     let data_crc32 = data.crc32();
     // Only once every setting is known good: --force deletes the earlier run's files.
-    let out = if resuming { cli::config::run_dir(&c) } else { fresh_run_dir(&c, a.force)? };
+    let (out, _lock) = match resuming {
+        true => {
+            let out = cli::config::run_dir(&c);
+            let lock = RunDir::lock(&out)?;
+            (out, lock)
+        }
+        false => fresh_run_dir(&c, a.force)?,
+    };
     if let Some((ck, path)) = &checkpoint {
         let run = ck.run(path)?;
         if let Some(then) = run.data_crc32.filter(|then| *then != data_crc32) {
@@ -147,16 +154,20 @@ const FINAL_FILES: [&str; 2] = ["model.safetensors", "report.json"];
 
 /// The directory of a new run. One that already holds a run is never reused silently:
 /// a default name (no --out, no --name) moves on to `NAME-2`, `NAME-3`, ...; a name the
-/// user gave needs `--force`, which deletes the old run's files first.
-pub fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<std::path::PathBuf, cuttle::Error> {
+/// user gave needs `--force`, which deletes the old run's files first. Returns it with its
+/// lock held (`RunDir::lock`).
+pub fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<(std::path::PathBuf, std::fs::File), cuttle::Error> {
     let dir = RunDir::resolve(&cli::config::run_dir(c));
     if !RunDir::holds_run(&dir) {
-        return Ok(dir);
+        let lock = RunDir::lock(&dir)?;
+        return Ok((dir, lock));
     }
     if force {
+        // Not while another process trains there.
+        let lock = RunDir::lock(&dir)?;
         RunDir::clear(&dir)?;
         eprintln!("--force: deleted the earlier run's files in {}", dir.display());
-        return Ok(dir);
+        return Ok((dir, lock));
     }
     if c.out.is_some() || c.name.is_some() {
         return Err(cuttle::Error::Config(format!(
@@ -174,7 +185,8 @@ pub fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<std::path::PathBuf, c
         .find(|d| !RunDir::holds_run(d))
         .expect("some name is free");
     eprintln!("{} holds an earlier run; this one goes to {}", dir.display(), free.display());
-    Ok(free)
+    let lock = RunDir::lock(&free)?;
+    Ok((free, lock))
 }
 
 /// What the run trains, and (with Cuttlefish) when the ranks count as settled.

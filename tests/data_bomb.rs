@@ -44,14 +44,16 @@ fn gzip_zeros(path: &Path, zeros: usize) {
     enc.finish().unwrap();
 }
 
-/// The four MNIST files in `dir`, with `images` as the training images: the labels and the
-/// test split are small and valid, so any error is the training images'.
-fn write_split(dir: &Path, images_name: &str, images: &[u8]) {
+/// The four MNIST files in `dir`, with `images` as the training images and `labels`
+/// training labels: the labels and the test split are valid, so any error is the
+/// training images' (or the count's, where `labels` disagrees with their header).
+fn write_split(dir: &Path, images_name: &str, images: &[u8], labels: u32) {
     for stale in ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"] {
         let _ = fs::remove_file(dir.join(stale));
     }
     fs::write(dir.join(images_name), images).unwrap();
-    fs::write(dir.join("train-labels-idx1-ubyte"), [header(&[0x801, 1]), vec![3]].concat()).unwrap();
+    fs::write(dir.join("train-labels-idx1-ubyte"), [header(&[0x801, labels]), vec![3; labels as usize]].concat())
+        .unwrap();
     fs::write(dir.join("t10k-images-idx3-ubyte"), [header(&[0x803, 1, 2, 2]), vec![9; 4]].concat()).unwrap();
     fs::write(dir.join("t10k-labels-idx1-ubyte"), [header(&[0x801, 1]), vec![4]].concat()).unwrap();
 }
@@ -93,7 +95,7 @@ fn lying_headers_fail_without_allocating_the_claim() {
 
     // A billion images of 28x28 claimed, 512 MiB there: refused before reading.
     let bomb = [gzip(&header(&[0x803, 1_000_000_000, 28, 28])), zeros.clone()].concat();
-    write_split(dir, "train-images-idx3-ubyte.gz", &bomb);
+    write_split(dir, "train-images-idx3-ubyte.gz", &bomb, 1);
     fails_within_memory(
         dir,
         &["train-images-idx3-ubyte.gz", "1000000000 images of 28x28", "784000000000 bytes", "gzip", "1032"],
@@ -102,8 +104,14 @@ fn lying_headers_fail_without_allocating_the_claim() {
     // A plausible claim (60,000 images of 28x28, 47 MB) over the same 512 MiB: the
     // stream is read only to the claim and one byte more.
     let over = [gzip(&header(&[0x803, 60_000, 28, 28])), zeros.clone()].concat();
-    write_split(dir, "train-images-idx3-ubyte.gz", &over);
+    write_split(dir, "train-images-idx3-ubyte.gz", &over, 60_000);
     fails_within_memory(dir, &["train-images-idx3-ubyte.gz", "trailing bytes", "60000 images of 28x28"]);
+
+    // A true header (524,288 images of 32x32: the 512 MiB there) beside a file of one
+    // label: refuted by the labels' header before a pixel is read.
+    let true_claim = [gzip(&header(&[0x803, 524_288, 32, 32])), zeros.clone()].concat();
+    write_split(dir, "train-images-idx3-ubyte.gz", &true_claim, 1);
+    fails_within_memory(dir, &["train-labels-idx1-ubyte", "count mismatch: 1 labels here but 524288 images"]);
 
     // A claim the compressed size allows but the stream does not hold (noise, so that
     // the gzip file is as large as its data).
@@ -115,12 +123,12 @@ fn lying_headers_fail_without_allocating_the_claim() {
         })
         .collect();
     let short = gzip(&[header(&[0x803, 1000, 28, 28]), noise].concat());
-    write_split(dir, "train-images-idx3-ubyte.gz", &short);
+    write_split(dir, "train-images-idx3-ubyte.gz", &short, 1000);
     fails_within_memory(dir, &["train-images-idx3-ubyte.gz", "truncated", "1000 images of 28x28", "only 5000 bytes"]);
 
     // A plain file that claims a gigabyte and holds 100 bytes: refused from its length,
     // before any of it is read.
-    write_split(dir, "train-images-idx3-ubyte", &[header(&[0x803, 1000, 1000, 1000]), vec![0; 100]].concat());
+    write_split(dir, "train-images-idx3-ubyte", &[header(&[0x803, 1000, 1000, 1000]), vec![0; 100]].concat(), 1);
     fails_within_memory(
         dir,
         &[
@@ -130,6 +138,6 @@ fn lying_headers_fail_without_allocating_the_claim() {
         ],
     );
     // The largest claim a header can make (u32::MAX three times) on a plain file.
-    write_split(dir, "train-images-idx3-ubyte", &header(&[0x803, u32::MAX, u32::MAX, u32::MAX]));
+    write_split(dir, "train-images-idx3-ubyte", &header(&[0x803, u32::MAX, u32::MAX, u32::MAX]), 1);
     fails_within_memory(dir, &["train-images-idx3-ubyte", "4294967295"]);
 }

@@ -132,12 +132,12 @@ fn parse_split(
             format!("header says {n} images of {h}x{w}, too large to hold in memory"),
         ));
     };
-    let declared = || format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)");
-    image_bound.check(&images_path, 16, pixel_bytes, declared)?;
-    let images = read_body(reader, &images_path, pixel_bytes, declared)?;
-
-    let reader = &mut label_reader;
-    let [magic, label_count] = read_header::<2>(reader, &labels_path)?;
+    let declared_images = || format!("{n} images of {h}x{w} ({pixel_bytes} bytes of pixels)");
+    image_bound.check(&images_path, 16, pixel_bytes, declared_images)?;
+    // Both headers, and the small label file, before any pixel: a label count that
+    // refutes the images' header must not cost reading the images first (a gzip whose
+    // header matches its 2 GB body beside a 60-label file).
+    let [magic, label_count] = read_header::<2>(&mut label_reader, &labels_path)?;
     check_magic(&labels_path, magic, LABELS_MAGIC, "label")?;
     if label_count != count {
         return Err(DataError::new(
@@ -147,10 +147,11 @@ fn parse_split(
     }
     let declared = || format!("{n} labels");
     label_bound.check(&labels_path, 8, n, declared)?;
-    let label_bytes = read_body(reader, &labels_path, n, declared)?;
+    let label_bytes = read_body(&mut label_reader, &labels_path, n, declared)?;
     if let Some((i, &l)) = label_bytes.iter().enumerate().find(|&(_, &l)| l as usize >= CLASSES) {
         return Err(DataError::new(&labels_path, format!("label {l} out of range 0..{CLASSES} at index {i}")));
     }
+    let images = read_body(reader, &images_path, pixel_bytes, declared_images)?;
 
     Ok(Dataset {
         name: format!("{}/{split}", flavor.name()),

@@ -234,3 +234,67 @@ fn a_run_directory_in_use_is_refused() {
     ok(cuttle(&dir, &force));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Options out of range, or of no effect in the configuration given, are refused before
+/// any work, each message naming the option, its value and the range or the reason; a
+/// text shorter than one window is named as such. (Before: each of these trained, or
+/// blamed the batch: "--batch 2 is larger than the training set (0 images)".)
+#[test]
+fn options_out_of_range_or_of_no_effect_are_named() {
+    let dir = scratch("options");
+    std::fs::write(dir.join("one.txt"), "x").unwrap();
+    std::fs::write(dir.join("fifty.txt"), "a".repeat(50)).unwrap();
+    let cnn = ["--model", "cnn", "--epochs", "2"];
+    let gpt = ["--model", "gpt-mini", "--steps", "2", "--eval-every", "1"];
+    let cases: &[(&[&str], &[&str], &str)] = &[
+        (&cnn, &["--optimizer", "adamw", "--momentum", "0.5"], "--momentum 0.5 has no effect here: it is SGD's"),
+        (&cnn, &["--beta2", "0.9"], "--beta2 0.9 has no effect here: it is AdamW's"),
+        (&cnn, &["--rank-floor", "0.3"], "--rank-floor 0.3 has no effect here: it is Cuttlefish's"),
+        (
+            &cnn,
+            &["--factorize", "reference", "--extra-bn"],
+            "has no effect here: it is Cuttlefish's, and the run has no --cuttlefish; drop it (and 1 more: --extra-bn)",
+        ),
+        (
+            &cnn,
+            &["--cuttlefish", "--factorize", "reference", "--auto-margin", "0.2"],
+            "--auto-margin 0.2 has no effect here: it is for --factorize auto",
+        ),
+        (
+            &cnn,
+            &["--cuttlefish", "--frobenius-decay=-1"],
+            "--frobenius-decay must be a finite number >= 0 (0: off), not -1",
+        ),
+        (&cnn, &["--cuttlefish", "--rewarm-epochs", "9"], "--rewarm-epochs 9 is longer than the run (0 to --epochs 2)"),
+        (
+            &cnn,
+            &["--train-subset", "1000000"],
+            "--train-subset 1000000: the training split of builtin has 10000 images (1 to 10000)",
+        ),
+        (&gpt, &["--augment", "none"], "--augment none has no effect here: it is for images"),
+        (
+            &gpt,
+            &["--data", "text:one.txt"],
+            "one.txt: the training split (first 90%) has 0 characters, fewer than one window of 64",
+        ),
+        (
+            &gpt,
+            &["--data", "text:fifty.txt"],
+            "the training split (first 90%) has 45 characters, fewer than one window of 64",
+        ),
+        (&gpt, &["--context", "1000000000"], "--context 1000000000: gpt-mini reads 1 to 64 tokens"),
+        (
+            &gpt,
+            &["--data", "text:fifty.txt", "--context", "4", "--batch", "64"],
+            "--batch 64 is larger than the training set (41 windows of 4 characters)",
+        ),
+    ];
+    for (model, extra, expected) in cases {
+        let o = cuttle(&dir, &[&["train", "--out", "run"], *model, *extra].concat());
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains(expected), "{extra:?}: expected {expected:?}, got {e}");
+        assert_eq!(e.lines().filter(|l| !l.is_empty()).count(), 1, "{extra:?}: one line: {e}");
+    }
+    assert!(!dir.join("run").exists(), "a refused run made its directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -161,18 +161,35 @@ pub struct Plan {
 /// typo fails at once on any machine.
 pub fn plan(c: &RunConfig, vocab: Option<Vocab>) -> Result<Plan, cuttle::Error> {
     let (spec, data) = load_data(c, vocab)?;
-    let (cfg, cf) = c.settings(data.train_count(c))?;
+    // The model before the settings: a context outside the model's range, or longer than
+    // the text, is named as such, not as a batch larger than the (then empty) set of
+    // windows.
     let graph = match &data {
         Loaded::Images(s) => {
             let t = &s.train;
-            model_by_name(&c.model, [t.channels, t.height, t.width], t.classes)
+            model_by_name(&c.model, [t.channels, t.height, t.width], t.classes).map_err(cuttle::Error::Config)?
         }
         Loaded::Text(t) => {
-            t.check_context(cfg.text.map_or(0, |x| x.context))?;
-            models::language_model(&c.model, c.context, t.vocab.len())
+            let g = models::language_model(&c.model, c.context, t.vocab.len()).map_err(cuttle::Error::Config)?;
+            t.check_context(g.shape(cuttle::nn::Graph::INPUT).0[0])?;
+            g
+        }
+    };
+    if let Loaded::Images(s) = &data {
+        // A subset as large as the split or larger is the whole split: say so rather than
+        // train on fewer images than asked.
+        let splits = [
+            ("--train-subset", "training", c.train_subset, &s.train),
+            ("--test-subset", "test", c.test_subset, &s.test),
+        ];
+        for (flag, split, want, d) in splits {
+            if let Some(n) = want.filter(|&n| n > d.n) {
+                let range = format!("{} images (1 to {})", d.n, d.n);
+                return Err(cuttle::Error::Config(format!("{flag} {n}: the {split} split of {spec} has {range}")));
+            }
         }
     }
-    .map_err(cuttle::Error::Config)?;
+    let (cfg, cf) = c.settings(data.train_count(c))?;
     if let Some(cf) = &cf {
         cuttle::cuttlefish::run::check_layers(&graph, &cf.factorize)?;
     }

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod meta;
 pub mod optimizer;
+mod options_check;
 pub mod schedule;
 pub mod trainer;
 

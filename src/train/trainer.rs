@@ -103,7 +103,11 @@ impl TrainConfig {
             return bad("--batch must be at least 1".into());
         }
         if self.batch > train_images {
-            return bad(format!("--batch {} is larger than the training set ({train_images} images)", self.batch));
+            let set = match self.text {
+                Some(t) => format!("{train_images} windows of {} characters", t.context),
+                None => format!("{train_images} images"),
+            };
+            return bad(format!("--batch {} is larger than the training set ({set})", self.batch));
         }
         if !self.lr.is_finite() || self.lr <= 0.0 {
             return bad(format!("--lr must be a positive finite number, not {}", self.lr));

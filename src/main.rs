@@ -130,7 +130,23 @@ fn info(model: Option<String>, classes: Option<usize>) -> Result<(), cuttle::Err
     Ok(())
 }
 
+/// Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` connects to a Wayland
+/// display to find the default GPU; with no `XDG_RUNTIME_DIR` (a headless machine, CI, a
+/// container) libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+/// environment." twice on every command that opens the GPU, though nothing failed. cuttle
+/// needs no display and picks its adapter itself (`--adapter`), so there the layer is
+/// turned off with the switch its manifest declares, `NODEVICE_SELECT=1`, unless the
+/// user set that or chose a device through the layer (`MESA_VK_DEVICE_SELECT`).
+fn quiet_headless_vulkan() {
+    let unset = |k: &str| std::env::var_os(k).is_none();
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
+        // At the start of main, before any thread exists that could read the environment.
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

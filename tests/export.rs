@@ -250,7 +250,7 @@ fn metadata_checks_and_describes_itself() {
     let path = ck.model_only().save(&dir).unwrap();
     assert_eq!(Checkpoint::load(&path).unwrap().meta, meta);
     let s = strings(&path);
-    for k in PLAIN_KEYS.iter().filter(|k| **k != "vocab_size") {
+    for k in PLAIN_KEYS.iter().filter(|k| !["vocab_size", "vocab"].contains(*k)) {
         assert!(s.contains_key(*k), "{k} missing: {s:?}");
     }
     assert_eq!(s["normalize_mean"], "[0.49,0.48,0.45]");
@@ -260,6 +260,13 @@ fn metadata_checks_and_describes_itself() {
     let lines = text.describe().join("\n");
     assert!(lines.contains("input: 64 tokens") && lines.contains("vocabulary: 65"), "{lines}");
     assert!(lines.contains("ranks: no factorized layers"), "{lines}");
+    // A language model's vocabulary: its characters in id order, one per output.
+    let abc =
+        Meta { model: "gpt-mini".into(), input_shape: vec![8], classes: 3, vocab: "\nab".into(), ..Default::default() };
+    assert_eq!(abc.check(), Ok(()));
+    assert!(abc.describe().join("\n").contains(r#"vocabulary: 3 characters, in id order "\nab""#));
+    assert!(Meta { vocab: "ba\n".into(), ..abc.clone() }.check().unwrap_err().contains("sorted"));
+    assert!(Meta { vocab: "ab".into(), ..abc.clone() }.check().unwrap_err().contains("2 characters for 3 outputs"));
 
     let bad = |m: Meta, needle: &str| {
         let e = m.check().unwrap_err();

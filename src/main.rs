@@ -90,7 +90,13 @@ pub fn untuned_gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
 pub fn gpu(adapter: &Option<String>) -> Result<Gpu, cuttle::Error> {
     let gpu = untuned_gpu(adapter)?;
     if cuttle::ops::tune::wanted_by_cli() {
-        cuttle::ops::tune::attach(&gpu, cuttle::ops::tune::TileCache::open(gpu.adapter()));
+        let tiles = cuttle::ops::tune::TileCache::open(gpu.adapter()).with_progress(|done, secs| match done {
+            0 => eprintln!(
+                "tiles: timing GEMM tiles for this model's shapes on this adapter (once; later runs read them back; CUTTLE_TUNE=0 skips)..."
+            ),
+            _ => eprintln!("tiles: {done} GEMM shapes timed so far, {secs:.0} s"),
+        });
+        cuttle::ops::tune::attach(&gpu, tiles);
     }
     Ok(gpu)
 }

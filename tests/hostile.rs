@@ -220,13 +220,15 @@ fn a_run_directory_in_use_is_refused() {
     let lock =
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("run/run.lock")).unwrap();
     lock.try_lock().expect("the finished run left its lock free");
-    std::fs::write(dir.join("run/run.lock"), "4242").unwrap();
     let before = files(&dir.join("run"));
     let force = [&["train", "--out", "run", "--force"], &IMAGES[..]].concat();
     for args in [&["train", "--resume", "run"][..], &force] {
         let o = cuttle(&dir, args);
         let e = stderr(&o);
-        assert!(!o.status.success() && e.contains("run is in use: another cuttle process (pid 4242)"), "{args:?}: {e}");
+        assert!(
+            !o.status.success() && e.contains("run is in use: another cuttle process is training in it"),
+            "{args:?}: {e}"
+        );
     }
     assert_eq!(files(&dir.join("run")), before);
     drop(lock);
@@ -296,5 +298,28 @@ fn options_out_of_range_or_of_no_effect_are_named() {
         assert_eq!(e.lines().filter(|l| !l.is_empty()).count(), 1, "{extra:?}: one line: {e}");
     }
     assert!(!dir.join("run").exists(), "a refused run made its directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A successful run prints no `error:` line (Mesa's device-select layer printed
+/// "error: XDG_RUNTIME_DIR is invalid or not set" twice where there is no display), and
+/// a first run on an adapter says that it is timing GEMM tiles before it goes quiet to
+/// do so (it took 100 s to over 4 minutes, silently, on bigger models).
+#[test]
+fn a_successful_run_prints_no_error_and_tuning_says_what_it_does() {
+    let dir = scratch("quiet");
+    let bin = std::env::var("CUTTLE_BIN_UNDER_TEST").unwrap_or(env!("CARGO_BIN_EXE_cuttle").into());
+    let o = Command::new(bin)
+        .args([&["train", "--out", "run"], &IMAGES[..]].concat())
+        .current_dir(&dir)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("CUTTLE_TUNE")
+        .env("CUTTLE_CACHE_DIR", dir.join("tiles"))
+        .output()
+        .unwrap();
+    let e = stderr(&ok(o));
+    assert!(e.lines().all(|l| !l.starts_with("error")), "{e}");
+    assert!(e.contains("tiles: timing GEMM tiles for this model's shapes on this adapter"), "{e}");
+    assert!(e.contains("tiles: measured"), "the summary after tuning: {e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

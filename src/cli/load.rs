@@ -189,6 +189,7 @@ pub fn plan(c: &RunConfig, vocab: Option<Vocab>) -> Result<Plan, cuttle::Error> 
             }
         }
     }
+    c.check_no_unused_options()?;
     let (cfg, cf) = c.settings(data.train_count(c))?;
     if let Some(cf) = &cf {
         cuttle::cuttlefish::run::check_layers(&graph, &cf.factorize)?;

@@ -145,23 +145,16 @@ impl RunDir {
         let path = dir.join(LOCK_FILE);
         let err = |e: std::io::Error| cuttle::Error::Config(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let mut f =
-            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+        // The file stays empty: resuming a finished run changes nothing in its directory.
         match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                let pid = pid.trim();
-                let who = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
-                return Err(cuttle::Error::Config(format!(
-                    "{} is in use: another cuttle process{who} is training in it; wait for it to end or stop it, then try again",
-                    dir.display()
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(cuttle::Error::Config(format!(
+                "{} is in use: another cuttle process is training in it; wait for it to end or stop it, then try again",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
         }
-        f.set_len(0).and_then(|()| f.write_all(std::process::id().to_string().as_bytes())).map_err(err)?;
-        Ok(f)
     }
 
     /// Creates the directory, or with `append` continues its files (resume).

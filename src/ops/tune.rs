@@ -52,7 +52,16 @@ pub struct TileCache {
     forced: Mutex<Option<Tile>>,
     /// Shapes measured by this process (the rest came from the file or the rule).
     measured: std::sync::atomic::AtomicUsize,
+    /// Told, while shapes are being measured, how many are done and the seconds since
+    /// the first began: the first time at once, then every [`PROGRESS_EVERY`] seconds at
+    /// most (tuning can take minutes, and a silent start reads as a hang).
+    progress: Option<Box<dyn Fn(usize, f64) + Send + Sync>>,
+    /// When the first measurement began, and when progress was last told.
+    progress_times: Mutex<Option<(std::time::Instant, std::time::Instant)>>,
 }
+
+/// Seconds between two progress reports of tile tuning.
+const PROGRESS_EVERY: f64 = 10.0;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheFile {
@@ -130,6 +139,24 @@ impl TileCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// This cache, telling `f(shapes measured, seconds)` how tuning goes while it
+    /// measures (see `progress`).
+    pub fn with_progress(self, f: impl Fn(usize, f64) + Send + Sync + 'static) -> TileCache {
+        TileCache { progress: Some(Box::new(f)), ..self }
+    }
+
+    /// Tells the progress callback, when one is set and it is time to.
+    fn note_progress(&self) {
+        let Some(f) = &self.progress else { return };
+        let now = std::time::Instant::now();
+        let mut times = self.progress_times.lock().expect("tile cache lock");
+        let (start, last) = times.get_or_insert((now, now - std::time::Duration::from_secs(3600)));
+        if now.duration_since(*last).as_secs_f64() >= PROGRESS_EVERY {
+            *last = now;
+            f(self.measured(), now.duration_since(*start).as_secs_f64());
+        }
     }
 
     fn save(&self, adapter: &AdapterSummary) {
@@ -217,6 +244,7 @@ pub(super) fn choose(
     let best = if candidates.len() == 1 {
         rule
     } else {
+        cache.note_progress();
         let a = Tensor::scratch(gpu, "tune.a", &[a_len])?;
         let b = Tensor::scratch(gpu, "tune.b", &[b_len])?;
         let bias = Tensor::scratch(gpu, "tune.bias", &[n])?;

@@ -415,7 +415,7 @@ impl RunConfig {
     /// that cannot train is an error naming it. `train_images` is the training set's size.
     pub fn settings(&self, train_images: usize) -> Result<(TrainConfig, Option<CuttlefishConfig>)> {
         self.check_text_options()?;
-        self.check_options()?;
+        self.check_ranges()?;
         let cfg = self.train_config();
         cfg.validate(train_images)?;
         if self.nesterov && cfg.optimizer.kind() != OptimizerKind::Sgd {

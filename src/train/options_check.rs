@@ -11,9 +11,11 @@ use crate::nn::models::is_language_model;
 use crate::{Error, Result};
 
 impl RunConfig {
-    /// Every option that has no effect in this configuration, as an error; then the
-    /// ranges of the options that the trainer checks only where they take effect.
-    pub(crate) fn check_options(&self) -> Result<()> {
+    /// Every option that has no effect in this configuration, as an error. The command
+    /// line checks this; the library does not (the same options with `cuttlefish` off
+    /// give a run's full-rank baseline, and the demo page turns Cuttlefish off on a
+    /// preset that names its layers).
+    pub fn check_no_unused_options(&self) -> Result<()> {
         let d = RunConfig::default();
         let m = self.model_settings();
         let mut unused: Vec<(String, &str)> = vec![];
@@ -94,6 +96,13 @@ impl RunConfig {
             };
             return Err(Error::Config(format!("{} has no effect here: it {why}; drop it{more}", option.trim())));
         }
+        Ok(())
+    }
+
+    /// The ranges of the options that the trainer and Cuttlefish check only where they
+    /// take effect (`settings` checks these always).
+    pub(crate) fn check_ranges(&self) -> Result<()> {
+        let m = self.model_settings();
         let fd = self.frobenius_decay;
         if !(fd.is_finite() && fd >= 0.0) {
             return Err(Error::Config(format!("--frobenius-decay must be a finite number >= 0 (0: off), not {fd}")));

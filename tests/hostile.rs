@@ -323,3 +323,32 @@ fn a_successful_run_prints_no_error_and_tuning_says_what_it_does() {
     assert!(e.contains("tiles: measured"), "the summary after tuning: {e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data a run trains on is part of its checkpoint (a CRC-32 of both splits):
+/// resuming on data that changed since, even with the same characters, is refused
+/// naming the data; the run's files stay as they were. (Before: the run went on with
+/// other data under the same name.)
+#[test]
+fn resuming_on_changed_data_is_refused() {
+    let dir = scratch("changed-data");
+    std::fs::write(dir.join("corpus.txt"), text("abcdefghij")).unwrap();
+    let mut args = [&["train"], &T[..], &["--data", "text:corpus.txt", "--out", "run"]].concat();
+    args[4] = "4"; // --steps
+    ok(cuttle(&dir, &args));
+    // The run stopped after two of its four steps (as a kill would leave it).
+    let config = std::fs::read_to_string(dir.join("run/config.toml")).unwrap();
+    assert!(config.contains("epochs = 4\n"), "{config}");
+    let ck_path = dir.join("run/checkpoint.safetensors");
+    let mut ck = Checkpoint::load(&ck_path).unwrap();
+    assert!(ck.meta.run.as_ref().unwrap().data_crc32.is_some(), "the checkpoint records its data");
+    ck.meta.run.as_mut().unwrap().epochs_done = 2;
+    ck.save(&dir.join("run")).unwrap();
+    let before = files(&dir.join("run"));
+    // The same characters in another order.
+    std::fs::write(dir.join("corpus.txt"), text("jihgfedcba")).unwrap();
+    let o = cuttle(&dir, &["train", "--resume", "run"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("corpus.txt is not the data run was trained on"), "{e}");
+    assert_eq!(files(&dir.join("run")), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,6 +48,10 @@ enum Command {
         /// Data to evaluate on [default: the run's own].
         #[arg(long)]
         data: Option<String>,
+        /// Also write every test image's label, prediction and logits to this CSV file
+        /// (image models), to compare with another framework image by image.
+        #[arg(long, value_name = "FILE")]
+        predictions: Option<std::path::PathBuf>,
     },
     /// Serve the browser demo (web/, built by `bash web/build.sh`) on 127.0.0.1.
     Serve(cli::serve::ServeArgs),
@@ -169,7 +173,7 @@ fn main() -> ExitCode {
         },
         Command::Info { model, classes } => info(model, classes),
         Command::Bench(b) => bench::run(&cli.adapter, b),
-        Command::Eval { run, data } => eval(&cli.adapter, &run, data),
+        Command::Eval { run, data, predictions } => eval(&cli.adapter, &run, data, predictions.as_deref()),
         Command::Export { run, to } => export(&run, &to),
         Command::Sample(a) => sample(&cli.adapter, a),
         Command::Serve(a) => cli::serve::run(a),

@@ -352,3 +352,55 @@ fn resuming_on_changed_data_is_refused() {
     assert_eq!(files(&dir.join("run")), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cuttle eval --predictions FILE` writes each test image's label, prediction and
+/// logits (to compare with another framework image by image): as many rows as test
+/// images, its accuracy the one `eval` reports; counts in the JSON are integers (before:
+/// `"images":10.0`); a file of the run's own is refused, and so is a language model.
+#[test]
+fn eval_writes_per_image_predictions() {
+    let dir = scratch("predictions");
+    ok(cuttle(&dir, &[&["train", "--out", "run"], &IMAGES[..]].concat()));
+    let o = ok(cuttle(&dir, &["eval", "run", "--predictions", "p.csv"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], serde_json::json!(10), "{v}");
+    let csv = std::fs::read_to_string(dir.join("p.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("index,label,predicted,logit_0,logit_1,"));
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|c| c.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|r| r.len() == 3 + 10 && r[3..].iter().all(|x| x.is_finite())));
+    let right = rows.iter().filter(|r| r[1] == r[2]).count() as f64;
+    assert!((right / 10.0 - v["test_acc"].as_f64().unwrap()).abs() < 1e-6, "{v}");
+    for r in &rows {
+        let best = (0..10).fold(0, |b, c| if r[3 + c] > r[3 + b] { c } else { b });
+        assert_eq!(r[2] as usize, best, "the prediction is the largest logit");
+    }
+    let o = cuttle(&dir, &["eval", "run", "--predictions", "run/report.json"]);
+    assert!(!o.status.success() && stderr(&o).contains("one of the run's own files"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A step-counted run speaks in steps and windows, counts are singular where they are
+/// one, and a switch that factorized nothing reports no low-rank time. (Before: "switch
+/// to low rank before epoch 4", "MACs/image", "1 steps per evaluation", "1 warm-up
+/// steps", "on 1 batches", and "low-rank 0.0s" for a model that stayed full-rank.)
+#[test]
+fn a_language_model_run_speaks_in_steps() {
+    let dir = scratch("words");
+    let mut args = [&["train"], &T[..], &["--cuttlefish", "--out", "run"]].concat();
+    args[4] = "6"; // --steps
+    let e = stderr(&ok(cuttle(&dir, &args)));
+    for said in ["1 step per evaluation", "on 1 batch)", "1 warm-up step)", "checked 1 time per evaluation interval"] {
+        assert!(e.contains(said), "{said:?} in {e}");
+    }
+    assert!(e.contains("cuttlefish: switch to low rank before step "), "{e}");
+    assert!(e.contains("settled before step "), "{e}");
+    for never in ["epoch", "MACs/image", "1 steps", "1 batches", "1 times"] {
+        assert!(!e.contains(never), "{never:?} in {e}");
+    }
+    if e.contains("no layer factorized") {
+        assert!(!e.contains("low-rank 0.0s"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

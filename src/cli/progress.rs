@@ -16,7 +16,7 @@ pub fn print_ranks(tracker: &cuttle::cuttlefish::tracker::Tracker, s: &[f64]) {
 
 /// Each tracked layer's convergence statistic next to the threshold the next check applies
 /// (a stable layer shows the check at which it became stable).
-pub fn print_change(cf: &cuttle::cuttlefish::Cuttlefish) {
+pub fn print_change(cf: &cuttle::cuttlefish::Cuttlefish, text: bool) {
     let d = &cf.detector;
     let cells: Vec<String> = cf
         .tracker
@@ -32,7 +32,7 @@ pub fn print_change(cf: &cuttle::cuttlefish::Cuttlefish) {
         .collect();
     let t = &cf.tracker;
     let note = if t.all_stable() {
-        "every layer stable: the switch comes before the next epoch".to_string()
+        format!("every layer stable: the switch comes before the next {}", if text { "step" } else { "epoch" })
     } else {
         format!("threshold {:.3} at check {}", t.last_threshold(d), t.len() - 1)
     };
@@ -47,8 +47,24 @@ pub fn short_name(name: &str) -> String {
     name.replace(".conv", ".c").replace("layer", "L").replace("transformer.h.", "h")
 }
 
-pub fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
-    eprintln!("cuttlefish: switch to low rank before epoch {} ({:.2}s)", r.epoch + 1, r.seconds);
+/// Where a run's epoch `e` (1-based) begins, in the run's own unit: "epoch e", or a
+/// step-counted run's "step N" (`eval_every`: its steps per evaluation interval).
+pub fn epoch_start(e: usize, eval_every: Option<usize>) -> String {
+    match eval_every {
+        Some(k) => format!("step {}", e.saturating_sub(1) * k + 1),
+        None => format!("epoch {e}"),
+    }
+}
+
+/// `n` and the noun, plural unless `n` is 1.
+pub fn count(n: impl std::fmt::Display, noun: &str) -> String {
+    let one = n.to_string() == "1";
+    format!("{n} {noun}{}", if one { "" } else { "s" })
+}
+
+pub fn print_switch(r: &cuttle::cuttlefish::SwitchReport, eval_every: Option<usize>) {
+    let at = epoch_start(r.epoch + 1, eval_every);
+    eprintln!("cuttlefish: switch to low rank before {at} ({:.2}s)", r.seconds);
     for d in &r.decisions {
         let timing = match (d.full_ms, d.factorized_ms) {
             (Some(f), Some(l)) => format!(" (median of {}: full {f:.2} ms, factorized {l:.2} ms)", d.samples),
@@ -63,8 +79,17 @@ pub fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
             d.reason
         );
     }
+    let per = if eval_every.is_some() { "window" } else { "image" };
+    if r.params_before == r.params_after {
+        eprintln!(
+            "  no layer factorized: parameters {}, forward MACs/{per} {:.1}M",
+            r.params_after,
+            r.macs_after as f64 / 1e6
+        );
+        return;
+    }
     eprintln!(
-        "  parameters {} -> {} ({:.2}x smaller), forward MACs/image {:.1}M -> {:.1}M",
+        "  parameters {} -> {} ({:.2}x smaller), forward MACs/{per} {:.1}M -> {:.1}M",
         r.params_before,
         r.params_after,
         r.params_before as f64 / r.params_after as f64,
@@ -73,23 +98,25 @@ pub fn print_switch(r: &cuttle::cuttlefish::SwitchReport) {
     );
 }
 
-pub fn print_final(r: &cuttle::session::FinalReport) {
+pub fn print_final(r: &cuttle::session::FinalReport, eval_every: Option<usize>) {
     match r.val_loss {
         Some(l) => eprintln!("final: validation loss {l:.4} nats per character"),
         None => eprintln!("final: test accuracy {:.2}%", 100.0 * r.test_acc),
     }
     eprintln!("  parameters {} -> {}", r.params_full, r.params_final);
     if let Some(converged) = r.converged {
-        match r.switch_epoch {
-            Some(e) if converged && r.ranks.is_empty() => eprintln!(
-                "  stable ranks settled before epoch {e}, but no layer was worth factorizing (see the switch): the model stayed full-rank"
+        let factorized = converged && !r.ranks.is_empty();
+        match r.switch_epoch.map(|e| epoch_start(e, eval_every)) {
+            Some(at) if converged && !factorized => eprintln!(
+                "  stable ranks settled before {at}, but no layer was worth factorizing (see the switch): the model stayed full-rank"
             ),
-            Some(e) if converged => eprintln!("  switched to low rank at epoch {e}; ranks {:?}", r.ranks),
+            Some(at) if converged => eprintln!("  switched to low rank before {at}; ranks {:?}", r.ranks),
             _ => eprintln!("  stable ranks did not settle: training stayed full-rank"),
         }
+        let low = if factorized { format!(", low-rank {:.1}s", r.seconds_low_rank) } else { String::new() };
         eprintln!(
-            "  time: full-rank {:.1}s, low-rank {:.1}s, rank estimation {:.2}s, switch {:.2}s",
-            r.seconds_full_rank, r.seconds_low_rank, r.seconds_rank_estimation, r.seconds_switch
+            "  time: full-rank {:.1}s{low}, rank estimation {:.2}s, switch {:.2}s",
+            r.seconds_full_rank, r.seconds_rank_estimation, r.seconds_switch
         );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::config::TrainArgs;
 use super::load::{plan, run_checkpoint, run_vocab, Loaded, Plan, Vocab};
-use super::progress::{print_change, print_final, print_ranks, print_switch};
+use super::progress::{count, print_change, print_final, print_ranks, print_switch};
 use super::rundir::RunDir;
 use crate::{cli, gpu, report_tuning};
 use cuttle::cuttlefish::SwitchReport;
@@ -129,7 +129,7 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
         let Some(o) = epoch(&gpu, &mut session, json)? else {
             // A switch that Ctrl-C cut short is in the checkpoint: record it too.
             if let Some(sw) = session.pending_switch.take() {
-                record_switch(&mut run, &sw, json)?;
+                record_switch(&mut run, &sw, session.trainer.cfg.text.map(|t| t.eval_every), json)?;
             }
             return interrupted(&gpu, &session, &out, data_crc32);
         };
@@ -203,10 +203,10 @@ pub fn describe(session: &Session, spec: &DataSpec, data: &Loaded) {
         ),
     };
     eprintln!(
-        "model {} ({} parameters), data {spec} ({sizes}), {} steps per {}, {} dispatches per step",
+        "model {} ({} parameters), data {spec} ({sizes}), {} per {}, {} dispatches per step",
         trainer.cfg.model,
         session.params_full,
-        trainer.steps_per_epoch,
+        count(trainer.steps_per_epoch, "step"),
         if trainer.cfg.text.is_some() { "evaluation" } else { "epoch" },
         trainer.dispatches_per_step()
     );
@@ -228,9 +228,9 @@ pub fn describe(session: &Session, spec: &DataSpec, data: &Loaded) {
             .collect();
         let unit = if trainer.cfg.text.is_some() { "evaluation interval" } else { "epoch" };
         eprintln!(
-            "cuttlefish: tracking {} layers; stable ranks checked {} times per {unit} (every {:.1} steps, {} checks in the run)",
-            cf.tracker.layers.len(),
-            c.per_epoch,
+            "cuttlefish: tracking {}; stable ranks checked {} per {unit} (every {:.1} steps, {} checks in the run)",
+            count(cf.tracker.layers.len(), "layer"),
+            count(c.per_epoch, "time"),
             c.steps as f64 / c.per_epoch as f64,
             c.total(trainer.cfg.epochs),
         );
@@ -277,13 +277,18 @@ pub fn epoch(gpu: &Gpu, session: &mut Session, json: bool) -> Result<Option<Epoc
 }
 
 /// Prints the switch to low rank and appends it to the run's metrics.
-pub fn record_switch(run: &mut RunDir, sw: &SwitchReport, json: bool) -> Result<(), cuttle::Error> {
+pub fn record_switch(
+    run: &mut RunDir,
+    sw: &SwitchReport,
+    eval_every: Option<usize>,
+    json: bool,
+) -> Result<(), cuttle::Error> {
     let line = serde_json::json!({"event": "switch", "epoch": sw.epoch + 1, "report": sw});
     run.metric(&line)?;
     if json {
         println!("{line}");
     } else {
-        print_switch(sw);
+        print_switch(sw, eval_every);
     }
     Ok(())
 }
@@ -291,7 +296,7 @@ pub fn record_switch(run: &mut RunDir, sw: &SwitchReport, json: bool) -> Result<
 /// Prints an epoch's switch, figures and stable ranks, and appends them to the run's files.
 pub fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json: bool) -> Result<(), cuttle::Error> {
     if let Some(sw) = &o.switch {
-        record_switch(run, sw, json)?;
+        record_switch(run, sw, session.trainer.cfg.text.map(|t| t.eval_every), json)?;
     }
     let r = &o.report;
     let mut line = serde_json::to_value(r).expect("report serialises");
@@ -331,7 +336,7 @@ pub fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json:
         line["threshold"] = cf.tracker.last_threshold(&cf.detector).into();
         if !json {
             print_ranks(&cf.tracker, s);
-            print_change(cf);
+            print_change(cf, session.trainer.cfg.text.is_some());
         }
     }
     run.metric(&line)?;
@@ -373,7 +378,7 @@ pub fn finish(run: &RunDir, session: &Session, spec: &DataSpec, gpu: &Gpu, json:
     if json {
         println!("{value}");
     } else {
-        print_final(&report);
+        print_final(&report, session.trainer.cfg.text.map(|t| t.eval_every));
     }
     eprintln!("run directory: {}", run.dir.display());
     Ok(())

@@ -142,18 +142,25 @@ impl TrainConfig {
         let (epochs, warm) = match self.text {
             Some(t) => (
                 format!(
-                    "{} steps (evaluated every {}, on {} batches) of batch {} x {} tokens",
+                    "{} steps (evaluated every {}, on {} batch{}) of batch {} x {} tokens",
                     self.epochs * t.eval_every,
                     t.eval_every,
                     t.eval_batches,
+                    if t.eval_batches == 1 { "" } else { "es" },
                     self.batch,
                     t.context
                 ),
-                format!(", {} warm-up steps", (self.warmup_epochs * t.eval_every as f32).round()),
+                format!(", {} warm-up step{}", (self.warmup_epochs * t.eval_every as f32).round(), {
+                    if (self.warmup_epochs * t.eval_every as f32).round() == 1.0 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                }),
             ),
             None => (
                 format!("{} epochs of batch {}", self.epochs, self.batch),
-                format!(", {} warm-up epochs", self.warmup_epochs),
+                format!(", {} warm-up epoch{}", self.warmup_epochs, if self.warmup_epochs == 1.0 { "" } else { "s" }),
             ),
         };
         let warm = if self.schedule == Schedule::Cosine { warm } else { String::new() };
@@ -763,6 +770,27 @@ impl Trainer {
             self.submit(gpu, &self.eval_step, st, s + 1 == steps);
         }
         self.read_totals(gpu).await
+    }
+
+    /// The test evaluation with every test image's logits, in the split's order:
+    /// `(totals, logits)`, logits `(test images, classes)` row-major. One readback per
+    /// evaluation batch: for `cuttle eval --predictions`, comparing with another framework,
+    /// not for training.
+    pub async fn evaluate_with_logits(&mut self, gpu: &Gpu) -> Result<(Totals, Vec<f32>)> {
+        if self.cfg.text.is_some() {
+            return Err(Error::Config("per-image logits are for image models; a language model is sampled".into()));
+        }
+        self.reset_totals(gpu);
+        let (n, b, k) = (self.eval_samples(), self.cfg.batch, self.net.graph.classes);
+        let mut logits = Vec::with_capacity(n * k);
+        let steps = n.div_ceil(b);
+        for s in 0..steps {
+            let rows = b.min(n - s * b);
+            self.submit(gpu, &self.eval_step, self.state(s, 0, rows, 0.0), s + 1 == steps);
+            let batch = crate::gpu::read_f32(gpu, &[self.net.logits()]).await?.remove(0);
+            logits.extend_from_slice(&batch[..rows * k]);
+        }
+        Ok((self.read_totals(gpu).await?, logits))
     }
 
     /// Predicted classes of the first `min(count, batch, test images)` test images (BatchNorm

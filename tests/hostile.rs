@@ -274,6 +274,27 @@ fn options_out_of_range_or_of_no_effect_are_named() {
             "--train-subset 1000000: the training split of builtin has 10000 images (1 to 10000)",
         ),
         (&gpt, &["--augment", "none"], "--augment none has no effect here: it is for images"),
+        // Counts that overflowed (a panic) or ran past the validation split.
+        (
+            &cnn[..2],
+            &["--epochs", "18446744073709551615"],
+            "--epochs 18446744073709551615 is out of range (1 to 1000000)",
+        ),
+        (
+            &gpt[..2],
+            &["--steps", "4000000000", "--eval-every", "2"],
+            "2000000000 evaluation intervals (--steps / --eval-every 2, or --epochs) is out of range (1 to 1000000)",
+        ),
+        (
+            &gpt[..4],
+            &["--eval-every", "18446744073709551615"],
+            "--eval-every 18446744073709551615 is out of range (1 to 1000000)",
+        ),
+        (
+            &gpt,
+            &["--eval-batches", "100000"],
+            "--eval-batches 100000 of --batch 32 asks for more validation windows than the 111476",
+        ),
         (
             &gpt,
             &["--data", "text:one.txt"],

@@ -191,6 +191,9 @@ pub fn plan(c: &RunConfig, vocab: Option<Vocab>) -> Result<Plan, cuttle::Error> 
     }
     c.check_no_unused_options()?;
     let (cfg, cf) = c.settings(data.train_count(c))?;
+    if let (Loaded::Text(t), Some(tc)) = (&data, cfg.text) {
+        t.check_eval_windows(tc.context, tc.eval_batches, cfg.batch)?;
+    }
     if let Some(cf) = &cf {
         cuttle::cuttlefish::run::check_layers(&graph, &cf.factorize)?;
     }

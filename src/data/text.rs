@@ -126,6 +126,22 @@ impl TextData {
         Ok(())
     }
 
+    /// The validation split must hold `eval_batches` x `batch` distinct windows of
+    /// `context` (more would overlap and then run past its end).
+    pub fn check_eval_windows(&self, context: usize, eval_batches: usize, batch: usize) -> Result<(), DataError> {
+        let starts = self.val.len().saturating_sub(context);
+        match eval_batches.checked_mul(batch) {
+            Some(w) if w <= starts => Ok(()),
+            _ => Err(bad(
+                &self.path,
+                format!(
+                    "--eval-batches {eval_batches} of --batch {batch} asks for more validation windows than the {starts} the validation split holds at context {context} (--eval-batches 1 to {})",
+                    (starts / batch.max(1)).max(1)
+                ),
+            )),
+        }
+    }
+
     /// `s` as ids of this vocabulary; Err(the first character outside it).
     pub fn encode(&self, s: &str) -> Result<Vec<u32>, char> {
         encode(&self.vocab, s)

@@ -390,7 +390,7 @@ impl RunConfig {
         RunConfig {
             data: Some(self.data()),
             epochs: Some(m.epochs),
-            steps: if lm { Some(self.steps.unwrap_or(m.epochs * m.eval_every)) } else { self.steps },
+            steps: if lm { Some(self.steps.unwrap_or(m.epochs.saturating_mul(m.eval_every))) } else { self.steps },
             eval_every: if lm { Some(m.eval_every) } else { self.eval_every },
             eval_batches: if lm { Some(m.eval_batches) } else { self.eval_batches },
             context: if lm {
@@ -414,8 +414,8 @@ impl RunConfig {
     /// The trainer's and (with `cuttlefish`) Cuttlefish's settings, checked: a setting
     /// that cannot train is an error naming it. `train_images` is the training set's size.
     pub fn settings(&self, train_images: usize) -> Result<(TrainConfig, Option<CuttlefishConfig>)> {
-        self.check_text_options()?;
         self.check_ranges()?;
+        self.check_text_options()?;
         let cfg = self.train_config();
         cfg.validate(train_images)?;
         if self.nesterov && cfg.optimizer.kind() != OptimizerKind::Sgd {
@@ -466,7 +466,7 @@ impl RunConfig {
             if s == 0 || s % m.eval_every != 0 {
                 return bad(format!("--steps {s} must be a positive multiple of --eval-every {}", m.eval_every));
             }
-            if self.epochs.is_some_and(|e| e * m.eval_every != s) {
+            if self.epochs.is_some_and(|e| e.checked_mul(m.eval_every) != Some(s)) {
                 return bad(format!(
                     "--steps {s} and --epochs {} disagree at --eval-every {} (give one of them)",
                     m.epochs, m.eval_every

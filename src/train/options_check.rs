@@ -10,6 +10,9 @@ use super::optimizer::OptimizerKind;
 use crate::nn::models::is_language_model;
 use crate::{Error, Result};
 
+/// The most epochs (a language model's: evaluation intervals, and steps per interval).
+const MAX_COUNT: usize = 1_000_000;
+
 impl RunConfig {
     /// Every option that has no effect in this configuration, as an error. The command
     /// line checks this; the library does not (the same options with `cuttlefish` off
@@ -103,6 +106,20 @@ impl RunConfig {
     /// take effect (`settings` checks these always).
     pub(crate) fn check_ranges(&self) -> Result<()> {
         let m = self.model_settings();
+        let lm = is_language_model(&self.model);
+        // Bounds no run means to pass, so that no count overflows on the way.
+        if lm && m.eval_every > MAX_COUNT {
+            return Err(Error::Config(format!("--eval-every {} is out of range (1 to {MAX_COUNT})", m.eval_every)));
+        }
+        if m.epochs > MAX_COUNT {
+            return Err(Error::Config(match lm {
+                true => format!(
+                    "{} evaluation intervals (--steps / --eval-every {}, or --epochs) is out of range (1 to {MAX_COUNT})",
+                    m.epochs, m.eval_every
+                ),
+                false => format!("--epochs {} is out of range (1 to {MAX_COUNT})", m.epochs),
+            }));
+        }
         let fd = self.frobenius_decay;
         if !(fd.is_finite() && fd >= 0.0) {
             return Err(Error::Config(format!("--frobenius-decay must be a finite number >= 0 (0: off), not {fd}")));

@@ -335,6 +335,7 @@ impl Trainer {
             )));
         }
         cfg.validate(data.train.len() - context)?;
+        data.check_eval_windows(context, tc.eval_batches, cfg.batch)?;
         let net = Net::new(gpu, graph, cfg.batch)?;
         net.params.initialise(gpu, cfg.seed);
         let windows = tc.eval_batches * cfg.batch;

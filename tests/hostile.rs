@@ -102,6 +102,14 @@ fn the_vocabulary_is_the_checkpoints_and_an_edited_text_is_refused() {
     let dir = scratch("vocab");
     std::fs::write(dir.join("corpus.txt"), text("abcdefghij")).unwrap();
     ok(cuttle(&dir, &[&["train"], &T[..], &["--data", "text:corpus.txt", "--out", "run"]].concat()));
+    // From another directory, eval names why the run's relative data path is not found.
+    let away = scratch("vocab-away");
+    let run_dir = dir.join("run");
+    let o = cuttle(&away, &["eval", run_dir.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("name the data with --data"), "{}", stderr(&o));
+    let corpus = format!("text:{}", dir.join("corpus.txt").display());
+    ok(cuttle(&away, &["eval", run_dir.to_str().unwrap(), "--data", &corpus]));
+    let _ = std::fs::remove_dir_all(&away);
     let sample = ["sample", "run", "--tokens", "40", "--temperature", "0.8", "--seed", "3", "--prompt", "b"];
     let before = ok(cuttle(&dir, &sample)).stdout;
     std::fs::remove_file(dir.join("run/vocab.json")).unwrap();

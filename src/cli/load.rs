@@ -237,7 +237,16 @@ pub fn load_run(
     }
     let (ck, path) = run_checkpoint(dir, Some(&own.model))?;
     let vocab = run_vocab(&ck, dir)?.map(|chars| Vocab { chars, exact: !other });
-    let (_, data) = load_data(&c, vocab)?;
+    let (_, data) = load_data(&c, vocab).map_err(|e| {
+        // The run's own data by a relative path, from another directory than it trained in.
+        let spec: Option<DataSpec> = c.data().parse().ok();
+        match spec.as_ref().and_then(|s| s.path()) {
+            Some(p) if !other && p.is_relative() && !p.exists() => cuttle::Error::Config(format!(
+                "{e} (the run's data, by a path relative to where it trained: run this from there, or name the data with --data)"
+            )),
+            _ => e,
+        }
+    })?;
     let n = data.train_count(&c);
     c.batch = c.batch.map(|b| b.min(n));
     let (mut cfg, cf) = c.settings(n)?;

@@ -90,6 +90,19 @@ pub enum DataSpec {
 }
 
 impl DataSpec {
+    /// The file or directory it names (None for the built-in data sets).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            DataSpec::Cifar10(p)
+            | DataSpec::Cifar100(p)
+            | DataSpec::Folder(p)
+            | DataSpec::Mnist(p)
+            | DataSpec::FashionMnist(p)
+            | DataSpec::Text(p) => Some(p),
+            DataSpec::Builtin | DataSpec::BuiltinText => None,
+        }
+    }
+
     /// Text, for a language model (not images).
     pub fn is_text(&self) -> bool {
         matches!(self, DataSpec::Text(_) | DataSpec::BuiltinText)

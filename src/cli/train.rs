@@ -276,6 +276,16 @@ pub fn epoch(gpu: &Gpu, session: &mut Session, json: bool) -> Result<Option<Epoc
     r
 }
 
+/// A rate with three significant figures at most but never fewer than one: a one-step
+/// epoch of one image in 2 s is "0.5 img/s", not "0 img/s".
+fn rate(x: f32) -> String {
+    match x {
+        x if x >= 100.0 => format!("{x:.0}"),
+        x if x >= 10.0 => format!("{x:.1}"),
+        x => format!("{x:.2}"),
+    }
+}
+
 /// Prints the switch to low rank and appends it to the run's metrics.
 pub fn record_switch(
     run: &mut RunDir,
@@ -304,23 +314,23 @@ pub fn record_epoch(run: &mut RunDir, session: &Session, o: &EpochOutcome, json:
         line["step"] = (r.epoch * t.eval_every).into();
         if !json {
             eprintln!(
-                "step {:>5}  train loss {:.4}  val loss {:.4} nats/char  {:.0} tokens/s  {:.1}s",
+                "step {:>5}  train loss {:.4}  val loss {:.4} nats/char  {} tokens/s  {:.1}s",
                 r.epoch * t.eval_every,
                 r.train_loss,
                 r.test_loss,
-                tps,
+                rate(tps),
                 r.seconds
             );
         }
     } else if !json {
         eprintln!(
-            "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
+            "epoch {:>3}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {} img/s  {:.1}s",
             r.epoch,
             r.train_loss,
             100.0 * r.train_acc,
             r.test_loss,
             100.0 * r.test_acc,
-            r.images_per_s,
+            rate(r.images_per_s),
             r.seconds
         );
     }

@@ -321,12 +321,13 @@ fn options_out_of_range_or_of_no_effect_are_named() {
         ),
     ];
     for (model, extra, expected) in cases {
-        let o = cuttle(&dir, &[&["train", "--out", "run"], *model, *extra].concat());
+        let out: &[&str] = if extra.contains(&"--name") { &[] } else { &["--out", "run"] };
+        let o = cuttle(&dir, &[&["train"], out, *model, *extra].concat());
         let e = stderr(&o);
         assert!(!o.status.success() && e.contains(expected), "{extra:?}: expected {expected:?}, got {e}");
         assert_eq!(e.lines().filter(|l| !l.is_empty()).count(), 1, "{extra:?}: one line: {e}");
     }
-    assert!(!dir.join("run").exists(), "a refused run made its directory");
+    assert!(!dir.join("run").exists() && !dir.join("runs").exists(), "a refused run made its directory");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -158,6 +158,17 @@ const FINAL_FILES: [&str; 2] = ["model.safetensors", "report.json"];
 /// lock held (`RunDir::lock`).
 pub fn fresh_run_dir(c: &RunConfig, force: bool) -> Result<(std::path::PathBuf, std::fs::File), cuttle::Error> {
     let dir = RunDir::resolve(&cli::config::run_dir(c));
+    if let Some(name) = c.name.as_deref().filter(|_| c.out.is_none()) {
+        // `runs/` itself or a folder above it would mix the run's files with other runs'.
+        let whole = |p: &std::path::Path| std::path::absolute(p).map(|a| RunDir::resolve(&a)).ok();
+        let both = whole(std::path::Path::new("runs")).zip(whole(&dir));
+        if both.is_some_and(|(runs, d)| runs.starts_with(d)) {
+            return Err(cuttle::Error::Config(format!(
+                "--name {name:?} names {}, which is runs/ or a folder above it, not a folder of its own under runs/; give the run a name (or a directory with --out)",
+                dir.display()
+            )));
+        }
+    }
     if !RunDir::holds_run(&dir) {
         let lock = RunDir::lock(&dir)?;
         return Ok((dir, lock));

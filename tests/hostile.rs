@@ -434,3 +434,34 @@ fn a_language_model_run_speaks_in_steps() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cuttle bench`: a count of 0 is refused rather than taken as 1 (before, `--reps 0`
+/// and `--steps 0` were silently 1), and a size whose data cannot fit the adapter is
+/// refused naming it before the host allocates it (before: "memory allocation of
+/// 40000000000 bytes failed" and an abort).
+#[test]
+fn bench_counts_and_sizes_are_checked() {
+    let dir = scratch("bench");
+    let cases: &[(&[&str], &str)] = &[
+        (&["matmul", "--shapes", "5x5x5", "--reps", "0"], "--reps must be at least 1"),
+        (
+            &["train", "--model", "cnn", "--steps", "0"],
+            "--steps must be at least 1 (--plan-only plans without stepping)",
+        ),
+        (&["train", "--model", "cnn", "--batch", "0", "--plan-only"], "--batch must be at least 1"),
+        (
+            &["matmul", "--shapes", "100000x100000x100000"],
+            "A (100000x100000) takes 40000000000 bytes, more than this adapter's largest storage binding",
+        ),
+        (
+            &["train", "--model", "cnn", "--batch", "100000000", "--plan-only"],
+            "--batch 100000000 of cnn's [3, 32, 32] input takes 1228800000000 bytes",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = cuttle(&dir, &[&["bench"], *args].concat());
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains(expected), "{args:?}: expected {expected:?}, got {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -77,6 +77,30 @@ enum Bench {
     },
 }
 
+/// `what` holds `floats` f32 values (None: more than a usize counts): an error naming it
+/// unless they fit one storage binding of the adapter, checked before anything the size
+/// of the claim is allocated on the host.
+fn fits(gpu: &Gpu, what: &str, floats: Option<usize>, hint: &str) -> Result<(), cuttle::Error> {
+    let max = gpu.adapter().max_storage_binding;
+    match floats.and_then(|f| f.checked_mul(4)) {
+        Some(bytes) if bytes as u64 <= max => Ok(()),
+        bytes => Err(cuttle::Error::Config(format!(
+            "{what} takes {} bytes, more than this adapter's largest storage binding ({max} bytes){hint}",
+            bytes.map_or("more than 2^64".to_string(), |b| b.to_string())
+        ))),
+    }
+}
+
+/// One batch of `graph`'s input (images, or a language model's token ids) must fit a
+/// storage binding, or the host would allocate the claim for its synthetic data first.
+fn batch_fits(gpu: &Gpu, graph: &Graph, batch: usize) -> Result<(), cuttle::Error> {
+    let input = &graph.shape(Graph::INPUT).0;
+    let per: usize = input.iter().product();
+    let most = gpu.adapter().max_storage_binding as usize / (4 * per);
+    let what = format!("--batch {batch} of {}'s {input:?} input", graph.name);
+    fits(gpu, &what, batch.checked_mul(per), &format!("; at most --batch {most}"))
+}
+
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), cuttle::Error> {
     let v: Vec<usize> =
         s.split('x').map(|t| t.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
@@ -97,15 +121,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> {
-    // Bad shapes and models fail before any GPU work.
+    // Bad shapes, counts and models fail before any GPU work.
+    let at_least_one = |flag: &str, n: usize, or: &str| match n {
+        0 => Err(cuttle::Error::Config(format!("{flag} must be at least 1{or}"))),
+        _ => Ok(()),
+    };
     match &a.what {
-        Bench::Matmul { shapes, .. } => {
+        Bench::Matmul { shapes, reps, .. } => {
+            at_least_one("--reps", *reps, "")?;
             for s in shapes {
                 parse_shape(s)?;
             }
         }
-        Bench::Train { model, lowrank, .. } => drop(bench_graph(model, *lowrank)?),
-        Bench::Srank { .. } => {}
+        Bench::Train { model, lowrank, batch, steps, plan_only, .. } => {
+            at_least_one("--batch", *batch, "")?;
+            if !plan_only {
+                at_least_one("--steps", *steps, " (--plan-only plans without stepping)")?;
+            }
+            drop(bench_graph(model, *lowrank)?)
+        }
+        Bench::Srank { batch, .. } => at_least_one("--batch", *batch, "")?,
     }
     // A plan-only run measures memory, not speed: choosing tiles by timing (minutes for
     // gpt-char's shapes on a CPU adapter) would only delay it; the plan is the same.
@@ -113,10 +148,10 @@ pub fn run(adapter: &Option<String>, a: BenchArgs) -> Result<(), cuttle::Error> 
     let gpu = if plan_only { crate::untuned_gpu(adapter)? } else { gpu(adapter)? };
     eprintln!("adapter: {}", gpu.adapter());
     match a.what {
-        Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps.max(1), json),
+        Bench::Matmul { shapes, reps, json } => matmul(&gpu, shapes, reps, json),
         Bench::Srank { model, batch, json } => srank(&gpu, model, batch, json),
         Bench::Train { model, batch, steps, profile, lowrank, plan_only, json } => {
-            let steps = if plan_only { 0 } else { steps.max(1) };
+            let steps = if plan_only { 0 } else { steps };
             train(&gpu, model, batch, steps, profile, lowrank, json)
         }
     }
@@ -136,6 +171,9 @@ fn matmul(gpu: &Gpu, shapes: Vec<String>, reps: usize, json: bool) -> Result<(),
     let mut rng = SplitMix64::new(1);
     for s in shapes {
         let (m, k, n) = parse_shape(&s)?;
+        for (name, rows, cols) in [("A", m, k), ("B", k, n), ("C", m, n)] {
+            fits(gpu, &format!("bench matmul {s}: {name} ({rows}x{cols})"), rows.checked_mul(cols), "")?;
+        }
         let av: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32 - 0.5).collect();
         let bv: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32 - 0.5).collect();
         let a = Tensor::from_slice(gpu, "A", &[m, k], &av)?;
@@ -203,6 +241,8 @@ fn synthetic(batch: usize, [c, h, w]: [usize; 3]) -> Splits {
 
 fn srank(gpu: &Gpu, model: String, batch: usize, json: bool) -> Result<(), cuttle::Error> {
     use cuttle::cuttlefish::{Cuttlefish, CuttlefishConfig};
+    let graph = model_by_name(&model, default_input(&model), 10).map_err(cuttle::Error::Config)?;
+    batch_fits(gpu, &graph, batch)?;
     let splits = synthetic(batch, default_input(&model));
     let cfg = TrainConfig {
         model: model.clone(),
@@ -288,7 +328,7 @@ fn train(
 ) -> Result<(), cuttle::Error> {
     let graph = bench_graph(&model, lowrank)?;
     let params = graph.param_count();
-    let splits = synthetic(batch, default_input(&model));
+    batch_fits(gpu, &graph, batch)?;
     let before = gpu.allocated_bytes();
     // The model's own optimizer and loss (AdamW and label smoothing for a transformer),
     // at a constant rate.
@@ -308,7 +348,7 @@ fn train(
     let mut trainer = if is_language_model(&model) {
         Trainer::with_graph(gpu, &synthetic_text(context), cfg, graph)?
     } else {
-        Trainer::with_graph(gpu, &splits, cfg, graph)?
+        Trainer::with_graph(gpu, &synthetic(batch, default_input(&model)), cfg, graph)?
     };
     let plan_bytes = gpu.allocated_bytes() - before;
     if steps == 0 {

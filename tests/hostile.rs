@@ -406,6 +406,8 @@ fn eval_writes_per_image_predictions() {
         let best = (0..10).fold(0, |b, c| if r[3 + c] > r[3 + b] { c } else { b });
         assert_eq!(r[2] as usize, best, "the prediction is the largest logit");
     }
+    let o = cuttle(&dir, &["eval", "."]);
+    assert!(stderr(&o).contains("error: . is not a run directory: it has no config.toml"), "{}", stderr(&o));
     let o = cuttle(&dir, &["eval", "run", "--predictions", "run/report.json"]);
     assert!(!o.status.success() && stderr(&o).contains("one of the run's own files"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);

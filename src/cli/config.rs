@@ -117,7 +117,13 @@ fn at_line(text: &str, e: &toml::de::Error) -> String {
 pub fn from_run_dir(dir: &Path) -> Result<RunConfig, cuttle::Error> {
     let path = dir.join(FILE);
     let bad = |what: String| cuttle::Error::Config(format!("run {}: {what}", path.display()));
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => cuttle::Error::Config(format!(
+            "{} is not a run directory: it has no {FILE} (cuttle train writes one in each run's directory)",
+            dir.display()
+        )),
+        _ => bad(e.to_string()),
+    })?;
     let mut c: RunConfig = toml::from_str(&text).map_err(|e| bad(format!("{}{}", at_line(&text, &e), e.message())))?;
     c.out = Some(dir.to_path_buf());
     Ok(c)

@@ -383,7 +383,9 @@ impl Trainer {
             normalize: self.normalisation().to_vec(),
             class_names: self.class_names.clone(),
             classes: g.classes,
-            vocab: self.vocab.clone(),
+            // One character per output (a head wider than the text's vocabulary, built by
+            // hand, has outputs no character names: such a run keeps only vocab.json).
+            vocab: if self.vocab.chars().count() == g.classes { self.vocab.clone() } else { String::new() },
             ranks: Default::default(),
             run: Some(RunState {
                 epochs_done: at.epochs_done,

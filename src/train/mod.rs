@@ -7,6 +7,7 @@ pub mod meta;
 pub mod optimizer;
 mod options_check;
 pub mod schedule;
+pub mod step;
 pub mod train_config;
 pub mod trainer;
 

@@ -1,4 +1,5 @@
-//! The training loop. A step is one command encoder and one submit: build the batch on the
+//! The training loop. A step (`step.rs`: named phases) is one command encoder and one
+//! submit, or two with a gradient hook between backward and the update: build the batch on the
 //! GPU (augmented images, or a language model's text windows), forward, loss, backward, the optimizer (optional gradient clipping, then SGD or
 //! AdamW; `super::optimizer`). The host writes 32 bytes of step state before each
 //! submit and nothing else; loss and accuracy totals accumulate on the GPU and are copied
@@ -7,6 +8,7 @@
 
 use super::checkpoint::{self, Checkpoint, Meta, RunState};
 use super::optimizer;
+use super::step::{GradientHook, Phase, TrainStep};
 use crate::data::{epoch_permutation, text, Source, Splits};
 use crate::gpu::{Dispatch, Gpu, Readback, Tensor};
 use crate::nn::{models, models::model_by_name, Graph, Net};
@@ -103,8 +105,10 @@ pub struct Trainer {
     step_state: Tensor,
     totals: Tensor,
     staging: Readback,
-    train_step: Vec<Dispatch>,
+    train_step: TrainStep,
     eval_step: Vec<Dispatch>,
+    /// Runs between backward and the update of every training step (`set_gradient_hook`).
+    hook: Option<Box<dyn GradientHook>>,
     /// Gradient clipping's buffers (with `cfg.clip_grad`), kept with the step that binds them.
     clip: Option<GradClip>,
     /// Optimizer steps taken since the optimizer was created (AdamW's t of the last step):
@@ -273,8 +277,9 @@ impl Trainer {
             staging: Readback::new(gpu, "totals-readback", 16),
             cfg,
             net,
-            train_step: vec![],
+            train_step: TrainStep::default(),
             eval_step: vec![],
+            hook: None,
             clip: None,
             optimizer_steps: 0,
             augment,
@@ -323,14 +328,11 @@ impl Trainer {
                 tokens::text_windows(gpu, "eval-batch", (b, cfg.context), Some(*eval_stride), val, st, x, labels),
             ),
         };
-        let mut train_step = vec![train_batch];
-        train_step.extend(net.forward_train.iter().cloned());
         let (logits, dlogits) = (net.logits(), net.dlogits());
         let ce = loss::cross_entropy(gpu, "loss", (b, per, k), true, eps, logits, labels, st, dlogits, &self.totals);
-        train_step.push(ce);
-        train_step.extend(net.backward.iter().cloned());
-        train_step.extend(regularisers);
-        train_step.extend(optimizer_step);
+        let backward = net.backward.iter().cloned().chain(regularisers).collect();
+        let train_step =
+            TrainStep::new([vec![train_batch], net.forward_train.clone(), vec![ce], backward, optimizer_step]);
 
         let mut eval_step = vec![eval_batch];
         eval_step.extend(net.forward_eval.iter().cloned());
@@ -467,7 +469,7 @@ impl Trainer {
 
     /// Kernel dispatches per training step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.train_step.len()
+        self.train_step.all().len()
     }
 
     /// The per-step state; the optimizer's terms are those of its step `optimizer_steps`.
@@ -489,6 +491,31 @@ impl Trainer {
     fn submit(&self, gpu: &Gpu, dispatches: &[Dispatch], st: StepState, read: bool) {
         self.step_state.write_struct(gpu, &st);
         gpu.submit(dispatches, read.then_some((&self.totals, &self.staging)));
+    }
+
+    /// One training step: one submit, or with a gradient hook two, the hook between.
+    fn submit_train_step(&mut self, gpu: &Gpu, st: StepState, read: bool) -> Result<()> {
+        let Some(mut hook) = self.hook.take() else {
+            self.submit(gpu, self.train_step.all(), st, read);
+            return Ok(());
+        };
+        self.submit(gpu, self.train_step.until_update(), st, false);
+        let r = hook.after_backward(gpu, &self.net.params.grads);
+        self.hook = Some(hook);
+        r?;
+        gpu.submit(self.train_step.phase(Phase::Update), read.then_some((&self.totals, &self.staging)));
+        Ok(())
+    }
+
+    /// Runs `hook` between backward and the update of every training step from now on
+    /// (None: none, one submit per step). See [`GradientHook`].
+    pub fn set_gradient_hook(&mut self, hook: Option<Box<dyn GradientHook>>) {
+        self.hook = hook;
+    }
+
+    /// The current step's dispatches by phase.
+    pub fn train_step(&self) -> &TrainStep {
+        &self.train_step
     }
 
     async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
@@ -541,7 +568,7 @@ impl Trainer {
             let read = (s + 1) % self.cfg.report_every.max(1) == 0 || s + 1 == until;
             self.optimizer_steps += 1;
             let st = self.state(s, epoch, self.cfg.batch, self.lr_at(epoch, s));
-            self.submit(gpu, &self.train_step, st, read);
+            self.submit_train_step(gpu, st, read)?;
             if read {
                 let before = std::mem::replace(&mut totals, self.read_totals(gpu).await?);
                 // The mean loss of the steps since the last readback, so one bad stretch is
@@ -573,7 +600,7 @@ impl Trainer {
         for s in 0..steps {
             self.optimizer_steps += 1;
             let st = self.state(s % self.steps_per_epoch, 0, self.cfg.batch, self.cfg.lr);
-            self.submit(gpu, &self.train_step, st, s + 1 == steps);
+            self.submit_train_step(gpu, st, s + 1 == steps)?;
         }
         self.read_totals(gpu).await
     }
@@ -584,8 +611,8 @@ impl Trainer {
     pub async fn profile_step(&mut self, gpu: &Gpu) -> Result<(Vec<(&Dispatch, f64)>, bool)> {
         let st = self.state(0, 0, self.cfg.batch, self.cfg.lr);
         self.step_state.write_struct(gpu, &st);
-        let (secs, timestamps) = gpu.profile(&self.train_step).await?;
-        Ok((self.train_step.iter().zip(secs).collect(), timestamps))
+        let (secs, timestamps) = gpu.profile(self.train_step.all()).await?;
+        Ok((self.train_step.all().iter().zip(secs).collect(), timestamps))
     }
 
     /// An image run's order of epoch `epoch` (a text run draws its windows on the GPU).

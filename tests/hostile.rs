@@ -434,6 +434,18 @@ fn a_language_model_run_speaks_in_steps() {
     if e.contains("no layer factorized") {
         assert!(!e.contains("low-rank 0.0s"), "{e}");
     }
+    // A run that factorized: `sample` rebuilds the factorized graph from the checkpoint
+    // alone (the same text as through the training net, checked against the older build).
+    let mut args = [&["train"], &T[..], &["--cuttlefish", "--factorize", "reference", "--out", "low"]].concat();
+    args[4] = "6";
+    let e = stderr(&ok(cuttle(&dir, &args)));
+    assert!(e.contains("switched to low rank before step 4; ranks {"), "{e}");
+    let o = ok(cuttle(&dir, &["sample", "low", "--tokens", "30", "--seed", "1"]));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end_matches('\n').chars().count(),
+        31,
+        "a newline and 30 characters"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,7 @@
 use super::load::{load_data, run_checkpoint, run_vocab, Loaded};
 use crate::{cli, gpu};
 use clap::Args;
-use cuttle::cuttlefish::factorize::{factorized_graph, Factor};
+use cuttle::cuttlefish::factorize::factorized_graph;
 use cuttle::data::text;
 use cuttle::nn::models::{self, is_language_model};
 use std::path::PathBuf;
@@ -71,14 +71,8 @@ pub fn sample(adapter: &Option<String>, a: SampleArgs) -> Result<(), cuttle::Err
     let mut graph = models::language_model(&c.model, context, vocab.len()).map_err(cuttle::Error::Config)?;
     let switched = ck.run(&path).ok().and_then(|r| r.cuttlefish.as_ref()).and_then(|s| s.switched.as_ref());
     if let Some(report) = switched {
-        let factors: Vec<Factor> = report
-            .decisions
-            .iter()
-            .filter(|d| d.factorized)
-            .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
-            .collect();
         let cf = c.cuttlefish_config();
-        graph = factorized_graph(&graph, &factors, cf.extra_bn, cf.frobenius_decay.is_some());
+        graph = factorized_graph(&graph, &report.factors(), cf.extra_bn, cf.frobenius_decay.is_some());
     }
     let prompt_text = a.prompt.clone().unwrap_or_else(|| if vocab.contains(&'\n') { "\n" } else { "" }.into());
     let prompt = text::encode(&vocab, &prompt_text)

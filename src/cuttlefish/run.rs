@@ -222,6 +222,15 @@ pub struct SwitchReport {
     pub seconds: f64,
 }
 
+impl SwitchReport {
+    /// The layers the switch factorized, at their ranks: what rebuilds the low-rank graph
+    /// from a checkpoint (resume, `cuttle sample`).
+    pub fn factors(&self) -> Vec<Factor> {
+        let chosen = self.decisions.iter().filter(|d| d.factorized);
+        chosen.map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank }).collect()
+    }
+}
+
 /// What a checkpoint keeps of Cuttlefish besides the power-iteration vectors (a tensor).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CuttlefishState {
@@ -415,13 +424,7 @@ impl Cuttlefish {
         }
         cf.probe.v.write(gpu, v);
         if let Some(report) = switched {
-            let factors: Vec<Factor> = report
-                .decisions
-                .iter()
-                .filter(|d| d.factorized)
-                .map(|d| Factor { layer: d.layer.clone(), rank: d.rank, full_rank: d.full_rank })
-                .collect();
-            let (net, regularisers) = cf.low_rank_net(gpu, trainer, &factors)?;
+            let (net, regularisers) = cf.low_rank_net(gpu, trainer, &report.factors())?;
             trainer.replace_net(gpu, net, regularisers)?;
             cf.switched = Some(report);
         }

@@ -121,6 +121,13 @@ fn the_vocabulary_is_the_checkpoints_and_an_edited_text_is_refused() {
     let far =
         ["sample", run.to_str().unwrap(), "--tokens", "40", "--temperature", "0.8", "--seed", "3", "--prompt", "b"];
     assert_eq!(ok(cuttle(&elsewhere, &far)).stdout, before, "sample from another directory");
+    // Other text that gives itself its ids (the built-in one) must have the run's characters.
+    let o = cuttle(&dir, &["eval", "run", "--data", "builtin-text"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("builtin-text does not have the run's vocabulary"),
+        "{}",
+        stderr(&o)
+    );
     // The default prompt is a newline, or nothing where the text has none (this one).
     ok(cuttle(&dir, &["sample", "run", "--tokens", "5"]));
     for args in [vec!["eval", "run"], vec!["train", "--resume", "run"]] {

@@ -79,7 +79,7 @@ pub fn load_data(c: &RunConfig, vocab: Option<Vocab>) -> Result<(DataSpec, Loade
             (Some(v), DataSpec::Text(p)) if !v.exact => TextData::load_with_vocab(p, v.chars)?,
             (Some(v), _) => {
                 let text = data::load_text(&spec)?;
-                same_vocabulary(&spec, &text.vocab, &v.chars)?;
+                same_vocabulary(&spec, &text.vocab, &v)?;
                 text
             }
             (None, _) => data::load_text(&spec)?,
@@ -107,20 +107,24 @@ pub fn load_data(c: &RunConfig, vocab: Option<Vocab>) -> Result<(DataSpec, Loade
     Ok((spec, Loaded::Images(splits)))
 }
 
-/// The run's own text must have exactly the run's characters: with one more, one fewer
-/// or one replaced, sorting them gives other ids and every prediction would be read as
-/// another character.
-fn same_vocabulary(spec: &DataSpec, text: &[char], run: &[char]) -> Result<(), cuttle::Error> {
-    if text == run {
+/// A text that gives itself its ids (the built-in one, or the run's own) must have
+/// exactly the run's characters: with one more, one fewer or one replaced, sorting them
+/// gives other ids and every prediction would be read as another character.
+fn same_vocabulary(spec: &DataSpec, text: &[char], run: &Vocab) -> Result<(), cuttle::Error> {
+    if text == run.chars {
         return Ok(());
     }
     let only = |a: &[char], b: &[char]| a.iter().filter(|c| !b.contains(c)).collect::<String>();
+    let (what, advice) = match run.exact {
+        true => ("no longer has", "the text changed since the run trained: restore it, or train a new run on it"),
+        false => ("does not have", "a language model reads only the characters it was trained on, with their ids"),
+    };
     Err(cuttle::Error::Config(format!(
-        "{spec} no longer has the run's vocabulary: {} characters now, {} in the run's checkpoint (only in the text: {:?}; only in the run's vocabulary: {:?}); the text changed since the run trained: restore it, or train a new run on it",
+        "{spec} {what} the run's vocabulary: {} characters in the text, {} in the run's checkpoint (only in the text: {:?}; only in the run's vocabulary: {:?}); {advice}",
         text.len(),
-        run.len(),
-        only(text, run),
-        only(run, text)
+        run.chars.len(),
+        only(text, &run.chars),
+        only(&run.chars, text)
     )))
 }
 

@@ -56,12 +56,6 @@ pub fn epoch_start(e: usize, eval_every: Option<usize>) -> String {
     }
 }
 
-/// `n` and the noun, plural unless `n` is 1.
-pub fn count(n: impl std::fmt::Display, noun: &str) -> String {
-    let one = n.to_string() == "1";
-    format!("{n} {noun}{}", if one { "" } else { "s" })
-}
-
 pub fn print_switch(r: &cuttle::cuttlefish::SwitchReport, eval_every: Option<usize>) {
     let at = epoch_start(r.epoch + 1, eval_every);
     eprintln!("cuttlefish: switch to low rank before {at} ({:.2}s)", r.seconds);

@@ -41,37 +41,32 @@ impl RunDir {
     /// folder that is not there, see no run, and the new run would overwrite `x`'s.
     pub fn resolve(path: &Path) -> PathBuf {
         use std::path::Component;
+        // The empty path is the current directory.
+        let here = |p: &Path| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() };
         let mut out = PathBuf::new();
         for part in path.components() {
             match part {
                 Component::ParentDir => {
-                    let lexical = out.parent().map(Path::to_path_buf);
-                    let on_disk = |p: &Path| if p.as_os_str().is_empty() { Path::new(".") } else { p }.exists();
-                    out = match lexical {
-                        // `a/..` with `a` missing: nothing to follow.
-                        Some(up) if !on_disk(&out) => up,
+                    out = match out.parent() {
+                        // Above where the path starts (`..`, `../..`) or above the root.
                         _ if out.as_os_str().is_empty() || out.ends_with("..") => out.join(".."),
+                        None => out.join(".."),
+                        // `a/..` with `a` missing: nothing to follow.
+                        Some(up) if !here(&out).exists() => up.to_path_buf(),
                         Some(up) => {
-                            let real = |p: &Path| {
-                                std::fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok()
-                            };
-                            let parent = real(&out).and_then(|r| r.parent().map(Path::to_path_buf));
-                            match parent {
-                                Some(p) if real(&up).as_ref() != Some(&p) => p,
-                                _ => up,
+                            let real = |p: &Path| std::fs::canonicalize(here(p)).ok();
+                            match real(&out).and_then(|r| r.parent().map(Path::to_path_buf)) {
+                                Some(p) if real(up).as_ref() != Some(&p) => p,
+                                _ => up.to_path_buf(),
                             }
                         }
-                        None => out.join(".."),
                     };
                 }
                 Component::CurDir => {}
                 other => out.push(other),
             }
         }
-        if out.as_os_str().is_empty() {
-            out.push(".");
-        }
-        out
+        here(&out)
     }
 
     /// True when `dir` holds (part of) a run: its config, metrics or a checkpoint.

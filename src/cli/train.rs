@@ -3,7 +3,7 @@
 
 use super::config::TrainArgs;
 use super::load::{plan, run_checkpoint, run_vocab, Loaded, Plan, Vocab};
-use super::progress::{count, print_change, print_final, print_ranks, print_switch};
+use super::progress::{print_change, print_final, print_ranks, print_switch};
 use super::rundir::RunDir;
 use crate::{cli, gpu, report_tuning};
 use cuttle::cuttlefish::SwitchReport;
@@ -11,6 +11,7 @@ use cuttle::data::DataSpec;
 use cuttle::gpu::Gpu;
 use cuttle::session::{EpochOutcome, Session};
 use cuttle::train::checkpoint::Checkpoint;
+use cuttle::train::train_config::count;
 use cuttle::train::RunConfig;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,9 +77,6 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
                 missing.join(" and ")
             );
         }
-    }
-    if let Some((ck, path)) = &checkpoint {
-        let run = ck.run(path)?;
         let switched = run.cuttlefish.as_ref().is_some_and(|c| c.switched.is_some());
         let dropped = RunDir::repair(&out, run.epochs_done, switched)?;
         if dropped > 0 {
@@ -125,6 +123,8 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
             std::process::exit(130);
         }
     });
+    // The checkpoint of where the session stands (the final model is written from it).
+    let mut last = checkpoint.map(|(ck, _)| ck);
     while !session.done() {
         let Some(o) = epoch(&gpu, &mut session, json)? else {
             // A switch that Ctrl-C cut short is in the checkpoint: record it too.
@@ -137,13 +137,11 @@ pub fn train(cli_adapter: &Option<String>, a: TrainArgs) -> Result<(), cuttle::E
         let ck = with_data_crc(pollster::block_on(session.checkpoint(&gpu))?, data_crc32);
         ck.save(&out)?;
         run.plots()?;
+        last = Some(ck);
     }
     // The final model alone, as `cuttle export` writes it, then the report: a run is
     // finished once both exist (each written whole or not at all).
-    let ck = match checkpoint {
-        Some((ck, _)) if session.at.epochs_done == ck.meta.run.as_ref().map_or(0, |r| r.epochs_done) => ck,
-        _ => pollster::block_on(session.checkpoint(&gpu))?,
-    };
+    let ck = last.expect("a finished run has a checkpoint: the one resumed from, or its last epoch's");
     ck.model_only().write_atomic(&out.join("model.safetensors"))?;
     finish(&run, &session, &spec, &gpu, json)
 }

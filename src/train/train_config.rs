@@ -131,25 +131,18 @@ impl TrainConfig {
         let (epochs, warm) = match self.text {
             Some(t) => (
                 format!(
-                    "{} steps (evaluated every {}, on {} batch{}) of batch {} x {} tokens",
+                    "{} steps (evaluated every {}, on {}) of batch {} x {} tokens",
                     self.epochs * t.eval_every,
                     t.eval_every,
-                    t.eval_batches,
-                    if t.eval_batches == 1 { "" } else { "es" },
+                    count(t.eval_batches, "batch"),
                     self.batch,
                     t.context
                 ),
-                format!(", {} warm-up step{}", (self.warmup_epochs * t.eval_every as f32).round(), {
-                    if (self.warmup_epochs * t.eval_every as f32).round() == 1.0 {
-                        ""
-                    } else {
-                        "s"
-                    }
-                }),
+                format!(", {}", count((self.warmup_epochs * t.eval_every as f32).round(), "warm-up step")),
             ),
             None => (
-                format!("{} epoch{} of batch {}", self.epochs, if self.epochs == 1 { "" } else { "s" }, self.batch),
-                format!(", {} warm-up epoch{}", self.warmup_epochs, if self.warmup_epochs == 1.0 { "" } else { "s" }),
+                format!("{} of batch {}", count(self.epochs, "epoch"), self.batch),
+                format!(", {}", count(self.warmup_epochs, "warm-up epoch")),
             ),
         };
         let warm = if self.schedule == Schedule::Cosine { warm } else { String::new() };
@@ -162,4 +155,16 @@ impl TrainConfig {
             self.label_smoothing
         )
     }
+}
+
+/// `n` and the noun, plural unless `n` reads as 1 (`1`, or an f32's `1`): "1 step",
+/// "3 batches", "0.5 warm-up epochs".
+pub fn count(n: impl std::fmt::Display, noun: &str) -> String {
+    let n = n.to_string();
+    let plural = match (n == "1", noun.ends_with("ch") || noun.ends_with('s')) {
+        (true, _) => "",
+        (false, true) => "es",
+        (false, false) => "s",
+    };
+    format!("{n} {noun}{plural}")
 }

@@ -513,11 +513,6 @@ impl Trainer {
         self.hook = hook;
     }
 
-    /// The current step's dispatches by phase.
-    pub fn train_step(&self) -> &TrainStep {
-        &self.train_step
-    }
-
     async fn read_totals(&self, gpu: &Gpu) -> Result<Totals> {
         let mut t = Totals::default();
         self.staging.read_into(gpu, std::slice::from_mut(&mut t)).await?;
@@ -635,14 +630,7 @@ impl Trainer {
     /// Loss and accuracy on the whole test split (BatchNorm in eval mode), or a language
     /// model's validation windows (loss in nats per token).
     pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<Totals> {
-        self.reset_totals(gpu);
-        let (n, b) = (self.eval_samples(), self.cfg.batch);
-        let steps = n.div_ceil(b);
-        for s in 0..steps {
-            let st = self.state(s, 0, b.min(n - s * b), 0.0);
-            self.submit(gpu, &self.eval_step, st, s + 1 == steps);
-        }
-        self.read_totals(gpu).await
+        self.evaluate_into(gpu, None).await
     }
 
     /// The test evaluation with every test image's logits, in the split's order:
@@ -653,17 +641,26 @@ impl Trainer {
         if self.cfg.text.is_some() {
             return Err(Error::Config("per-image logits are for image models; a language model is sampled".into()));
         }
+        let mut logits = Vec::with_capacity(self.eval_samples() * self.net.graph.classes);
+        let totals = self.evaluate_into(gpu, Some(&mut logits)).await?;
+        Ok((totals, logits))
+    }
+
+    /// The evaluation's batches, one submit each, the totals read once at the end; with
+    /// `logits`, each batch's valid rows of logits appended to it.
+    async fn evaluate_into(&mut self, gpu: &Gpu, mut logits: Option<&mut Vec<f32>>) -> Result<Totals> {
         self.reset_totals(gpu);
         let (n, b, k) = (self.eval_samples(), self.cfg.batch, self.net.graph.classes);
-        let mut logits = Vec::with_capacity(n * k);
         let steps = n.div_ceil(b);
         for s in 0..steps {
             let rows = b.min(n - s * b);
             self.submit(gpu, &self.eval_step, self.state(s, 0, rows, 0.0), s + 1 == steps);
-            let batch = crate::gpu::read_f32(gpu, &[self.net.logits()]).await?.remove(0);
-            logits.extend_from_slice(&batch[..rows * k]);
+            if let Some(out) = logits.as_deref_mut() {
+                let batch = crate::gpu::read_f32(gpu, &[self.net.logits()]).await?.remove(0);
+                out.extend_from_slice(&batch[..rows * k]);
+            }
         }
-        Ok((self.read_totals(gpu).await?, logits))
+        self.read_totals(gpu).await
     }
 
     /// Predicted classes of the first `min(count, batch, test images)` test images (BatchNorm

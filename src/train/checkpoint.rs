@@ -6,13 +6,14 @@
 //! state: SGD's momentum or AdamW's first moment), `second_moment.<name>` (AdamW only),
 //! `<bn>.running_mean` / `<bn>.running_var`, `cuttlefish.probe` (the power
 //! iteration's vectors), and two metadata strings: `cuttle`, the [`Meta`] struct as JSON
-//! (model, what it reads: input shape, normalisation, class names; position, re-warm,
-//! Cuttlefish tracker and switch), and `crc32`, a CRC-32 of every other metadata string
+//! (`meta.rs`: model, what it reads: input shape, normalisation, class names or a
+//! language model's vocabulary; position, re-warm, Cuttlefish tracker and switch, the
+//! data's CRC, the report's figures so far), and `crc32`, a CRC-32 of every other metadata string
 //! and of all tensor names, shapes and bytes: a one-byte edit anywhere that matters, in
 //! the metadata or the tensors, fails the load. For PyTorch users the model's
 //! description is repeated as plain strings
 //! ([`PLAIN_KEYS`]: `model`, `input_shape`, `normalize_mean`, `normalize_std`,
-//! `class_names` or `vocab_size`, `ranks`, each a JSON value), which
+//! `class_names` or `vocab_size` and `vocab`, `ranks`, each a JSON value), which
 //! `safetensors.safe_open(path, "pt").metadata()` returns as a dict of strings. `cuttle`
 //! itself reads only the `cuttle` record; the plain strings are derived from it.
 //!
